@@ -1,0 +1,134 @@
+//! The daemon's configuration, layered: built-in defaults, then an optional TOML
+//! file, then `LEDGERSYNC_*` environment variables (`__` separates sections, e.g.
+//! `LEDGERSYNC_STORE__URL`). Unknown keys are errors, so a typo never silently falls
+//! back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    pub store: StoreConfig,
+    pub server: ServerConfig,
+    pub import: ImportConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite://DIR` (a control database plus one file per tenant under DIR) or
+    /// `postgres://…` (a control schema plus one schema per tenant).
+    pub url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportConfig {
+    /// Rows mapped and staged at a time; memory is bounded by this, not by file size.
+    pub batch_rows: usize,
+    /// Row errors listed in one report before the rest are only counted.
+    pub max_reported_errors: usize,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            store: StoreConfig {
+                url: "sqlite://ledgersync-data".to_string(),
+            },
+            server: ServerConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            },
+            import: ImportConfig {
+                batch_rows: 50_000,
+                max_reported_errors: 100,
+            },
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(#[from] Box<figment::Error>);
+
+/// Environment variables with the prefix that are not configuration keys.
+const NON_CONFIG_ENV: &[&str] = &["config", "master_key", "master_key_file", "log"];
+
+impl DaemonConfig {
+    /// Defaults, then `file` when given (it must exist), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<DaemonConfig, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(DaemonConfig::default()));
+        if let Some(path) = file {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment
+            .merge(
+                Env::prefixed("LEDGERSYNC_")
+                    .ignore(NON_CONFIG_ENV)
+                    .split("__"),
+            )
+            .extract()
+            .map_err(|e| ConfigError(Box::new(e)))
+    }
+
+    /// The file named by `LEDGERSYNC_CONFIG`, if any.
+    pub fn file_from_env() -> Option<PathBuf> {
+        std::env::var_os("LEDGERSYNC_CONFIG").map(PathBuf::from)
+    }
+}
+
+// figment::Jail closures return figment::Error by design.
+#[cfg(test)]
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn layers_defaults_file_and_env() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "ledgersync.toml",
+                "[store]\nurl = \"postgres://localhost/ledger\"\n[import]\nbatch_rows = 10\nmax_reported_errors = 5\n",
+            )?;
+            jail.set_env("LEDGERSYNC_SERVER__LISTEN", "0.0.0.0:9000");
+            let config = DaemonConfig::load(Some(Path::new("ledgersync.toml"))).unwrap();
+            assert_eq!(config.store.url, "postgres://localhost/ledger");
+            assert_eq!(config.import.batch_rows, 10);
+            assert_eq!(config.server.listen.port(), 9000);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        Jail::expect_with(|_| {
+            let config = DaemonConfig::load(None).unwrap();
+            assert_eq!(config, DaemonConfig::default());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        Jail::expect_with(|jail| {
+            jail.create_file("ledgersync.toml", "[store]\nurll = \"sqlite://x\"\n")?;
+            let err = DaemonConfig::load(Some(Path::new("ledgersync.toml"))).unwrap_err();
+            assert!(err.to_string().contains("urll"), "{err}");
+            jail.set_env("LEDGERSYNC_SERVR__LISTEN", "0.0.0.0:1");
+            assert!(DaemonConfig::load(None).is_err());
+            Ok(())
+        });
+    }
+}

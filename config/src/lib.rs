@@ -1,0 +1,11 @@
+//! Configuration: the daemon's own settings (figment: defaults → TOML file →
+//! `LEDGERSYNC_` environment), tenant settings in the runbook's JSON shape, and the
+//! stream mapping definitions that turn source rows into ledger postings.
+
+mod daemon;
+mod stream;
+mod tenant;
+
+pub use daemon::{ConfigError, DaemonConfig, ImportConfig, ServerConfig, StoreConfig};
+pub use stream::{AccountSpec, DateSpec, PostingSpec, StreamDef, TemplateDef, BUILTIN_JOURNAL};
+pub use tenant::{Features, SettingsError, TenantSettings};

@@ -1,0 +1,52 @@
+//! The unit sources hand to the mapper.
+
+pub use ledgersync_schemas::RowError;
+use polars::prelude::*;
+
+/// Up to a batch's worth of source rows as text columns (`None` for empty cells),
+/// with the origin line of each row and the rows the reader itself could not read.
+#[derive(Debug, Clone)]
+pub struct RowBatch {
+    pub frame: DataFrame,
+    pub origin_lines: Vec<u64>,
+    pub errors: Vec<RowError>,
+}
+
+impl RowBatch {
+    /// Builds a batch from column names and rows of cells; empty cells become nulls.
+    pub fn from_rows(
+        columns: &[String],
+        rows: Vec<Vec<String>>,
+        origin_lines: Vec<u64>,
+        errors: Vec<RowError>,
+    ) -> PolarsResult<RowBatch> {
+        let height = rows.len();
+        let mut cells: Vec<Vec<Option<String>>> = vec![Vec::with_capacity(height); columns.len()];
+        for row in rows {
+            for (index, cell) in row.into_iter().enumerate() {
+                cells[index].push((!cell.is_empty()).then_some(cell));
+            }
+        }
+        let frame = DataFrame::new(
+            height,
+            columns
+                .iter()
+                .zip(cells)
+                .map(|(name, values)| Column::new(name.as_str().into(), values))
+                .collect(),
+        )?;
+        Ok(RowBatch {
+            frame,
+            origin_lines,
+            errors,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.origin_lines.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.origin_lines.is_empty()
+    }
+}

@@ -1,0 +1,130 @@
+//! Streams a CSV file as [`RowBatch`]es of at most `batch_rows` rows, so memory is
+//! bounded by the batch, not the file. Header names are trimmed and lower-cased;
+//! cells are trimmed. A row with the wrong number of fields is reported, not fatal.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use crate::batch::{RowBatch, RowError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("cannot open {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Csv { path: PathBuf, source: csv::Error },
+    #[error("{path}: the file has no header row")]
+    NoHeader { path: PathBuf },
+    #[error("{path}: {source}")]
+    Frame {
+        path: PathBuf,
+        source: polars::error::PolarsError,
+    },
+}
+
+pub struct CsvBatches {
+    path: PathBuf,
+    reader: csv::Reader<BufReader<File>>,
+    columns: Vec<String>,
+    batch_rows: usize,
+    total_bytes: u64,
+    record: csv::StringRecord,
+    done: bool,
+}
+
+impl CsvBatches {
+    pub fn open(path: &Path, batch_rows: usize) -> Result<CsvBatches, FileError> {
+        let file = File::open(path).map_err(|source| FileError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let total_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let mut reader = csv::ReaderBuilder::new()
+            .flexible(true)
+            .trim(csv::Trim::All)
+            .from_reader(BufReader::with_capacity(1 << 20, file));
+        let csv_error = |source| FileError::Csv {
+            path: path.to_path_buf(),
+            source,
+        };
+        let columns: Vec<String> = reader
+            .headers()
+            .map_err(csv_error)?
+            .iter()
+            .map(|h| h.trim_start_matches('\u{feff}').trim().to_ascii_lowercase())
+            .collect();
+        if columns.iter().all(String::is_empty) {
+            return Err(FileError::NoHeader {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(CsvBatches {
+            path: path.to_path_buf(),
+            reader,
+            columns,
+            batch_rows: batch_rows.max(1),
+            total_bytes,
+            record: csv::StringRecord::new(),
+            done: false,
+        })
+    }
+
+    pub fn columns(&self) -> &[String] {
+        &self.columns
+    }
+
+    /// File size, and bytes read so far, for progress reporting.
+    pub fn progress(&self) -> (u64, u64) {
+        (self.reader.position().byte(), self.total_bytes)
+    }
+
+    /// The next batch, or `None` at the end of the file.
+    pub fn next_batch(&mut self) -> Result<Option<RowBatch>, FileError> {
+        if self.done {
+            return Ok(None);
+        }
+        let width = self.columns.len();
+        let mut rows = Vec::with_capacity(self.batch_rows.min(65_536));
+        let mut lines = Vec::with_capacity(rows.capacity());
+        let mut errors = Vec::new();
+        while rows.len() < self.batch_rows {
+            let more = self
+                .reader
+                .read_record(&mut self.record)
+                .map_err(|source| FileError::Csv {
+                    path: self.path.clone(),
+                    source,
+                })?;
+            if !more {
+                self.done = true;
+                break;
+            }
+            let line = self.record.position().map(|p| p.line()).unwrap_or(0);
+            if self.record.len() == 1 && self.record[0].is_empty() {
+                continue;
+            }
+            if self.record.len() != width {
+                errors.push(RowError {
+                    line,
+                    reason: format!("expected {width} fields, found {}", self.record.len()),
+                });
+                continue;
+            }
+            rows.push(self.record.iter().map(str::to_string).collect());
+            lines.push(line);
+        }
+        if rows.is_empty() && errors.is_empty() {
+            return Ok(None);
+        }
+        RowBatch::from_rows(&self.columns, rows, lines, errors)
+            .map(Some)
+            .map_err(|source| FileError::Frame {
+                path: self.path.clone(),
+                source,
+            })
+    }
+}

@@ -1,0 +1,137 @@
+//! Turning source date and timestamp text into a tenant-local calendar date.
+//!
+//! A timestamp is first placed on the UTC timeline (by its own offset, or by the
+//! timezone the source writes naive times in) and only then given a date in the
+//! tenant's timezone: 2025-01-31 17:30 UTC is 1 February in Jakarta.
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+
+const NAIVE_FORMATS: [&str; 4] = [
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%dT%H:%M",
+];
+
+pub(crate) struct DateParser {
+    format: Option<String>,
+    source_tz: Tz,
+    tenant_tz: Tz,
+}
+
+/// A calendar date in the tenant's timezone, and the instant it came from if the
+/// source gave one.
+pub(crate) type LocalDate = (NaiveDate, Option<DateTime<Utc>>);
+
+impl DateParser {
+    pub(crate) fn new(format: Option<String>, source_tz: Tz, tenant_tz: Tz) -> DateParser {
+        DateParser {
+            format,
+            source_tz,
+            tenant_tz,
+        }
+    }
+
+    pub(crate) fn parse(&self, text: &str) -> Result<LocalDate, String> {
+        let parsed = match &self.format {
+            Some(format) => self.parse_with(text, format),
+            None => self.parse_guessing(text),
+        };
+        parsed.ok_or_else(|| match &self.format {
+            Some(format) => format!("bad date '{text}': expected the format {format}"),
+            None => {
+                format!("bad date '{text}': expected YYYY-MM-DD, YYYY-MM-DD HH:MM:SS or RFC 3339")
+            }
+        })
+    }
+
+    fn parse_with(&self, text: &str, format: &str) -> Option<LocalDate> {
+        if let Ok(instant) = DateTime::parse_from_str(text, format) {
+            return Some(self.localize(instant.with_timezone(&Utc)));
+        }
+        if let Ok(naive) = NaiveDateTime::parse_from_str(text, format) {
+            return self.place_naive(naive);
+        }
+        NaiveDate::parse_from_str(text, format)
+            .ok()
+            .map(|d| (d, None))
+    }
+
+    fn parse_guessing(&self, text: &str) -> Option<LocalDate> {
+        if let Ok(instant) = DateTime::parse_from_rfc3339(text) {
+            return Some(self.localize(instant.with_timezone(&Utc)));
+        }
+        if let Some(naive) = NAIVE_FORMATS
+            .iter()
+            .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
+        {
+            return self.place_naive(naive);
+        }
+        NaiveDate::parse_from_str(text, "%Y-%m-%d")
+            .ok()
+            .map(|d| (d, None))
+    }
+
+    fn place_naive(&self, naive: NaiveDateTime) -> Option<LocalDate> {
+        // A time skipped by a daylight-saving jump has no instant: refuse it rather
+        // than guess.
+        let instant = self.source_tz.from_local_datetime(&naive).earliest()?;
+        Some(self.localize(instant.with_timezone(&Utc)))
+    }
+
+    fn localize(&self, instant: DateTime<Utc>) -> LocalDate {
+        (
+            instant.with_timezone(&self.tenant_tz).date_naive(),
+            Some(instant),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jakarta_from_utc() -> DateParser {
+        DateParser::new(None, chrono_tz::UTC, chrono_tz::Asia::Jakarta)
+    }
+
+    fn date(s: &str) -> NaiveDate {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn utc_evening_is_next_day_in_jakarta() {
+        let (local, instant) = jakarta_from_utc().parse("2025-01-31 17:30:00").unwrap();
+        assert_eq!(local, date("2025-02-01"));
+        assert_eq!(instant.unwrap().to_rfc3339(), "2025-01-31T17:30:00+00:00");
+    }
+
+    #[test]
+    fn offsets_in_the_text_win() {
+        let (local, _) = jakarta_from_utc()
+            .parse("2025-02-01T00:30:00+07:00")
+            .unwrap();
+        assert_eq!(local, date("2025-02-01"));
+        let (local, _) = jakarta_from_utc().parse("2025-01-31T16:59:59Z").unwrap();
+        assert_eq!(local, date("2025-01-31"));
+    }
+
+    #[test]
+    fn plain_dates_stay_as_written() {
+        let (local, instant) = jakarta_from_utc().parse("2025-01-31").unwrap();
+        assert_eq!((local, instant), (date("2025-01-31"), None));
+    }
+
+    #[test]
+    fn explicit_formats_and_bad_text() {
+        let parser = DateParser::new(
+            Some("%d/%m/%Y".into()),
+            chrono_tz::UTC,
+            chrono_tz::Asia::Jakarta,
+        );
+        assert_eq!(parser.parse("01/02/2025").unwrap().0, date("2025-02-01"));
+        assert!(parser.parse("2025-02-01").unwrap_err().contains("%d/%m/%Y"));
+        assert!(jakarta_from_utc().parse("31-01-2025").is_err());
+    }
+}

@@ -1,0 +1,227 @@
+use super::*;
+use ledgersync_schemas::default_chart;
+
+fn ctx() -> MapContext {
+    MapContext {
+        timezone: chrono_tz::Asia::Jakarta,
+        currency: "IDR".into(),
+        accounts: default_chart().into_iter().map(|a| a.code).collect(),
+    }
+}
+
+fn batch(header: &str, rows: &[&str]) -> RowBatch {
+    let columns: Vec<String> = header.split(',').map(str::to_string).collect();
+    let cells = rows
+        .iter()
+        .map(|r| r.split(',').map(str::to_string).collect())
+        .collect();
+    let lines = (2..2 + rows.len() as u64).collect();
+    RowBatch::from_rows(&columns, cells, lines, Vec::new()).unwrap()
+}
+
+const POS: &str = r#"
+name = "pos_sales"
+key = ["sale_id"]
+date = { column = "sold_at", source_timezone = "UTC" }
+branch = "outlet"
+numeric = ["net_amount", "tax"]
+
+[lookups.payment_account]
+cash = "1000"
+qris = "1020"
+gopay = "1020"
+
+[lookups.sales_account]
+pastry = "4000"
+coffee = "4010"
+
+[[templates]]
+postings = [
+  { account = { lookup = "payment_account", column = "payment_method" }, amount = "net_amount + tax" },
+  { account = { lookup = "sales_account", column = "category" }, amount = "-net_amount" },
+  { account = "2100", amount = "-tax" },
+]
+"#;
+
+#[test]
+fn pos_rows_become_balanced_postings_in_jakarta_dates() {
+    let mapper = Mapper::compile(StreamDef::from_toml(POS).unwrap(), ctx()).unwrap();
+    let mapped = mapper
+        .map(batch(
+            "sale_id,sold_at,outlet,category,payment_method,net_amount,tax",
+            &[
+                "S1,2025-01-31 17:30:00,Kemang,coffee,QRIS,45900.9,4590.09",
+                "S2,2025-01-31 16:59:59,Kemang,pastry,cash,-755.0125,0",
+            ],
+        ))
+        .unwrap();
+    assert!(mapped.errors.is_empty(), "{:?}", mapped.errors);
+    let s1: Vec<_> = mapped
+        .postings
+        .iter()
+        .filter(|p| p.source_key == "S1")
+        .collect();
+    assert_eq!(s1.len(), 3);
+    assert_eq!(s1[0].account, "1020");
+    assert_eq!(s1[0].amount.to_string(), "50490.99");
+    assert_eq!(s1[1].account, "4010");
+    assert_eq!(s1[0].date.to_string(), "2025-02-01");
+    assert_eq!(s1.iter().map(|p| p.amount).sum::<Amount>(), Amount::ZERO);
+    // a zero tax posts nothing; the fractional rupiah survive exactly
+    let s2: Vec<_> = mapped
+        .postings
+        .iter()
+        .filter(|p| p.source_key == "S2")
+        .collect();
+    assert_eq!(s2.len(), 2);
+    assert_eq!(s2[1].amount.to_string(), "755.0125");
+    assert_eq!(s2[0].date.to_string(), "2025-01-31");
+}
+
+#[test]
+fn bad_rows_are_reported_with_line_and_reason() {
+    let mapper = Mapper::compile(StreamDef::from_toml(POS).unwrap(), ctx()).unwrap();
+    let mapped = mapper
+        .map(batch(
+            "sale_id,sold_at,outlet,category,payment_method,net_amount,tax",
+            &[
+                "S1,2025-01-31 17:30:00,Kemang,coffee,bitcoin,100,10",
+                "S2,31/01/2025,Kemang,coffee,cash,100,10",
+                "S3,2025-01-31 10:00:00,Kemang,coffee,cash,12abc,10",
+                "S4,2025-01-31 10:00:00,Kemang,coffee,cash,1.000001,0",
+                "S5,2025-01-31 10:00:00,Kemang,coffee,cash,100,10",
+            ],
+        ))
+        .unwrap();
+    let reasons: Vec<_> = mapped
+        .errors
+        .iter()
+        .map(|e| (e.line, e.reason.as_str()))
+        .collect();
+    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    assert_eq!(reasons[0].0, 2);
+    assert!(
+        reasons[0].1.contains("lookup 'payment_account'"),
+        "{}",
+        reasons[0].1
+    );
+    assert!(
+        reasons[1].1.starts_with("bad date '31/01/2025'"),
+        "{}",
+        reasons[1].1
+    );
+    assert!(
+        reasons[2].1.contains("non-numeric amount '12abc'"),
+        "{}",
+        reasons[2].1
+    );
+    assert!(
+        reasons[3].1.contains("more than 4 decimal places"),
+        "{}",
+        reasons[3].1
+    );
+    assert!(mapped.postings.iter().all(|p| p.source_key == "S5"));
+}
+
+#[test]
+fn templates_chosen_by_when_with_expressions() {
+    let def = r#"
+name = "financing"
+key = ["id"]
+date = { column = "date" }
+numeric = ["amount", "fee"]
+
+[[templates]]
+when = "kind = 'capital'"
+postings = [{ account = "1010", amount = "amount" }, { account = "3000", amount = "-amount" }]
+
+[[templates]]
+when = "kind = 'loan'"
+postings = [
+  { account = "1010", amount = "amount - fee" },
+  { account = "8000", amount = "fee" },
+  { account = "2500", amount = "-amount" },
+]
+
+[[templates]]
+when = "kind = 'repayment'"
+postings = [{ account = "2500", amount = "amount" }, { account = "1010", amount = "-(amount)" }]
+"#;
+    let mapper = Mapper::compile(StreamDef::from_toml(def).unwrap(), ctx()).unwrap();
+    let mapped = mapper
+        .map(batch(
+            "id,date,kind,amount,fee",
+            &[
+                "F1,2024-01-05,capital,500000000,",
+                "F2,2024-02-01,loan,200000000,1500000.5",
+                "F3,2024-03-01,repayment,10000000,",
+                "F4,2024-03-01,grant,1,",
+            ],
+        ))
+        .unwrap();
+    assert_eq!(mapped.errors.len(), 1);
+    assert!(mapped.errors[0].reason.contains("no template"));
+    let loan: Vec<_> = mapped
+        .postings
+        .iter()
+        .filter(|p| p.source_key == "F2")
+        .collect();
+    assert_eq!(loan[0].amount.to_string(), "198499999.5");
+    assert_eq!(loan.len(), 3);
+    assert_eq!(
+        mapped
+            .postings
+            .iter()
+            .filter(|p| p.source_key == "F3")
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn float_literals_are_refused_not_rounded() {
+    let def = r#"
+name = "taxed"
+key = ["id"]
+date = { column = "date" }
+numeric = ["gross"]
+[[templates]]
+postings = [{ account = "1000", amount = "gross * 0.1" }, { account = "4000", amount = "-(gross * 0.1)" }]
+"#;
+    let mapper = Mapper::compile(StreamDef::from_toml(def).unwrap(), ctx()).unwrap();
+    match mapper.map(batch("id,date,gross", &["A,2024-01-01,100"])) {
+        Err(MappingError::InexactAmount { .. }) => {}
+        other => {
+            let mapped = other.unwrap();
+            // If polars keeps decimals exact here, the value must be exact too.
+            assert_eq!(mapped.postings[0].amount.to_string(), "10");
+        }
+    }
+}
+
+#[test]
+fn missing_columns_and_broken_expressions_fail_early() {
+    let mapper = Mapper::compile(StreamDef::journal(), ctx()).unwrap();
+    let err = mapper
+        .check_columns(&["date".into(), "txn_id".into(), "amount".into()])
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("missing column(s) account"),
+        "{err}"
+    );
+    mapper
+        .check_columns(&[
+            "date".into(),
+            "txn_id".into(),
+            "account".into(),
+            "amount".into(),
+        ])
+        .unwrap();
+
+    let mut def = StreamDef::journal();
+    def.templates[0].postings[0].amount = "amount +* 2".into();
+    assert!(matches!(
+        Mapper::compile(def, ctx()),
+        Err(MappingError::Expression { .. })
+    ));
+}

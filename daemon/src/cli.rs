@@ -1,0 +1,398 @@
+//! The command line: the operator's runbook steps, imports, reports and the daemon.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ledgersync_config::{DaemonConfig, StreamDef};
+use ledgersync_schemas::{Grouping, Month, ReportKind};
+use ledgersync_store::{Store, Tenant};
+
+use crate::import::{self, ImportOptions, ImportOutcome};
+use crate::reports::{self, ReportQuery};
+use crate::{demo, keys, tenants, Application};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ledgersync",
+    version,
+    about = "Finance data connector and sync daemon for F&B dashboards"
+)]
+pub struct Cli {
+    /// TOML configuration file (also LEDGERSYNC_CONFIG); LEDGERSYNC_* variables override it.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a customer: tenant, storage, default chart of accounts.
+    Provision {
+        #[command(subcommand)]
+        what: ProvisionWhat,
+    },
+    /// List tenants.
+    Tenants,
+    /// Chart of accounts.
+    Accounts {
+        #[command(subcommand)]
+        action: AccountsAction,
+    },
+    /// Import CSV files through a stream mapping. A file already imported changes nothing.
+    Import(ImportArgs),
+    /// P&L, cash flow, COGS or staff report from the precomputed aggregates.
+    Report(ReportArgs),
+    /// API keys.
+    Apikey {
+        #[command(subcommand)]
+        action: ApikeyAction,
+    },
+    /// Serve the HTTP API.
+    Serve,
+    /// Create (once) a demo coffee chain with two years of data, then serve it.
+    Demo {
+        /// Prepare the demo and print how to use it, without serving.
+        #[arg(long)]
+        no_serve: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProvisionWhat {
+    Customer {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long, default_value = "lite")]
+        plan: String,
+        /// Seats included in the plan.
+        #[arg(long, default_value_t = 5)]
+        users: i64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountsAction {
+    /// Add or update accounts from a CSV file: code,name,class[,category].
+    Import {
+        #[arg(long)]
+        tenant: String,
+        file: PathBuf,
+    },
+    /// Print the chart of accounts.
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Tenant id or slug.
+    #[arg(long)]
+    tenant: String,
+    /// Built-in stream (`journal`) or the name of a --mapping definition.
+    #[arg(long, default_value = "journal", conflicts_with = "mapping")]
+    stream: String,
+    /// Stream mapping definition (TOML), e.g. examples/streams/pos_sales.toml.
+    #[arg(long, value_name = "FILE")]
+    mapping: Option<PathBuf>,
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// pnl, cash-flow, cogs or staff.
+    kind: ReportKind,
+    #[arg(long)]
+    tenant: String,
+    /// First month, YYYY-MM.
+    #[arg(long)]
+    from: Month,
+    /// Last month, YYYY-MM.
+    #[arg(long)]
+    to: Month,
+    /// One branch (outlet); all branches when left out.
+    #[arg(long)]
+    branch: Option<String>,
+    /// month, quarter, year, fiscal-year or ytd.
+    #[arg(long, default_value = "month")]
+    by: Grouping,
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApikeyAction {
+    /// Create a key; the secret is printed once and only its hash is stored.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value = "default")]
+        name: String,
+        /// read (reports) or ingest (push data).
+        #[arg(long, default_value = "read")]
+        scope: String,
+    },
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config_file = cli.config.clone().or_else(DaemonConfig::file_from_env);
+    let config = DaemonConfig::load(config_file.as_deref())?;
+    let store = ledgersync_store::connect(&config.store.url)
+        .await
+        .with_context(|| {
+            format!(
+                "opening the store at {}",
+                ledgersync_store::redact(&config.store.url)
+            )
+        })?;
+    let import_options = ImportOptions {
+        batch_rows: config.import.batch_rows,
+        max_reported_errors: config.import.max_reported_errors,
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    match cli.command {
+        Command::Provision {
+            what:
+                ProvisionWhat::Customer {
+                    name,
+                    email,
+                    plan,
+                    users,
+                    json,
+                },
+        } => {
+            let outcome = tenants::provision(store.as_ref(), &name, &email, &plan, users).await?;
+            let tenant = &outcome.tenant;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "customerId": tenant.id, "slug": tenant.slug, "created": outcome.created,
+                        "plan": tenant.plan, "seats": tenant.seats,
+                    })
+                );
+            } else if outcome.created {
+                println!("customer id: {}\nslug:        {}\nstorage initialised, default chart of accounts loaded", tenant.id, tenant.slug);
+            } else {
+                println!(
+                    "customer id: {}\nslug:        {}\nalready provisioned for {}: nothing created",
+                    tenant.id, tenant.slug, tenant.admin_email
+                );
+            }
+        }
+        Command::Tenants => {
+            for tenant in store.tenants().await? {
+                println!(
+                    "{}  {:<24} {:<5} {}",
+                    tenant.id, tenant.slug, tenant.plan, tenant.name
+                );
+            }
+        }
+        Command::Accounts { action } => match action {
+            AccountsAction::Import { tenant, file } => {
+                let tenant = tenants::find(store.as_ref(), &tenant).await?;
+                let accounts = import::read_chart(&file)?;
+                store.upsert_accounts(&tenant, &accounts).await?;
+                println!("{} account(s) added or updated", accounts.len());
+            }
+            AccountsAction::List { tenant } => {
+                let tenant = tenants::find(store.as_ref(), &tenant).await?;
+                for a in store.accounts(&tenant).await? {
+                    println!(
+                        "{:<6} {:<16} {:<12} {}",
+                        a.code,
+                        a.class.as_str(),
+                        a.category.unwrap_or_default(),
+                        a.name
+                    );
+                }
+            }
+        },
+        Command::Import(args) => {
+            let tenant = tenants::find(store.as_ref(), &args.tenant).await?;
+            let stream = match &args.mapping {
+                Some(path) => read_stream(path)?,
+                None if args.stream == "journal" => StreamDef::journal(),
+                None => anyhow::bail!(
+                    "unknown stream '{}': use journal, or --mapping FILE.toml",
+                    args.stream
+                ),
+            };
+            for file in &args.files {
+                import_one(
+                    store.clone(),
+                    &tenant,
+                    stream.clone(),
+                    file,
+                    &import_options,
+                )
+                .await?;
+            }
+        }
+        Command::Report(args) => {
+            let tenant = tenants::find(store.as_ref(), &args.tenant).await?;
+            let query = ReportQuery {
+                kind: args.kind,
+                from: args.from,
+                to: args.to,
+                branch: args.branch,
+                by: args.by,
+            };
+            let report = reports::build(store.as_ref(), &tenant, &query).await?;
+            match args.format {
+                Format::Table => print!("{}", report.to_table()),
+                Format::Csv => print!("{}", report.to_csv()),
+                Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+            }
+        }
+        Command::Apikey {
+            action:
+                ApikeyAction::Create {
+                    tenant,
+                    name,
+                    scope,
+                },
+        } => {
+            let tenant = tenants::find(store.as_ref(), &tenant).await?;
+            let secret = create_key(store.as_ref(), &tenant, &name, &scope).await?;
+            println!("{secret}\n(shown once: only its hash is stored)");
+        }
+        Command::Serve => serve(store, &config).await?,
+        Command::Demo { no_serve } => demo(store, &config, &import_options, no_serve).await?,
+    }
+    Ok(())
+}
+
+fn read_stream(path: &Path) -> anyhow::Result<StreamDef> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    StreamDef::from_toml(&text)
+        .with_context(|| format!("{} is not a valid stream mapping", path.display()))
+}
+
+async fn import_one(
+    store: Arc<dyn Store>,
+    tenant: &Tenant,
+    stream: StreamDef,
+    file: &Path,
+    options: &ImportOptions,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    match import::import_csv(store, tenant, stream, file, options).await? {
+        ImportOutcome::Loaded(summary) => println!(
+            "{}: {} transaction(s), {} posting(s) imported in {:.1}s; {} month/branch bucket(s) recomputed",
+            file.display(),
+            summary.transactions,
+            summary.postings,
+            started.elapsed().as_secs_f64(),
+            summary.buckets_recomputed
+        ),
+        ImportOutcome::AlreadyLoaded(past) => println!(
+            "{}: already imported on {} (load {}); nothing changed",
+            file.display(),
+            past.loaded_at,
+            past.id
+        ),
+    }
+    Ok(())
+}
+
+async fn create_key(
+    store: &dyn Store,
+    tenant: &Tenant,
+    name: &str,
+    scope: &str,
+) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        keys::SCOPES.contains(&scope),
+        "unknown scope '{scope}': use read or ingest"
+    );
+    anyhow::ensure!(
+        !name.is_empty() && name.len() <= 100,
+        "the key name must be 1 to 100 characters"
+    );
+    let secret = keys::generate();
+    store
+        .create_api_key(&tenant.id, name, scope, &keys::hash(&secret))
+        .await?;
+    Ok(secret)
+}
+
+async fn serve(store: Arc<dyn Store>, config: &DaemonConfig) -> anyhow::Result<()> {
+    let app = Application::build(store, config.server.listen).await?;
+    tracing::info!(address = %app.local_addr(), "Serving the API.");
+    app.run_until_stopped().await?;
+    Ok(())
+}
+
+const DEMO_EMAIL: &str = "owner@kopi-demo.example";
+
+async fn demo(
+    store: Arc<dyn Store>,
+    config: &DaemonConfig,
+    options: &ImportOptions,
+    no_serve: bool,
+) -> anyhow::Result<()> {
+    let outcome = tenants::provision(store.as_ref(), "Kopi Demo", DEMO_EMAIL, "pro", 10).await?;
+    let tenant = outcome.tenant;
+    if store.loads(&tenant).await?.is_empty() {
+        let spec = demo::DemoSpec::default();
+        let dir = std::env::temp_dir().join(format!("ledgersync-demo-{}", std::process::id()));
+        let files = demo::generate(&spec, &dir)?;
+        println!(
+            "Generated {} source rows for {} outlets in {}",
+            files.rows,
+            spec.outlets,
+            dir.display()
+        );
+        let pos = StreamDef::from_toml(demo::POS_SALES_STREAM)?;
+        let financing = StreamDef::from_toml(demo::FINANCING_STREAM)?;
+        import_one(store.clone(), &tenant, pos, &files.pos_sales, options).await?;
+        import_one(
+            store.clone(),
+            &tenant,
+            StreamDef::journal(),
+            &files.journal,
+            options,
+        )
+        .await?;
+        import_one(store.clone(), &tenant, financing, &files.financing, options).await?;
+        let _ = std::fs::remove_dir_all(&dir);
+    } else {
+        println!("Demo tenant '{}' already has data.", tenant.slug);
+    }
+    let key = create_key(store.as_ref(), &tenant, "demo", "read").await?;
+    let app = Application::build(store, config.server.listen).await?;
+    let url = format!("http://{}", app.local_addr());
+    println!(
+        "\nDemo coffee chain '{slug}' is ready.\n\
+         API:      {url}\n\
+         API key:  {key}\n\n\
+         Try:\n  curl -H 'Authorization: Bearer {key}' '{url}/v1/reports/pnl?from=2024-01&to=2025-12&by=quarter'\n  \
+         cargo run -- report pnl --tenant {slug} --from 2025-01 --to 2025-12\n  \
+         cargo run -- report cash-flow --tenant {slug} --from 2024-01 --to 2025-12 --by quarter\n",
+        slug = tenant.slug
+    );
+    if no_serve {
+        return Ok(());
+    }
+    println!("Serving; press Ctrl-C to stop.");
+    app.run_until_stopped().await?;
+    Ok(())
+}

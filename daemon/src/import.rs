@@ -1,0 +1,226 @@
+//! Loading a file through a stream mapping into a tenant's ledger.
+//!
+//! The file is read in bounded batches, each mapped by polars and staged in the
+//! store; the load commits (postings, aggregates, load record) only if no row of the
+//! whole file is wrong. A file whose content was loaded before for the same source
+//! is recognised by its hash and changes nothing.
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use indicatif::{ProgressBar, ProgressStyle};
+use ledgersync_config::{StreamDef, TenantSettings};
+use ledgersync_connectors::file::CsvBatches;
+use ledgersync_connectors::{MapContext, Mapper};
+use ledgersync_schemas::RowError;
+use ledgersync_store::{LoadRecord, LoadSummary, PastLoad, Store, StoreError, Tenant};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug)]
+pub enum ImportOutcome {
+    Loaded(LoadSummary),
+    /// The same content was already loaded for this source; nothing changed.
+    AlreadyLoaded(PastLoad),
+}
+
+/// A file refused as a whole, with its first bad rows.
+#[derive(Debug, thiserror::Error)]
+#[error("{} has {total} bad row(s); nothing was imported:\n{}", .file.display(), render(.file, .errors, *.total))]
+pub struct FileRejected {
+    pub file: PathBuf,
+    pub errors: Vec<RowError>,
+    pub total: usize,
+}
+
+fn render(file: &Path, errors: &[RowError], total: usize) -> String {
+    let mut text: Vec<String> = errors
+        .iter()
+        .map(|e| format!("  {}:{}: {}", file.display(), e.line, e.reason))
+        .collect();
+    if total > errors.len() {
+        text.push(format!("  … and {} more", total - errors.len()));
+    }
+    text.join("\n")
+}
+
+pub struct ImportOptions {
+    pub batch_rows: usize,
+    pub max_reported_errors: usize,
+    pub progress: bool,
+}
+
+/// What the tenant's settings and chart say a mapping needs.
+pub async fn map_context(store: &dyn Store, tenant: &Tenant) -> anyhow::Result<MapContext> {
+    let settings: &TenantSettings = &tenant.settings;
+    let accounts: HashSet<String> = store
+        .accounts(tenant)
+        .await
+        .context("reading the chart of accounts")?
+        .into_iter()
+        .map(|a| a.code)
+        .collect();
+    Ok(MapContext {
+        timezone: settings.tz()?,
+        currency: settings.currency.clone(),
+        accounts,
+    })
+}
+
+fn file_hash(path: &Path) -> anyhow::Result<String> {
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let read = file.read(&mut buffer)?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+pub async fn import_csv(
+    store: Arc<dyn Store>,
+    tenant: &Tenant,
+    stream: StreamDef,
+    path: &Path,
+    options: &ImportOptions,
+) -> anyhow::Result<ImportOutcome> {
+    let source = format!("file:{}", stream.name);
+    let fingerprint = file_hash(path)?;
+    if let Some(past) = store.find_load(tenant, &source, &fingerprint).await? {
+        return Ok(ImportOutcome::AlreadyLoaded(past));
+    }
+    let mapper = Mapper::compile(stream, map_context(store.as_ref(), tenant).await?)?;
+    let mut batches = CsvBatches::open(path, options.batch_rows)?;
+    mapper.check_columns(batches.columns())?;
+
+    let progress = if options.progress {
+        let bar = ProgressBar::new(batches.progress().1);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_message(format!("importing {}", path.display()));
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+
+    let mut session = store.begin_load(tenant).await?;
+    let mut errors: Vec<RowError> = Vec::new();
+    let mut total_errors = 0usize;
+    let mut rows_read = 0usize;
+    while let Some(batch) = batches.next_batch()? {
+        let mapped = mapper.map(batch)?;
+        rows_read += mapped.rows;
+        total_errors += mapped.errors.len();
+        let room = options.max_reported_errors.saturating_sub(errors.len());
+        errors.extend(mapped.errors.into_iter().take(room));
+        // After the first bad row nothing will be committed, but reading on finds
+        // every other bad row in one pass.
+        if total_errors == 0 {
+            session.stage(&mapped.postings).await?;
+        }
+        progress.set_position(batches.progress().0);
+    }
+    progress.finish_and_clear();
+    if total_errors > 0 {
+        return Err(FileRejected {
+            file: path.to_path_buf(),
+            errors,
+            total: total_errors,
+        }
+        .into());
+    }
+    let record = LoadRecord {
+        source,
+        fingerprint,
+        stream: mapper.stream_name().to_string(),
+        origin: path.display().to_string(),
+        rows_read: rows_read as i64,
+        cursor: None,
+    };
+    match session.commit(record, options.max_reported_errors).await {
+        Ok(summary) => Ok(ImportOutcome::Loaded(summary)),
+        Err(StoreError::Rejected(rejected)) => Err(FileRejected {
+            file: path.to_path_buf(),
+            errors: rejected.errors,
+            total: rejected.total,
+        }
+        .into()),
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// Reads a chart of accounts CSV: `code,name,class[,category]`.
+pub fn read_chart(path: &Path) -> anyhow::Result<Vec<ledgersync_schemas::Account>> {
+    use ledgersync_schemas::{Account, AccountClass};
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .flexible(true)
+        .from_path(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let headers: Vec<String> = reader
+        .headers()?
+        .iter()
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
+    let position = |name: &str| headers.iter().position(|h| h == name);
+    let (Some(code), Some(name), Some(class)) =
+        (position("code"), position("name"), position("class"))
+    else {
+        anyhow::bail!(
+            "{}: the header must be code,name,class[,category]",
+            path.display()
+        );
+    };
+    let category = position("category");
+    let mut accounts = Vec::new();
+    let mut errors = Vec::new();
+    for record in reader.records() {
+        let record = record?;
+        let line = record.position().map(|p| p.line()).unwrap_or(0);
+        let field = |i: usize| record.get(i).unwrap_or("").to_string();
+        let class_text = field(class);
+        match AccountClass::parse(&class_text) {
+            Some(parsed) if !field(code).is_empty() && !field(name).is_empty() => {
+                accounts.push(Account {
+                    code: field(code),
+                    name: field(name),
+                    class: parsed,
+                    category: category.map(field).filter(|c| !c.is_empty()),
+                })
+            }
+            Some(_) => errors.push(RowError {
+                line,
+                reason: "code and name must not be empty".into(),
+            }),
+            None => errors.push(RowError {
+                line,
+                reason: format!(
+                    "unknown class '{class_text}': use one of {}",
+                    AccountClass::ALL.map(|c| c.as_str()).join(", ")
+                ),
+            }),
+        }
+    }
+    if !errors.is_empty() {
+        let total = errors.len();
+        return Err(FileRejected {
+            file: path.to_path_buf(),
+            errors,
+            total,
+        }
+        .into());
+    }
+    Ok(accounts)
+}

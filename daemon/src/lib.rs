@@ -1,0 +1,14 @@
+//! ledgersync: provisions tenants, loads their data through stream mappings into the
+//! canonical ledger, keeps aggregates current and serves reports over HTTP.
+//!
+//! The binary (`src/main.rs`) is a thin CLI over these modules.
+
+pub mod api;
+pub mod cli;
+pub mod demo;
+pub mod import;
+pub mod keys;
+pub mod reports;
+pub mod tenants;
+
+pub use api::Application;

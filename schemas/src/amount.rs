@@ -1,0 +1,196 @@
+//! Money as exact fixed-point: an `i64` count of ten-thousandths of the tenant's base
+//! currency. Four fractional digits keep the fractional rupiah POS systems report
+//! (`-755.0125`) exactly; an `i64` still holds 922 trillion whole units, far beyond a
+//! chain's yearly turnover, and sums stay exact integers in every store.
+
+use std::fmt;
+use std::iter::Sum;
+use std::ops::{Add, AddAssign, Neg, Sub};
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Amount(i64);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AmountError {
+    #[error("'{0}' is not a decimal number")]
+    NotANumber(String),
+    #[error("'{0}' has more than {SCALE} decimal places; round it in the source or mapping")]
+    TooPrecise(String),
+    #[error("'{0}' is too large for an amount")]
+    Overflow(String),
+}
+
+/// Fractional digits kept exactly.
+pub const SCALE: u32 = 4;
+
+impl Amount {
+    pub const ZERO: Amount = Amount(0);
+
+    /// From the stored representation (ten-thousandths).
+    pub const fn from_units(units: i64) -> Self {
+        Amount(units)
+    }
+
+    /// The stored representation (ten-thousandths).
+    pub const fn units(self) -> i64 {
+        self.0
+    }
+
+    pub fn from_decimal(value: Decimal) -> Result<Self, AmountError> {
+        let normalized = value.normalize();
+        if normalized.scale() > SCALE {
+            return Err(AmountError::TooPrecise(value.to_string()));
+        }
+        let mut scaled = normalized;
+        scaled.rescale(SCALE);
+        let mantissa = scaled.mantissa();
+        i64::try_from(mantissa)
+            .map(Amount)
+            .map_err(|_| AmountError::Overflow(value.to_string()))
+    }
+
+    /// From a mantissa and scale as produced by a decimal column (e.g. polars `Decimal`).
+    pub fn from_scaled(mantissa: i128, scale: u32) -> Result<Self, AmountError> {
+        let value = Decimal::try_from_i128_with_scale(mantissa, scale)
+            .map_err(|_| AmountError::Overflow(format!("{mantissa}e-{scale}")))?;
+        Self::from_decimal(value)
+    }
+
+    pub fn to_decimal(self) -> Decimal {
+        Decimal::new(self.0, SCALE).normalize()
+    }
+
+    pub fn is_zero(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn is_positive(self) -> bool {
+        self.0 > 0
+    }
+
+    /// `self / whole` as a percentage rounded to two places; `None` when `whole` is zero.
+    pub fn percent_of(self, whole: Amount) -> Option<Decimal> {
+        if whole.0 == 0 {
+            return None;
+        }
+        let ratio = Decimal::from(self.0) * Decimal::ONE_HUNDRED / Decimal::from(whole.0);
+        Some(ratio.round_dp(2).normalize())
+    }
+
+    pub fn checked_add(self, other: Amount) -> Option<Amount> {
+        self.0.checked_add(other.0).map(Amount)
+    }
+}
+
+impl FromStr for Amount {
+    type Err = AmountError;
+
+    /// Parses a plain decimal (`-755.0125`, `45900.9`, `1e3`), never through a float.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let trimmed = s.trim();
+        let value = Decimal::from_str_exact(trimmed)
+            .or_else(|_| Decimal::from_scientific(trimmed))
+            .map_err(|_| AmountError::NotANumber(s.to_string()))?;
+        Self::from_decimal(value)
+    }
+}
+
+impl fmt::Display for Amount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.to_decimal(), f)
+    }
+}
+
+impl Add for Amount {
+    type Output = Amount;
+    fn add(self, rhs: Amount) -> Amount {
+        Amount(self.0 + rhs.0)
+    }
+}
+
+impl AddAssign for Amount {
+    fn add_assign(&mut self, rhs: Amount) {
+        self.0 += rhs.0;
+    }
+}
+
+impl Sub for Amount {
+    type Output = Amount;
+    fn sub(self, rhs: Amount) -> Amount {
+        Amount(self.0 - rhs.0)
+    }
+}
+
+impl Neg for Amount {
+    type Output = Amount;
+    fn neg(self) -> Amount {
+        Amount(-self.0)
+    }
+}
+
+impl Sum for Amount {
+    fn sum<I: Iterator<Item = Amount>>(iter: I) -> Amount {
+        iter.fold(Amount::ZERO, Add::add)
+    }
+}
+
+/// Amounts travel as JSON strings so that no client parses them into a float.
+impl Serialize for Amount {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Amount {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_fractional_rupiah_exactly() {
+        assert_eq!("-755.0125".parse::<Amount>().unwrap().units(), -7_550_125);
+        assert_eq!("45900.9".parse::<Amount>().unwrap().to_string(), "45900.9");
+        assert_eq!("1e3".parse::<Amount>().unwrap().units(), 10_000_000);
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_keep() {
+        assert!(matches!(
+            "1.00001".parse::<Amount>(),
+            Err(AmountError::TooPrecise(_))
+        ));
+        assert!(matches!(
+            "12,5".parse::<Amount>(),
+            Err(AmountError::NotANumber(_))
+        ));
+        assert!(matches!(
+            "1e20".parse::<Amount>(),
+            Err(AmountError::Overflow(_))
+        ));
+    }
+
+    #[test]
+    fn sums_without_drift() {
+        let tenth: Amount = "0.1".parse().unwrap();
+        let total: Amount = std::iter::repeat_n(tenth, 10).sum();
+        assert_eq!(total.to_string(), "1");
+    }
+
+    #[test]
+    fn percent_rounds_only_the_ratio() {
+        let part: Amount = "1".parse().unwrap();
+        let whole: Amount = "3".parse().unwrap();
+        assert_eq!(part.percent_of(whole).unwrap().to_string(), "33.33");
+        assert_eq!(part.percent_of(Amount::ZERO), None);
+    }
+}

@@ -1,0 +1,16 @@
+//! The canonical ledger every source maps into, and the aggregate shapes read by
+//! reports: accounts, transactions, postings, exact fixed-point money and periods.
+
+mod account;
+mod amount;
+mod chart;
+mod ledger;
+mod period;
+mod report;
+
+pub use account::{Account, AccountClass, CashFlowSection};
+pub use amount::{Amount, AmountError};
+pub use chart::default_chart;
+pub use ledger::{LedgerError, Posting, RowError, Transaction};
+pub use period::{Grouping, Month, MonthError, Period};
+pub use report::{CashFlowRow, CogsRow, MonthMetrics, PnlRow, ReportKind, StaffRow, BRANCH_TOTAL};

@@ -1,0 +1,64 @@
+//! What differs between backends: where a tenant's tables live, how a transaction is
+//! pointed at them, migrations, and temporary-table DDL. Everything else is shared SQL.
+
+mod postgres;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sqlx::{Any, AnyPool, Transaction};
+
+use crate::{SqlStore, Store, StoreError};
+
+#[async_trait]
+pub(crate) trait Backend: Send + Sync {
+    /// Pool whose connections see the control tables.
+    fn control(&self) -> &AnyPool;
+    /// Creates and migrates a tenant's storage (idempotent).
+    async fn prepare_tenant(&self, tenant_id: &str) -> Result<(), StoreError>;
+    /// Begins a transaction that sees the tenant's tables.
+    async fn begin(&self, tenant_id: &str) -> Result<Transaction<'static, Any>, StoreError>;
+    /// Statements creating an empty temporary table, dropped at the end of the
+    /// transaction or by [`Backend::drop_temp`], with an index on `indexed`.
+    fn create_temp(&self, name: &str, columns: &str, indexed: &str) -> Vec<String>;
+    fn drop_temp(&self, name: &str) -> Option<String>;
+}
+
+pub(crate) async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    sqlx::any::install_default_drivers();
+    let backend: Arc<dyn Backend> = if let Some(dir) = url.strip_prefix("sqlite://") {
+        Arc::new(sqlite::SqliteBackend::open(dir).await?)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Arc::new(postgres::PostgresBackend::open(url).await?)
+    } else {
+        return Err(StoreError::UnsupportedUrl(redact(url)));
+    };
+    Ok(Arc::new(SqlStore { backend }))
+}
+
+/// A URL fit for messages: any password replaced.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            super::redact("postgres://app:s3cret@db:5432/ledger"),
+            "postgres://app:***@db:5432/ledger"
+        );
+        assert_eq!(super::redact("sqlite://data"), "sqlite://data");
+    }
+}

@@ -1,0 +1,125 @@
+//! Embedded backend: `DIR/control.db` and one SQLite file per tenant in
+//! `DIR/tenants/`, so a tenant's export or deletion is one file.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::Migrator;
+use sqlx::{Any, AnyPool, Executor, Transaction};
+use tokio::sync::Mutex;
+
+use super::Backend;
+use crate::error::{Context, StoreError};
+
+static CONTROL: Migrator = sqlx::migrate!("./migrations/sqlite/control");
+static TENANT: Migrator = sqlx::migrate!("./migrations/sqlite/tenant");
+
+pub(crate) struct SqliteBackend {
+    dir: PathBuf,
+    control: AnyPool,
+    tenants: Mutex<HashMap<String, AnyPool>>,
+}
+
+impl SqliteBackend {
+    pub(crate) async fn open(dir: &str) -> Result<SqliteBackend, StoreError> {
+        let dir = PathBuf::from(dir);
+        std::fs::create_dir_all(dir.join("tenants")).map_err(|e| {
+            StoreError::Invalid(format!(
+                "cannot create data directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let dir = dir
+            .canonicalize()
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let control = pool(&dir.join("control.db")).await?;
+        CONTROL
+            .run(&control)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                what: "the control database".into(),
+                source,
+            })?;
+        Ok(SqliteBackend {
+            dir,
+            control,
+            tenants: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn tenant_file(&self, tenant_id: &str) -> PathBuf {
+        self.dir.join("tenants").join(format!("{tenant_id}.db"))
+    }
+
+    async fn tenant_pool(&self, tenant_id: &str) -> Result<AnyPool, StoreError> {
+        let mut tenants = self.tenants.lock().await;
+        if let Some(pool) = tenants.get(tenant_id) {
+            return Ok(pool.clone());
+        }
+        let pool = pool(&self.tenant_file(tenant_id)).await?;
+        TENANT
+            .run(&pool)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                what: format!("tenant {tenant_id}"),
+                source,
+            })?;
+        tenants.insert(tenant_id.to_string(), pool.clone());
+        Ok(pool)
+    }
+}
+
+async fn pool(file: &Path) -> Result<AnyPool, StoreError> {
+    let url = format!("sqlite://{}?mode=rwc", file.display());
+    AnyPoolOptions::new()
+        .max_connections(4)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                // WAL lets dashboards read while a load writes; NORMAL sync is still
+                // crash-safe in WAL mode (a power cut may lose the last commit only).
+                conn.execute(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; \
+                     PRAGMA temp_store = MEMORY; PRAGMA cache_size = -65536;",
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .connect(&url)
+        .await
+        .context("opening a SQLite database")
+}
+
+#[async_trait]
+impl Backend for SqliteBackend {
+    fn control(&self) -> &AnyPool {
+        &self.control
+    }
+
+    async fn prepare_tenant(&self, tenant_id: &str) -> Result<(), StoreError> {
+        self.tenant_pool(tenant_id).await.map(drop)
+    }
+
+    async fn begin(&self, tenant_id: &str) -> Result<Transaction<'static, Any>, StoreError> {
+        self.tenant_pool(tenant_id)
+            .await?
+            .begin()
+            .await
+            .context("beginning a tenant transaction")
+    }
+
+    fn create_temp(&self, name: &str, columns: &str, indexed: &str) -> Vec<String> {
+        vec![
+            format!("DROP TABLE IF EXISTS temp.{name}"),
+            format!("CREATE TEMP TABLE {name} ({columns})"),
+            format!("CREATE INDEX temp.{name}_idx ON {name} ({indexed})"),
+        ]
+    }
+
+    fn drop_temp(&self, name: &str) -> Option<String> {
+        Some(format!("DROP TABLE IF EXISTS temp.{name}"))
+    }
+}

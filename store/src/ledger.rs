@@ -1,0 +1,531 @@
+//! A tenant's ledger: accounts, loads (stage → validate → merge → aggregate, in one
+//! transaction) and aggregate reads. The [`Store`] implementation lives here.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use ledgersync_schemas::{Account, AccountClass, Amount, Month, MonthMetrics, Posting, RowError};
+use sqlx::{Any, Executor, Row, Transaction};
+
+use crate::aggregates;
+use crate::backend::Backend;
+use crate::control::{now, SqlStore};
+use crate::error::{Context, LoadRejected, StoreError};
+use crate::{ApiKey, LoadRecord, LoadSession, LoadSummary, NewTenant, PastLoad, Store, Tenant};
+
+const STAGE_COLUMNS: &str = "source_key TEXT NOT NULL, line BIGINT NOT NULL, seq BIGINT NOT NULL, \
+    date TEXT NOT NULL, branch TEXT NOT NULL, memo TEXT NOT NULL, occurred_at TEXT, account TEXT NOT NULL, \
+    amount BIGINT NOT NULL, currency TEXT NOT NULL, original_amount BIGINT NOT NULL";
+const STAGE_WIDTH: usize = 11;
+/// Rows per INSERT: well under SQLite's and PostgreSQL's bind-parameter limits.
+const STAGE_CHUNK: usize = 1_000;
+
+async fn create_temp(
+    backend: &dyn Backend,
+    tx: &mut Transaction<'static, Any>,
+    name: &str,
+    columns: &str,
+    indexed: &str,
+) -> Result<(), StoreError> {
+    for statement in backend.create_temp(name, columns, indexed) {
+        tx.execute(statement.as_str())
+            .await
+            .context("creating a staging table")?;
+    }
+    Ok(())
+}
+
+async fn drop_temp(
+    backend: &dyn Backend,
+    tx: &mut Transaction<'static, Any>,
+    names: &[&str],
+) -> Result<(), StoreError> {
+    for name in names {
+        if let Some(statement) = backend.drop_temp(name) {
+            tx.execute(statement.as_str())
+                .await
+                .context("dropping a staging table")?;
+        }
+    }
+    Ok(())
+}
+
+/// `($1, …, $width), ($width+1, …)` for `rows` rows.
+fn placeholders(rows: usize, width: usize) -> String {
+    let mut sql = String::with_capacity(rows * width * 5);
+    for row in 0..rows {
+        if row > 0 {
+            sql.push(',');
+        }
+        sql.push('(');
+        for column in 0..width {
+            if column > 0 {
+                sql.push(',');
+            }
+            sql.push('$');
+            sql.push_str(&(row * width + column + 1).to_string());
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+struct SqlLoad {
+    backend: Arc<dyn Backend>,
+    tx: Transaction<'static, Any>,
+    next_seq: i64,
+}
+
+#[async_trait]
+impl LoadSession for SqlLoad {
+    async fn stage(&mut self, postings: &[Posting]) -> Result<(), StoreError> {
+        for chunk in postings.chunks(STAGE_CHUNK) {
+            let sql = format!(
+                "INSERT INTO load_stage (source_key, line, seq, date, branch, memo, occurred_at, account, \
+                 amount, currency, original_amount) VALUES {}",
+                placeholders(chunk.len(), STAGE_WIDTH)
+            );
+            let mut query = sqlx::query(&sql);
+            for posting in chunk {
+                self.next_seq += 1;
+                query = query
+                    .bind(posting.source_key.as_str())
+                    .bind(posting.origin_line as i64)
+                    .bind(self.next_seq)
+                    .bind(posting.date.to_string())
+                    .bind(posting.branch.as_str())
+                    .bind(posting.memo.as_str())
+                    .bind(posting.occurred_at.as_deref())
+                    .bind(posting.account.as_str())
+                    .bind(posting.amount.units())
+                    .bind(posting.currency.as_str())
+                    .bind(posting.original_amount.units());
+            }
+            query
+                .execute(&mut *self.tx)
+                .await
+                .context("staging postings")?;
+        }
+        Ok(())
+    }
+
+    async fn commit(
+        mut self: Box<Self>,
+        record: LoadRecord,
+        max_errors: usize,
+    ) -> Result<LoadSummary, StoreError> {
+        let tx = &mut self.tx;
+        let mut errors = Vec::new();
+        let unbalanced = sqlx::query(
+            "SELECT source_key, MIN(line) AS line, CAST(SUM(amount) AS BIGINT) AS total FROM load_stage \
+             GROUP BY source_key HAVING SUM(amount) <> 0",
+        )
+        .fetch_all(&mut **tx)
+        .await
+        .context("checking balances")?;
+        for row in unbalanced {
+            let key: String = row.try_get("source_key").context("checking balances")?;
+            let total: i64 = row.try_get("total").context("checking balances")?;
+            errors.push(RowError {
+                line: row.try_get::<i64, _>("line").context("checking balances")? as u64,
+                reason: format!(
+                    "unbalanced transaction '{key}': its postings sum to {}",
+                    Amount::from_units(total)
+                ),
+            });
+        }
+        let mixed = sqlx::query(
+            "SELECT source_key, MIN(line) AS line FROM load_stage GROUP BY source_key \
+             HAVING COUNT(DISTINCT date) > 1 OR COUNT(DISTINCT branch) > 1",
+        )
+        .fetch_all(&mut **tx)
+        .await
+        .context("checking transaction dates")?;
+        for row in mixed {
+            let key: String = row
+                .try_get("source_key")
+                .context("checking transaction dates")?;
+            errors.push(RowError {
+                line: row
+                    .try_get::<i64, _>("line")
+                    .context("checking transaction dates")? as u64,
+                reason: format!("transaction '{key}' has postings on different dates or branches"),
+            });
+        }
+        if !errors.is_empty() {
+            errors.sort_by_key(|e| e.line);
+            let total = errors.len();
+            errors.truncate(max_errors);
+            // Dropping the transaction rolls it back.
+            return Err(LoadRejected { errors, total }.into());
+        }
+
+        let totals = sqlx::query(
+            "SELECT COUNT(DISTINCT source_key) AS transactions, COUNT(*) AS postings, \
+             CAST(COALESCE(SUM(ABS(amount)), 0) AS BIGINT) AS control_sum FROM load_stage",
+        )
+        .fetch_one(&mut **tx)
+        .await
+        .context("totalling the load")?;
+        let transactions: i64 = totals
+            .try_get("transactions")
+            .context("totalling the load")?;
+        let postings: i64 = totals.try_get("postings").context("totalling the load")?;
+        let control_sum: i64 = totals
+            .try_get("control_sum")
+            .context("totalling the load")?;
+
+        let load_id: i64 = sqlx::query_scalar(
+            "INSERT INTO loads (source, fingerprint, stream, origin, rows_read, transactions, postings, \
+             control_sum, loaded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+        )
+        .bind(&record.source)
+        .bind(&record.fingerprint)
+        .bind(&record.stream)
+        .bind(&record.origin)
+        .bind(record.rows_read)
+        .bind(transactions)
+        .bind(postings)
+        .bind(control_sum)
+        .bind(now())
+        .fetch_one(&mut **tx)
+        .await
+        .context("recording the load")?;
+
+        create_temp(
+            self.backend.as_ref(),
+            tx,
+            "touched",
+            "month TEXT NOT NULL, branch TEXT NOT NULL",
+            "month, branch",
+        )
+        .await?;
+        let merge = [
+            "INSERT INTO touched (month, branch) \
+             SELECT month, branch FROM transactions \
+             WHERE source = $1 AND source_key IN (SELECT source_key FROM load_stage) \
+             UNION SELECT substr(date, 1, 7), branch FROM load_stage",
+            "DELETE FROM postings WHERE txn_id IN (SELECT id FROM transactions \
+             WHERE source = $1 AND source_key IN (SELECT source_key FROM load_stage))",
+            "DELETE FROM transactions WHERE source = $1 AND source_key IN (SELECT source_key FROM load_stage)",
+        ];
+        for statement in merge {
+            sqlx::query(statement)
+                .bind(&record.source)
+                .execute(&mut **tx)
+                .await
+                .context("replacing the source's transactions")?;
+        }
+        sqlx::query(
+            "INSERT INTO transactions (source, source_key, date, month, branch, memo, occurred_at, load_id) \
+             SELECT $1, source_key, MIN(date), substr(MIN(date), 1, 7), MIN(branch), MIN(memo), \
+             MIN(occurred_at), $2 FROM load_stage GROUP BY source_key",
+        )
+        .bind(&record.source)
+        .bind(load_id)
+        .execute(&mut **tx)
+        .await
+        .context("writing transactions")?;
+        sqlx::query(
+            "INSERT INTO postings (txn_id, seq, account, amount, currency, original_amount) \
+             SELECT t.id, s.seq, s.account, s.amount, s.currency, s.original_amount \
+             FROM load_stage s JOIN transactions t ON t.source = $1 AND t.source_key = s.source_key",
+        )
+        .bind(&record.source)
+        .execute(&mut **tx)
+        .await
+        .context("writing postings")?;
+
+        let buckets = aggregates::recompute(tx).await?;
+        if let Some(cursor) = &record.cursor {
+            sqlx::query(
+                "INSERT INTO sync_cursors (source, position, updated_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (source) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
+            )
+            .bind(&record.source)
+            .bind(cursor)
+            .bind(now())
+            .execute(&mut **tx)
+            .await
+            .context("advancing the sync cursor")?;
+        }
+        drop_temp(self.backend.as_ref(), tx, &["touched", "load_stage"]).await?;
+        self.tx.commit().await.context("committing the load")?;
+        Ok(LoadSummary {
+            load_id,
+            transactions,
+            postings,
+            control_sum: Amount::from_units(control_sum),
+            buckets_recomputed: buckets as i64,
+        })
+    }
+}
+
+fn past_load(row: &sqlx::any::AnyRow) -> Result<PastLoad, StoreError> {
+    let get = |e| StoreError::Database {
+        context: "reading a load",
+        source: e,
+    };
+    Ok(PastLoad {
+        id: row.try_get("id").map_err(get)?,
+        source: row.try_get("source").map_err(get)?,
+        stream: row.try_get("stream").map_err(get)?,
+        origin: row.try_get("origin").map_err(get)?,
+        rows_read: row.try_get("rows_read").map_err(get)?,
+        transactions: row.try_get("transactions").map_err(get)?,
+        postings: row.try_get("postings").map_err(get)?,
+        loaded_at: row.try_get("loaded_at").map_err(get)?,
+    })
+}
+
+const LOAD_COLUMNS: &str =
+    "id, source, stream, origin, rows_read, transactions, postings, loaded_at";
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn create_tenant(&self, new: NewTenant) -> Result<(Tenant, bool), StoreError> {
+        self.insert_tenant(new).await
+    }
+
+    async fn tenant(&self, id_or_slug: &str) -> Result<Option<Tenant>, StoreError> {
+        self.find_tenant(id_or_slug).await
+    }
+
+    async fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        self.all_tenants().await
+    }
+
+    async fn create_api_key(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        scope: &str,
+        secret_hash: &str,
+    ) -> Result<ApiKey, StoreError> {
+        self.insert_api_key(tenant_id, name, scope, secret_hash)
+            .await
+    }
+
+    async fn authenticate_api_key(
+        &self,
+        secret_hash: &str,
+    ) -> Result<Option<(Tenant, ApiKey)>, StoreError> {
+        self.api_key_by_hash(secret_hash).await
+    }
+
+    async fn upsert_accounts(
+        &self,
+        tenant: &Tenant,
+        accounts: &[Account],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.backend.begin(&tenant.id).await?;
+        for account in accounts {
+            sqlx::query(
+                "INSERT INTO accounts (code, name, class, category, cash_flow_section) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (code) DO UPDATE SET name = excluded.name, class = excluded.class, \
+                 category = excluded.category, cash_flow_section = excluded.cash_flow_section",
+            )
+            .bind(&account.code)
+            .bind(&account.name)
+            .bind(account.class.as_str())
+            .bind(account.category.as_deref())
+            .bind(account.class.cash_flow_section().as_str())
+            .execute(&mut *tx)
+            .await
+            .context("writing accounts")?;
+        }
+        // A changed class or category changes what the aggregates say.
+        rebuild_in(self.backend.as_ref(), &mut tx).await?;
+        tx.commit().await.context("committing accounts")
+    }
+
+    async fn accounts(&self, tenant: &Tenant) -> Result<Vec<Account>, StoreError> {
+        let mut tx = self.backend.begin(&tenant.id).await?;
+        let rows = sqlx::query("SELECT code, name, class, category FROM accounts ORDER BY code")
+            .fetch_all(&mut *tx)
+            .await
+            .context("reading accounts")?;
+        rows.iter()
+            .map(|row| {
+                let class: String = row.try_get("class").context("reading accounts")?;
+                Ok(Account {
+                    code: row.try_get("code").context("reading accounts")?,
+                    name: row.try_get("name").context("reading accounts")?,
+                    class: AccountClass::parse(&class).ok_or_else(|| {
+                        StoreError::Invalid(format!("stored account class '{class}' is unknown"))
+                    })?,
+                    category: row.try_get("category").context("reading accounts")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn find_load(
+        &self,
+        tenant: &Tenant,
+        source: &str,
+        fingerprint: &str,
+    ) -> Result<Option<PastLoad>, StoreError> {
+        let mut tx = self.backend.begin(&tenant.id).await?;
+        let row = sqlx::query(&format!(
+            "SELECT {LOAD_COLUMNS} FROM loads WHERE source = $1 AND fingerprint = $2"
+        ))
+        .bind(source)
+        .bind(fingerprint)
+        .fetch_optional(&mut *tx)
+        .await
+        .context("looking up a load")?;
+        row.as_ref().map(past_load).transpose()
+    }
+
+    async fn loads(&self, tenant: &Tenant) -> Result<Vec<PastLoad>, StoreError> {
+        let mut tx = self.backend.begin(&tenant.id).await?;
+        let rows = sqlx::query(&format!("SELECT {LOAD_COLUMNS} FROM loads ORDER BY id"))
+            .fetch_all(&mut *tx)
+            .await
+            .context("listing loads")?;
+        rows.iter().map(past_load).collect()
+    }
+
+    async fn sync_cursor(
+        &self,
+        tenant: &Tenant,
+        source: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let mut tx = self.backend.begin(&tenant.id).await?;
+        sqlx::query_scalar("SELECT position FROM sync_cursors WHERE source = $1")
+            .bind(source)
+            .fetch_optional(&mut *tx)
+            .await
+            .context("reading a sync cursor")
+    }
+
+    async fn begin_load(&self, tenant: &Tenant) -> Result<Box<dyn LoadSession>, StoreError> {
+        let mut tx = self.backend.begin(&tenant.id).await?;
+        create_temp(
+            self.backend.as_ref(),
+            &mut tx,
+            "load_stage",
+            STAGE_COLUMNS,
+            "source_key",
+        )
+        .await?;
+        Ok(Box::new(SqlLoad {
+            backend: self.backend.clone(),
+            tx,
+            next_seq: 0,
+        }))
+    }
+
+    async fn month_metrics(
+        &self,
+        tenant: &Tenant,
+        branch: &str,
+        from: Month,
+        to: Month,
+    ) -> Result<BTreeMap<Month, MonthMetrics>, StoreError> {
+        let mut tx = self.backend.begin(&tenant.id).await?;
+        let rows = sqlx::query(
+            "SELECT month, metric, key, amount FROM month_metrics \
+             WHERE branch = $1 AND month >= $2 AND month <= $3",
+        )
+        .bind(branch)
+        .bind(from.to_string())
+        .bind(to.to_string())
+        .fetch_all(&mut *tx)
+        .await
+        .context("reading aggregates")?;
+        let mut months: BTreeMap<Month, MonthMetrics> = BTreeMap::new();
+        for row in rows {
+            let month: String = row.try_get("month").context("reading aggregates")?;
+            let month: Month = month
+                .parse()
+                .map_err(|e: ledgersync_schemas::MonthError| StoreError::Invalid(e.to_string()))?;
+            let metric: String = row.try_get("metric").context("reading aggregates")?;
+            let key: String = row.try_get("key").context("reading aggregates")?;
+            let amount: i64 = row.try_get("amount").context("reading aggregates")?;
+            months
+                .entry(month)
+                .or_default()
+                .add(&metric, &key, Amount::from_units(amount));
+        }
+        Ok(months)
+    }
+
+    async fn cash_before(
+        &self,
+        tenant: &Tenant,
+        branch: &str,
+        month: Month,
+    ) -> Result<Amount, StoreError> {
+        let mut tx = self.backend.begin(&tenant.id).await?;
+        let units: i64 = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM month_metrics \
+             WHERE branch = $1 AND month < $2 AND metric = 'class' AND key = 'cash'",
+        )
+        .bind(branch)
+        .bind(month.to_string())
+        .fetch_one(&mut *tx)
+        .await
+        .context("reading opening cash")?;
+        Ok(Amount::from_units(units))
+    }
+
+    async fn branches(&self, tenant: &Tenant) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.backend.begin(&tenant.id).await?;
+        sqlx::query_scalar(
+            "SELECT DISTINCT branch FROM month_metrics WHERE branch <> '*' ORDER BY branch",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .context("listing branches")
+    }
+
+    async fn rebuild_aggregates(&self, tenant: &Tenant) -> Result<i64, StoreError> {
+        let mut tx = self.backend.begin(&tenant.id).await?;
+        let buckets = rebuild_in(self.backend.as_ref(), &mut tx).await?;
+        tx.commit().await.context("committing aggregates")?;
+        Ok(buckets as i64)
+    }
+
+    async fn posting_count(&self, tenant: &Tenant) -> Result<i64, StoreError> {
+        let mut tx = self.backend.begin(&tenant.id).await?;
+        sqlx::query_scalar("SELECT COUNT(*) FROM postings")
+            .fetch_one(&mut *tx)
+            .await
+            .context("counting postings")
+    }
+}
+
+/// Recomputes every bucket that has postings or had aggregates.
+async fn rebuild_in(
+    backend: &dyn Backend,
+    tx: &mut Transaction<'static, Any>,
+) -> Result<u64, StoreError> {
+    create_temp(
+        backend,
+        tx,
+        "touched",
+        "month TEXT NOT NULL, branch TEXT NOT NULL",
+        "month, branch",
+    )
+    .await?;
+    tx.execute(
+        "INSERT INTO touched (month, branch) SELECT DISTINCT month, branch FROM transactions \
+         UNION SELECT DISTINCT month, branch FROM month_metrics WHERE branch <> '*'",
+    )
+    .await
+    .context("listing buckets")?;
+    let buckets = aggregates::recompute(tx).await?;
+    drop_temp(backend, tx, &["touched"]).await?;
+    Ok(buckets)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn placeholders_number_rows_then_columns() {
+        assert_eq!(super::placeholders(2, 3), "($1,$2,$3),($4,$5,$6)");
+    }
+}

@@ -1,0 +1,187 @@
+//! The ledger store: one interface, [`Store`], over two backends chosen by URL.
+//!
+//! - `sqlite://DIR` — the embedded default: `DIR/control.db` plus one database file
+//!   per tenant under `DIR/tenants/`.
+//! - `postgres://…` — a `ledgersync` control schema plus one schema per tenant.
+//!
+//! Each backend has its own migrations (`migrations/<backend>/{control,tenant}`).
+//! Both speak the same SQL through sqlx's `Any` driver, so the ledger logic — staging
+//! a load, validating it, merging it and recomputing the touched aggregates in one
+//! transaction — is written once in [`ledger`].
+
+mod aggregates;
+pub mod backend;
+mod control;
+mod error;
+mod ledger;
+
+use control::SqlStore;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use ledgersync_config::TenantSettings;
+use ledgersync_schemas::{Account, Amount, Month, MonthMetrics, Posting};
+use serde::Serialize;
+
+pub use backend::redact;
+pub use error::{LoadRejected, StoreError};
+
+/// Opens the store a URL names, creating and migrating its control storage.
+pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    backend::connect(url).await
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Tenant {
+    pub id: String,
+    pub slug: String,
+    pub name: String,
+    pub admin_email: String,
+    pub plan: String,
+    pub seats: i64,
+    pub settings: TenantSettings,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewTenant {
+    pub name: String,
+    pub admin_email: String,
+    pub plan: String,
+    pub seats: i64,
+    pub settings: TenantSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiKey {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: String,
+    pub scope: String,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+}
+
+/// What a load records about itself, committed with its data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LoadRecord {
+    /// Source the rows belong to (e.g. `file:journal`); keys are unique within it.
+    pub source: String,
+    /// Content hash of a file, or the cursor range of a sync; a repeat is a no-op.
+    pub fingerprint: String,
+    pub stream: String,
+    /// File path or connector name, for people.
+    pub origin: String,
+    pub rows_read: i64,
+    /// Where a scheduled source resumes next time.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LoadSummary {
+    pub load_id: i64,
+    pub transactions: i64,
+    pub postings: i64,
+    /// Sum of the absolute amounts loaded, for reconciling with the source.
+    pub control_sum: Amount,
+    /// (month, branch) buckets whose aggregates were recomputed.
+    pub buckets_recomputed: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PastLoad {
+    pub id: i64,
+    pub source: String,
+    pub stream: String,
+    pub origin: String,
+    pub rows_read: i64,
+    pub transactions: i64,
+    pub postings: i64,
+    pub loaded_at: String,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Creates a tenant and its storage; with an existing admin email returns that
+    /// tenant and `false` instead.
+    async fn create_tenant(&self, new: NewTenant) -> Result<(Tenant, bool), StoreError>;
+    /// By id or slug.
+    async fn tenant(&self, id_or_slug: &str) -> Result<Option<Tenant>, StoreError>;
+    async fn tenants(&self) -> Result<Vec<Tenant>, StoreError>;
+
+    async fn create_api_key(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        scope: &str,
+        secret_hash: &str,
+    ) -> Result<ApiKey, StoreError>;
+    /// The tenant and key of a live key's secret hash, recording its use.
+    async fn authenticate_api_key(
+        &self,
+        secret_hash: &str,
+    ) -> Result<Option<(Tenant, ApiKey)>, StoreError>;
+
+    async fn upsert_accounts(
+        &self,
+        tenant: &Tenant,
+        accounts: &[Account],
+    ) -> Result<(), StoreError>;
+    async fn accounts(&self, tenant: &Tenant) -> Result<Vec<Account>, StoreError>;
+
+    /// A load with this fingerprint already committed for the source, if any.
+    async fn find_load(
+        &self,
+        tenant: &Tenant,
+        source: &str,
+        fingerprint: &str,
+    ) -> Result<Option<PastLoad>, StoreError>;
+    async fn loads(&self, tenant: &Tenant) -> Result<Vec<PastLoad>, StoreError>;
+    async fn sync_cursor(
+        &self,
+        tenant: &Tenant,
+        source: &str,
+    ) -> Result<Option<String>, StoreError>;
+
+    /// Starts a load: postings are staged batch by batch and only become visible,
+    /// with their aggregates, record and cursor, when [`LoadSession::commit`] succeeds.
+    async fn begin_load(&self, tenant: &Tenant) -> Result<Box<dyn LoadSession>, StoreError>;
+
+    /// Month metrics of one branch (or [`ledgersync_schemas::BRANCH_TOTAL`]).
+    async fn month_metrics(
+        &self,
+        tenant: &Tenant,
+        branch: &str,
+        from: Month,
+        to: Month,
+    ) -> Result<BTreeMap<Month, MonthMetrics>, StoreError>;
+    /// Cash balance of a branch before `month`.
+    async fn cash_before(
+        &self,
+        tenant: &Tenant,
+        branch: &str,
+        month: Month,
+    ) -> Result<Amount, StoreError>;
+    async fn branches(&self, tenant: &Tenant) -> Result<Vec<String>, StoreError>;
+    /// Recomputes every aggregate bucket from the postings.
+    async fn rebuild_aggregates(&self, tenant: &Tenant) -> Result<i64, StoreError>;
+    /// Number of postings in the ledger.
+    async fn posting_count(&self, tenant: &Tenant) -> Result<i64, StoreError>;
+}
+
+#[async_trait]
+pub trait LoadSession: Send {
+    /// Stages postings; nothing is visible until commit.
+    async fn stage(&mut self, postings: &[Posting]) -> Result<(), StoreError>;
+    /// Validates everything staged (balanced transactions, one date and branch per
+    /// transaction), replaces the source's transactions with the staged ones,
+    /// recomputes the touched aggregates, records the load and its cursor — all in
+    /// one database transaction. On rejection nothing changes.
+    async fn commit(
+        self: Box<Self>,
+        record: LoadRecord,
+        max_errors: usize,
+    ) -> Result<LoadSummary, StoreError>;
+}
