@@ -96,18 +96,16 @@ pub async fn import_csv(
     if let Some(past) = store.find_load(tenant, &source, &fingerprint).await? {
         return Ok(ImportOutcome::AlreadyLoaded(past));
     }
-    let mapper = Mapper::compile(stream, map_context(store.as_ref(), tenant).await?)?;
+    let mapper = Arc::new(Mapper::compile(stream, map_context(store.as_ref(), tenant).await?)?);
     let mut batches = CsvBatches::open(path, options.batch_rows)?;
     mapper.check_columns(batches.columns())?;
 
     let progress = if options.progress {
         let bar = ProgressBar::new(batches.progress().1);
         bar.set_style(
-            ProgressStyle::with_template(
-                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .expect("a valid template")
-            .progress_chars("=> "),
+            ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                .expect("a valid template")
+                .progress_chars("=> "),
         );
         bar.set_message(format!("importing {}", path.display()));
         bar
@@ -119,8 +117,21 @@ pub async fn import_csv(
     let mut errors: Vec<RowError> = Vec::new();
     let mut total_errors = 0usize;
     let mut rows_read = 0usize;
-    while let Some(batch) = batches.next_batch()? {
-        let mapped = mapper.map(batch)?;
+    loop {
+        // Reading and mapping block (file I/O, polars): keep them off the async
+        // workers. The reader travels into the blocking task and back.
+        let mapper = mapper.clone();
+        let (reader, mapped) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let mapped = match batches.next_batch()? {
+                Some(batch) => Some(mapper.map(batch)?),
+                None => None,
+            };
+            Ok((batches, mapped))
+        })
+        .await
+        .context("the mapping task failed")??;
+        batches = reader;
+        let Some(mapped) = mapped else { break };
         rows_read += mapped.rows;
         total_errors += mapped.errors.len();
         let room = options.max_reported_errors.saturating_sub(errors.len());

@@ -43,7 +43,7 @@ impl Amount {
     pub fn from_decimal(value: Decimal) -> Result<Self, AmountError> {
         let normalized = value.normalize();
         if normalized.scale() > SCALE {
-            return Err(AmountError::TooPrecise(value.to_string()));
+            return Err(AmountError::TooPrecise(normalized.to_string()));
         }
         let mut scaled = normalized;
         scaled.rescale(SCALE);

@@ -1,1 +1,9 @@
+//! End-to-end tests: the real store on SQLite files and on the PostgreSQL server at
+//! `LEDGERSYNC_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432`), real
+//! CSV files, real HTTP, and hledger as the independent judge of the numbers.
 
+mod api;
+mod hledger;
+mod helpers;
+mod import_files;
+mod store_story;

@@ -1,0 +1,122 @@
+//! Stores on both backends, provisioned tenants and a running API for tests.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use ledgersync::import::ImportOptions;
+use ledgersync::{keys, tenants, Application};
+use ledgersync_schemas::{Amount, Posting};
+use ledgersync_store::{Store, Tenant};
+use sqlx::Connection;
+use tempfile::TempDir;
+
+pub struct TestStore {
+    pub store: Arc<dyn Store>,
+    pub dir: TempDir,
+}
+
+pub async fn sqlite_store() -> TestStore {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ledgersync_store::connect(&format!("sqlite://{}", dir.path().join("data").display()))
+        .await
+        .unwrap();
+    TestStore { store, dir }
+}
+
+fn postgres_base() -> String {
+    std::env::var("LEDGERSYNC_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// A fresh database per test, so control schemas never collide.
+pub async fn postgres_store() -> TestStore {
+    let base = postgres_base();
+    let name = format!("ledgersync_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres"))
+        .await
+        .expect("PostgreSQL must be running on loopback (see .ci/run)");
+    sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE {name}").as_str())
+        .await
+        .unwrap();
+    let store = ledgersync_store::connect(&format!("{base}/{name}")).await.unwrap();
+    TestStore {
+        store,
+        dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+pub async fn provision(store: &dyn Store, plan: &str) -> Tenant {
+    let email = format!("owner-{}@kopi.example", uuid::Uuid::new_v4().simple());
+    tenants::provision(store, "Kopi Kenangan", &email, plan, 10)
+        .await
+        .unwrap()
+        .tenant
+}
+
+pub fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    path
+}
+
+pub fn options() -> ImportOptions {
+    ImportOptions {
+        batch_rows: 7,
+        max_reported_errors: 50,
+        progress: false,
+    }
+}
+
+pub fn amount(text: &str) -> Amount {
+    text.parse().unwrap()
+}
+
+pub fn posting(key: &str, date: &str, branch: &str, account: &str, value: &str) -> Posting {
+    Posting {
+        source_key: key.into(),
+        origin_line: 1,
+        date: date.parse::<NaiveDate>().unwrap(),
+        branch: branch.into(),
+        memo: String::new(),
+        occurred_at: None,
+        account: account.into(),
+        amount: amount(value),
+        currency: "IDR".into(),
+        original_amount: amount(value),
+    }
+}
+
+/// A served API over `store`, with a tenant and a read key.
+pub struct TestApp {
+    pub address: String,
+    pub store: Arc<dyn Store>,
+    pub tenant: Tenant,
+    pub key: String,
+    pub client: reqwest::Client,
+}
+
+pub async fn spawn_app(store: Arc<dyn Store>) -> TestApp {
+    let tenant = provision(store.as_ref(), "pro").await;
+    let key = new_key(store.as_ref(), &tenant, "read").await;
+    let app = Application::build(store.clone(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let address = format!("http://{}", app.local_addr());
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        store,
+        tenant,
+        key,
+        client: reqwest::Client::new(),
+    }
+}
+
+pub async fn new_key(store: &dyn Store, tenant: &Tenant, scope: &str) -> String {
+    let secret = keys::generate();
+    store
+        .create_api_key(&tenant.id, "test", scope, &keys::hash(&secret))
+        .await
+        .unwrap();
+    secret
+}

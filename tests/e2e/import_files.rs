@@ -1,0 +1,135 @@
+//! CSV files through the real mapping path into the SQLite store.
+
+use ledgersync::import::{import_csv, read_chart, FileRejected, ImportOutcome};
+use ledgersync_config::StreamDef;
+use ledgersync_schemas::{Month, BRANCH_TOTAL};
+
+use crate::helpers::{amount, options, provision, sqlite_store, write};
+
+const GOOD_JOURNAL: &str = "date,txn_id,account,amount,branch,memo
+2025-01-05,J1,1010,1500000000,,Owner capital
+2025-01-05,J1,3000,-1500000000,,Owner capital
+2025-01-31,J2,5000,12500000.125,Kemang,Beans
+2025-01-31,J2,2000,-12500000.125,Kemang,Beans
+2025-02-01,J3,6000,45000000,Kemang,Payroll
+2025-02-01,J3,6010,1800000,Kemang,Payroll
+2025-02-01,J3,1010,-46800000,Kemang,Payroll
+";
+
+fn month(text: &str) -> Month {
+    text.parse().unwrap()
+}
+
+#[tokio::test]
+async fn journal_imports_once_and_reimport_changes_nothing() {
+    let test = sqlite_store().await;
+    let store = test.store.clone();
+    let tenant = provision(store.as_ref(), "pro").await;
+    let file = write(test.dir.path(), "gl.csv", GOOD_JOURNAL);
+    let outcome = import_csv(store.clone(), &tenant, StreamDef::journal(), &file, &options()).await.unwrap();
+    let ImportOutcome::Loaded(summary) = outcome else { panic!("expected a load") };
+    assert_eq!((summary.transactions, summary.postings), (3, 7));
+    let again = import_csv(store.clone(), &tenant, StreamDef::journal(), &file, &options()).await.unwrap();
+    assert!(matches!(again, ImportOutcome::AlreadyLoaded(_)));
+    assert_eq!(store.posting_count(&tenant).await.unwrap(), 7);
+    assert_eq!(store.loads(&tenant).await.unwrap().len(), 1);
+
+    // The same rows in a new file (say, re-exported with a trailing newline) replace
+    // themselves: nothing doubles.
+    let copy = write(test.dir.path(), "gl-again.csv", &format!("{GOOD_JOURNAL}\n"));
+    import_csv(store.clone(), &tenant, StreamDef::journal(), &copy, &options()).await.unwrap();
+    assert_eq!(store.posting_count(&tenant).await.unwrap(), 7);
+    let months = store.month_metrics(&tenant, BRANCH_TOTAL, month("2025-01"), month("2025-02")).await.unwrap();
+    assert_eq!(months[&month("2025-01")].cogs(), amount("12500000.125"));
+    assert_eq!(months[&month("2025-02")].labour(), amount("46800000"));
+}
+
+#[tokio::test]
+async fn every_bad_row_is_reported_and_nothing_changes() {
+    let test = sqlite_store().await;
+    let store = test.store.clone();
+    let tenant = provision(store.as_ref(), "lite").await;
+    let file = write(
+        test.dir.path(),
+        "bad.csv",
+        "date,txn_id,account,amount
+2025-01-05,J1,1010,100
+2025-01-05,J1,9999,-100
+2025-01-06,J2,1010,12,5
+2025-01-06,J3,1010,abc
+31/01/2025,J4,1010,1
+2025-01-07,J5,1010,0.00001
+",
+    );
+    let err = import_csv(store.clone(), &tenant, StreamDef::journal(), &file, &options()).await.unwrap_err();
+    let rejected = err.downcast_ref::<FileRejected>().expect("a row-level rejection");
+    let lines: Vec<u64> = rejected.errors.iter().map(|e| e.line).collect();
+    assert_eq!(lines, vec![3, 4, 5, 6, 7], "{rejected}");
+    let text = rejected.to_string();
+    assert!(text.contains("bad.csv:3: unknown account '9999'"), "{text}");
+    assert!(text.contains("bad.csv:4: expected 4 fields, found 5"), "{text}");
+    assert!(text.contains("bad.csv:5: non-numeric amount 'abc' in column 'amount'"), "{text}");
+    assert!(text.contains("bad.csv:6: bad date '31/01/2025'"), "{text}");
+    assert!(text.contains("bad.csv:7: amount 'amount': '0.00001' has more than 4 decimal places"), "{text}");
+    assert_eq!(store.posting_count(&tenant).await.unwrap(), 0);
+    assert!(store.loads(&tenant).await.unwrap().is_empty());
+
+    let unbalanced = write(
+        test.dir.path(),
+        "unbalanced.csv",
+        "date,txn_id,account,amount\n2025-01-05,J1,1010,100\n2025-01-05,J1,3000,-100\n2025-01-06,J2,1010,100\n2025-01-06,J2,3000,-99.5\n",
+    );
+    let err = import_csv(store.clone(), &tenant, StreamDef::journal(), &unbalanced, &options()).await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("unbalanced.csv:4: unbalanced transaction 'J2': its postings sum to 0.5"), "{text}");
+    assert_eq!(store.posting_count(&tenant).await.unwrap(), 0);
+
+    let missing = write(test.dir.path(), "missing.csv", "date,txn_id,amount\n2025-01-05,J1,100\n");
+    let err = import_csv(store.clone(), &tenant, StreamDef::journal(), &missing, &options()).await.unwrap_err();
+    assert!(err.to_string().contains("missing column(s) account"), "{err}");
+}
+
+#[tokio::test]
+async fn pos_sales_map_to_jakarta_months_with_exact_rupiah() {
+    let test = sqlite_store().await;
+    let store = test.store.clone();
+    let tenant = provision(store.as_ref(), "lite").await;
+    let file = write(
+        test.dir.path(),
+        "pos.csv",
+        // 17:30 UTC on 31 January is 00:30 on 1 February in Jakarta.
+        "sale_id,sold_at,outlet,category,payment_method,net_amount,tax
+S1,2025-01-31 17:30:00,Kemang,coffee,QRIS,45900.9,4590.09
+S2,2025-01-31 16:59:59,Kemang,pastry,cash,30000,3000
+S3,2025-01-15 03:00:00,Senopati,rice_bowl,grabfood,-755.0125,0
+",
+    );
+    let stream = StreamDef::from_toml(ledgersync::demo::POS_SALES_STREAM).unwrap();
+    import_csv(store.clone(), &tenant, stream, &file, &options()).await.unwrap();
+    let months = store.month_metrics(&tenant, "Kemang", month("2025-01"), month("2025-02")).await.unwrap();
+    assert_eq!(months[&month("2025-01")].revenue(), amount("30000"));
+    assert_eq!(months[&month("2025-02")].revenue(), amount("45900.9"));
+    assert_eq!(months[&month("2025-02")].get("revenue", "beverage"), amount("-45900.9"));
+    let senopati = store.month_metrics(&tenant, "Senopati", month("2025-01"), month("2025-01")).await.unwrap();
+    assert_eq!(senopati[&month("2025-01")].revenue(), amount("-755.0125"));
+}
+
+#[tokio::test]
+async fn a_custom_chart_extends_the_default() {
+    let test = sqlite_store().await;
+    let store = test.store.clone();
+    let tenant = provision(store.as_ref(), "lite").await;
+    let chart = write(
+        test.dir.path(),
+        "chart.csv",
+        "code,name,class,category\n4030,Catering sales,revenue,food\n1025,ShopeePay clearing,receivable,clearing\n",
+    );
+    let accounts = read_chart(&chart).unwrap();
+    store.upsert_accounts(&tenant, &accounts).await.unwrap();
+    let codes: Vec<String> = store.accounts(&tenant).await.unwrap().into_iter().map(|a| a.code).collect();
+    assert!(codes.contains(&"4030".to_string()) && codes.contains(&"1000".to_string()));
+
+    let bad = write(test.dir.path(), "bad-chart.csv", "code,name,class\n4040,Other,incomez\n");
+    let err = read_chart(&bad).unwrap_err();
+    assert!(err.to_string().contains("bad-chart.csv:2: unknown class 'incomez'"), "{err}");
+}

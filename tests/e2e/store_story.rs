@@ -1,0 +1,191 @@
+//! The store contract, told once and run against both backends.
+
+use ledgersync_schemas::{Month, BRANCH_TOTAL};
+use ledgersync_store::{LoadRecord, Store, StoreError, Tenant};
+
+use crate::helpers::{amount, posting, provision};
+
+macro_rules! on_both_backends {
+    ($($story:ident),* $(,)?) => {$(
+        mod $story {
+            #[tokio::test]
+            async fn sqlite() {
+                let test = crate::helpers::sqlite_store().await;
+                super::$story(test.store.as_ref()).await;
+            }
+            #[tokio::test]
+            async fn postgres() {
+                let test = crate::helpers::postgres_store().await;
+                super::$story(test.store.as_ref()).await;
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    loads_compute_aggregates_and_cash_flow,
+    reloading_is_idempotent_and_moves_touch_both_buckets,
+    rejected_loads_change_nothing,
+    cursor_commits_with_its_data,
+    tenants_are_isolated_and_provisioning_is_idempotent,
+);
+
+fn record(fingerprint: &str, cursor: Option<&str>) -> LoadRecord {
+    LoadRecord {
+        source: "test:ledger".into(),
+        fingerprint: fingerprint.into(),
+        stream: "journal".into(),
+        origin: "story".into(),
+        rows_read: 0,
+        cursor: cursor.map(str::to_string),
+    }
+}
+
+fn month(text: &str) -> Month {
+    text.parse().unwrap()
+}
+
+fn january_ledger() -> Vec<ledgersync_schemas::Posting> {
+    vec![
+        // A sale at Kemang: cash in, revenue and restaurant tax out.
+        posting("S1", "2025-01-15", "Kemang", "1000", "110.5"),
+        posting("S1", "2025-01-15", "Kemang", "4000", "-100.4545"),
+        posting("S1", "2025-01-15", "Kemang", "2100", "-10.0455"),
+        // A purchase on credit: no cash.
+        posting("P1", "2025-01-20", "Kemang", "5000", "30"),
+        posting("P1", "2025-01-20", "Kemang", "2000", "-30"),
+        // A cash deposit: between two cash accounts, not a flow.
+        posting("T1", "2025-01-21", "Kemang", "1010", "50"),
+        posting("T1", "2025-01-21", "Kemang", "1000", "-50"),
+        // Owner capital and equipment at head office.
+        posting("C1", "2025-01-02", "", "1010", "1000"),
+        posting("C1", "2025-01-02", "", "3000", "-1000"),
+        posting("E1", "2025-02-01", "", "1500", "200"),
+        posting("E1", "2025-02-01", "", "1010", "-200"),
+    ]
+}
+
+async fn load(store: &dyn Store, tenant: &Tenant, postings: &[ledgersync_schemas::Posting], record: LoadRecord) -> Result<ledgersync_store::LoadSummary, StoreError> {
+    let mut session = store.begin_load(tenant).await?;
+    session.stage(postings).await?;
+    session.commit(record, 10).await
+}
+
+async fn loads_compute_aggregates_and_cash_flow(store: &dyn Store) {
+    let tenant = provision(store, "lite").await;
+    let summary = load(store, &tenant, &january_ledger(), record("a", None)).await.unwrap();
+    assert_eq!((summary.transactions, summary.postings), (5, 11));
+    assert_eq!(summary.control_sum, amount("2781"));
+
+    let months = store.month_metrics(&tenant, BRANCH_TOTAL, month("2025-01"), month("2025-02")).await.unwrap();
+    let jan = &months[&month("2025-01")];
+    assert_eq!(jan.revenue(), amount("100.4545"));
+    assert_eq!(jan.cogs(), amount("30"));
+    assert_eq!(jan.get("cash_flow", "operating_in"), amount("110.5"));
+    assert_eq!(jan.get("cash_flow", "financing_in"), amount("1000"));
+    assert_eq!(jan.get("cash_flow", "operating_out"), amount("0"));
+    assert_eq!(jan.cash_change(), amount("1110.5"));
+    let feb = &months[&month("2025-02")];
+    assert_eq!(feb.get("cash_flow", "investing_out"), amount("-200"));
+
+    let kemang = store.month_metrics(&tenant, "Kemang", month("2025-01"), month("2025-01")).await.unwrap();
+    assert_eq!(kemang[&month("2025-01")].cash_change(), amount("110.5"));
+    assert_eq!(kemang[&month("2025-01")].get("cogs", "food"), amount("30"));
+    assert_eq!(store.cash_before(&tenant, BRANCH_TOTAL, month("2025-02")).await.unwrap(), amount("1110.5"));
+    assert_eq!(store.cash_before(&tenant, BRANCH_TOTAL, month("2025-03")).await.unwrap(), amount("910.5"));
+    assert_eq!(store.branches(&tenant).await.unwrap(), vec!["".to_string(), "Kemang".to_string()]);
+}
+
+async fn reloading_is_idempotent_and_moves_touch_both_buckets(store: &dyn Store) {
+    let tenant = provision(store, "lite").await;
+    load(store, &tenant, &january_ledger(), record("a", None)).await.unwrap();
+    let before = store.month_metrics(&tenant, BRANCH_TOTAL, month("2025-01"), month("2025-02")).await.unwrap();
+    // The same rows again (say, a re-run sync) change nothing.
+    load(store, &tenant, &january_ledger(), record("b", None)).await.unwrap();
+    let after = store.month_metrics(&tenant, BRANCH_TOTAL, month("2025-01"), month("2025-02")).await.unwrap();
+    assert_eq!(before, after);
+    assert_eq!(store.posting_count(&tenant).await.unwrap(), 11);
+    assert!(store.find_load(&tenant, "test:ledger", "b").await.unwrap().is_some());
+
+    // The source corrects the sale's date: January loses it, February gains it.
+    let moved: Vec<_> = january_ledger()
+        .into_iter()
+        .filter(|p| p.source_key == "S1")
+        .map(|mut p| {
+            p.date = "2025-02-03".parse().unwrap();
+            p
+        })
+        .collect();
+    let summary = load(store, &tenant, &moved, record("c", None)).await.unwrap();
+    assert_eq!(summary.buckets_recomputed, 2);
+    let months = store.month_metrics(&tenant, BRANCH_TOTAL, month("2025-01"), month("2025-02")).await.unwrap();
+    assert_eq!(months[&month("2025-01")].revenue(), amount("0"));
+    assert_eq!(months[&month("2025-02")].revenue(), amount("100.4545"));
+    assert_eq!(store.posting_count(&tenant).await.unwrap(), 11);
+
+    // A full rebuild agrees with the incremental result.
+    store.rebuild_aggregates(&tenant).await.unwrap();
+    let rebuilt = store.month_metrics(&tenant, BRANCH_TOTAL, month("2025-01"), month("2025-02")).await.unwrap();
+    assert_eq!(months, rebuilt);
+}
+
+async fn rejected_loads_change_nothing(store: &dyn Store) {
+    let tenant = provision(store, "lite").await;
+    load(store, &tenant, &january_ledger(), record("a", None)).await.unwrap();
+    let mut unbalanced = vec![
+        posting("G1", "2025-03-01", "Kemang", "1000", "10"),
+        posting("G1", "2025-03-01", "Kemang", "4000", "-10"),
+        posting("U1", "2025-03-02", "Kemang", "1000", "10"),
+        posting("U1", "2025-03-02", "Kemang", "4000", "-9.9999"),
+        posting("M1", "2025-03-02", "Kemang", "1000", "10"),
+        posting("M1", "2025-03-03", "Kemang", "4000", "-10"),
+    ];
+    unbalanced[2].origin_line = 7;
+    unbalanced[3].origin_line = 8;
+    let err = load(store, &tenant, &unbalanced, record("bad", None)).await.unwrap_err();
+    let StoreError::Rejected(rejected) = err else { panic!("expected a rejection, got {err}") };
+    assert_eq!(rejected.total, 2);
+    assert!(rejected.errors.iter().any(|e| e.line == 7 && e.reason.contains("unbalanced transaction 'U1'") && e.reason.contains("0.0001")));
+    assert!(rejected.errors.iter().any(|e| e.reason.contains("'M1' has postings on different dates")));
+    assert_eq!(store.posting_count(&tenant).await.unwrap(), 11);
+    assert!(store.find_load(&tenant, "test:ledger", "bad").await.unwrap().is_none());
+    let march = store.month_metrics(&tenant, BRANCH_TOTAL, month("2025-03"), month("2025-03")).await.unwrap();
+    assert!(march.is_empty());
+}
+
+async fn cursor_commits_with_its_data(store: &dyn Store) {
+    let tenant = provision(store, "lite").await;
+    assert_eq!(store.sync_cursor(&tenant, "test:ledger").await.unwrap(), None);
+    load(store, &tenant, &january_ledger(), record("a", Some("42"))).await.unwrap();
+    assert_eq!(store.sync_cursor(&tenant, "test:ledger").await.unwrap().as_deref(), Some("42"));
+    let bad = vec![posting("U1", "2025-03-02", "", "1000", "1")];
+    assert!(load(store, &tenant, &bad, record("b", Some("43"))).await.is_err());
+    assert_eq!(store.sync_cursor(&tenant, "test:ledger").await.unwrap().as_deref(), Some("42"));
+    // A session dropped without commit (a crash mid-load) leaves nothing either.
+    let mut session = store.begin_load(&tenant).await.unwrap();
+    session.stage(&[posting("X1", "2025-04-01", "", "1000", "1"), posting("X1", "2025-04-01", "", "3000", "-1")]).await.unwrap();
+    drop(session);
+    assert_eq!(store.posting_count(&tenant).await.unwrap(), 11);
+}
+
+async fn tenants_are_isolated_and_provisioning_is_idempotent(store: &dyn Store) {
+    let first = provision(store, "lite").await;
+    let second = provision(store, "pro").await;
+    load(store, &first, &january_ledger(), record("a", None)).await.unwrap();
+    assert_eq!(store.posting_count(&second).await.unwrap(), 0);
+    assert!(store.month_metrics(&second, BRANCH_TOTAL, month("2025-01"), month("2025-12")).await.unwrap().is_empty());
+
+    let again = ledgersync::tenants::provision(store, "Kopi Kenangan", &first.admin_email, "lite", 10).await.unwrap();
+    assert!(!again.created);
+    assert_eq!(again.tenant.id, first.id);
+    assert_ne!(first.slug, second.slug, "slugs stay unique for equal names");
+    assert_eq!(store.tenant(&first.slug).await.unwrap().unwrap().id, first.id);
+    assert_eq!(store.tenant(&first.id).await.unwrap().unwrap().slug, first.slug);
+
+    let secret = crate::helpers::new_key(store, &second, "read").await;
+    let (tenant, key) = store.authenticate_api_key(&ledgersync::keys::hash(&secret)).await.unwrap().unwrap();
+    assert_eq!(tenant.id, second.id);
+    assert_eq!(key.scope, "read");
+    assert!(key.last_used_at.is_some());
+    assert!(store.authenticate_api_key(&ledgersync::keys::hash("lsk_forged")).await.unwrap().is_none());
+}
