@@ -96,16 +96,21 @@ pub async fn import_csv(
     if let Some(past) = store.find_load(tenant, &source, &fingerprint).await? {
         return Ok(ImportOutcome::AlreadyLoaded(past));
     }
-    let mapper = Arc::new(Mapper::compile(stream, map_context(store.as_ref(), tenant).await?)?);
+    let mapper = Arc::new(Mapper::compile(
+        stream,
+        map_context(store.as_ref(), tenant).await?,
+    )?);
     let mut batches = CsvBatches::open(path, options.batch_rows)?;
     mapper.check_columns(batches.columns())?;
 
     let progress = if options.progress {
         let bar = ProgressBar::new(batches.progress().1);
         bar.set_style(
-            ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-                .expect("a valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
         );
         bar.set_message(format!("importing {}", path.display()));
         bar

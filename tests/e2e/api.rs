@@ -20,19 +20,44 @@ async fn reports_are_served_as_json_and_csv_to_the_key_holder_only() {
     let test = sqlite_store().await;
     let app = spawn_app(test.store.clone()).await;
     let file = write(test.dir.path(), "gl.csv", JOURNAL);
-    import_csv(app.store.clone(), &app.tenant, StreamDef::journal(), &file, &options()).await.unwrap();
+    import_csv(
+        app.store.clone(),
+        &app.tenant,
+        StreamDef::journal(),
+        &file,
+        &options(),
+    )
+    .await
+    .unwrap();
     let url = format!("{}/v1/reports/pnl?from=2025-01&to=2025-02", app.address);
 
-    let health = app.client.get(format!("{}/healthz", app.address)).send().await.unwrap();
+    let health = app
+        .client
+        .get(format!("{}/healthz", app.address))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), StatusCode::OK);
 
     let anonymous = app.client.get(&url).send().await.unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(anonymous.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        anonymous.headers()["content-type"],
+        "application/problem+json"
+    );
     let problem: Value = anonymous.json().await.unwrap();
     assert!(problem["type"].as_str().unwrap().ends_with("/unauthorized"));
 
-    let json: Value = app.client.get(&url).bearer_auth(&app.key).send().await.unwrap().json().await.unwrap();
+    let json: Value = app
+        .client
+        .get(&url)
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(json["rows"][0]["period"], "2025-01");
     assert_eq!(json["rows"][0]["revenue"], "1000.5");
     assert_eq!(json["rows"][1]["cogs"], "400");
@@ -40,7 +65,10 @@ async fn reports_are_served_as_json_and_csv_to_the_key_holder_only() {
 
     let csv = app
         .client
-        .get(format!("{}/v1/reports/cash-flow?from=2025-01&to=2025-02&branch=Kemang", app.address))
+        .get(format!(
+            "{}/v1/reports/cash-flow?from=2025-01&to=2025-02&branch=Kemang",
+            app.address
+        ))
         .bearer_auth(&app.key)
         .header("accept", "text/csv")
         .send()
@@ -57,28 +85,52 @@ async fn reports_are_served_as_json_and_csv_to_the_key_holder_only() {
     // Another tenant's key sees that tenant's (empty) books, whatever it asks.
     let other = provision(app.store.as_ref(), "lite").await;
     let other_key = new_key(app.store.as_ref(), &other, "read").await;
-    let theirs: Value = app.client.get(&url).bearer_auth(&other_key).send().await.unwrap().json().await.unwrap();
+    let theirs: Value = app
+        .client
+        .get(&url)
+        .bearer_auth(&other_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(theirs["rows"][0]["revenue"], "0");
     assert_eq!(theirs["tenant"], other.slug.as_str());
 
     let ingest_key = new_key(app.store.as_ref(), &app.tenant, "ingest").await;
-    let forbidden = app.client.get(&url).bearer_auth(&ingest_key).send().await.unwrap();
+    let forbidden = app
+        .client
+        .get(&url)
+        .bearer_auth(&ingest_key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
 
     let bad = app
         .client
-        .get(format!("{}/v1/reports/pnl?from=2025-13&to=2025-02", app.address))
+        .get(format!(
+            "{}/v1/reports/pnl?from=2025-13&to=2025-02",
+            app.address
+        ))
         .bearer_auth(&app.key)
         .send()
         .await
         .unwrap();
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     let problem: Value = bad.json().await.unwrap();
-    assert!(problem["detail"].as_str().unwrap().contains("from: '2025-13' is not a month"));
+    assert!(problem["detail"]
+        .as_str()
+        .unwrap()
+        .contains("from: '2025-13' is not a month"));
 
     let unknown = app
         .client
-        .get(format!("{}/v1/reports/balance-sheet?from=2025-01&to=2025-02", app.address))
+        .get(format!(
+            "{}/v1/reports/balance-sheet?from=2025-01&to=2025-02",
+            app.address
+        ))
         .bearer_auth(&app.key)
         .send()
         .await
@@ -91,16 +143,40 @@ async fn periods_group_months_by_quarter_and_fiscal_year() {
     let test = sqlite_store().await;
     let app = spawn_app(test.store.clone()).await;
     let file = write(test.dir.path(), "gl.csv", JOURNAL);
-    import_csv(app.store.clone(), &app.tenant, StreamDef::journal(), &file, &options()).await.unwrap();
+    import_csv(
+        app.store.clone(),
+        &app.tenant,
+        StreamDef::journal(),
+        &file,
+        &options(),
+    )
+    .await
+    .unwrap();
     let get = |by: &'static str| {
         let app = &app;
         async move {
-            let url = format!("{}/v1/reports/staff?from=2024-12&to=2025-03&by={by}", app.address);
-            app.client.get(url).bearer_auth(&app.key).send().await.unwrap().json::<Value>().await.unwrap()
+            let url = format!(
+                "{}/v1/reports/staff?from=2024-12&to=2025-03&by={by}",
+                app.address
+            );
+            app.client
+                .get(url)
+                .bearer_auth(&app.key)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
         }
     };
     let quarters = get("quarter").await;
-    let labels: Vec<&str> = quarters["rows"].as_array().unwrap().iter().map(|r| r["period"].as_str().unwrap()).collect();
+    let labels: Vec<&str> = quarters["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["period"].as_str().unwrap())
+        .collect();
     assert_eq!(labels, ["2024-Q4", "2025-Q1"]);
     assert_eq!(quarters["rows"][1]["prime_cost"], "400");
     assert_eq!(quarters["rows"][1]["prime_cost_pct"], "39.98");

@@ -18,14 +18,16 @@ pub struct TestStore {
 
 pub async fn sqlite_store() -> TestStore {
     let dir = tempfile::tempdir().unwrap();
-    let store = ledgersync_store::connect(&format!("sqlite://{}", dir.path().join("data").display()))
-        .await
-        .unwrap();
+    let store =
+        ledgersync_store::connect(&format!("sqlite://{}", dir.path().join("data").display()))
+            .await
+            .unwrap();
     TestStore { store, dir }
 }
 
 fn postgres_base() -> String {
-    std::env::var("LEDGERSYNC_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+    std::env::var("LEDGERSYNC_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
 /// A fresh database per test, so control schemas never collide.
@@ -38,7 +40,9 @@ pub async fn postgres_store() -> TestStore {
     sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE {name}").as_str())
         .await
         .unwrap();
-    let store = ledgersync_store::connect(&format!("{base}/{name}")).await.unwrap();
+    let store = ledgersync_store::connect(&format!("{base}/{name}"))
+        .await
+        .unwrap();
     TestStore {
         store,
         dir: tempfile::tempdir().unwrap(),

@@ -52,7 +52,11 @@ fn hledger(journal: &Path, args: &[&str]) -> Statement {
         .args(["-O", "json"])
         .output()
         .expect("hledger must be installed (Debian package `hledger`; .ci/run installs it)");
-    assert!(output.status.success(), "hledger failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "hledger failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let report: Value = serde_json::from_slice(&output.stdout).expect("hledger JSON");
     let months: Vec<Month> = report["cbrDates"]
         .as_array()
@@ -63,14 +67,27 @@ fn hledger(journal: &Path, args: &[&str]) -> Statement {
     let mut by_class: BTreeMap<String, Vec<Amount>> = BTreeMap::new();
     for subreport in report["cbrSubreports"].as_array().unwrap() {
         for row in subreport[1]["prRows"].as_array().unwrap() {
-            let class = row["prrName"].as_str().unwrap().split(':').next().unwrap().to_string();
-            let sums = by_class.entry(class).or_insert_with(|| vec![Amount::ZERO; months.len()]);
+            let class = row["prrName"]
+                .as_str()
+                .unwrap()
+                .split(':')
+                .next()
+                .unwrap()
+                .to_string();
+            let sums = by_class
+                .entry(class)
+                .or_insert_with(|| vec![Amount::ZERO; months.len()]);
             for (i, amounts) in row["prrAmounts"].as_array().unwrap().iter().enumerate() {
                 sums[i] += cell(amounts);
             }
         }
     }
-    let totals = report["cbrTotals"]["prrAmounts"].as_array().unwrap().iter().map(cell).collect();
+    let totals = report["cbrTotals"]["prrAmounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(cell)
+        .collect();
     Statement {
         months,
         by_class,
@@ -90,14 +107,37 @@ async fn statements_match_hledger(test: TestStore) {
     };
     let files = demo::generate(&spec, test.dir.path()).unwrap();
     for (stream, file) in [
-        (StreamDef::from_toml(demo::POS_SALES_STREAM).unwrap(), &files.pos_sales),
+        (
+            StreamDef::from_toml(demo::POS_SALES_STREAM).unwrap(),
+            &files.pos_sales,
+        ),
         (StreamDef::journal(), &files.journal),
-        (StreamDef::from_toml(demo::FINANCING_STREAM).unwrap(), &files.financing),
+        (
+            StreamDef::from_toml(demo::FINANCING_STREAM).unwrap(),
+            &files.financing,
+        ),
     ] {
-        import_csv(store.clone(), &tenant, stream, file, &ledgersync::import::ImportOptions { batch_rows: 5_000, max_reported_errors: 20, progress: false }).await.unwrap();
+        import_csv(
+            store.clone(),
+            &tenant,
+            stream,
+            file,
+            &ledgersync::import::ImportOptions {
+                batch_rows: 5_000,
+                max_reported_errors: 20,
+                progress: false,
+            },
+        )
+        .await
+        .unwrap();
     }
     let journal = test.dir.path().join("ledger.journal");
-    demo::write_hledger_journal(&files.transactions, &store.accounts(&tenant).await.unwrap(), &journal).unwrap();
+    demo::write_hledger_journal(
+        &files.transactions,
+        &store.accounts(&tenant).await.unwrap(),
+        &journal,
+    )
+    .unwrap();
 
     let income = hledger(&journal, &["is", "-M"]);
     let (from, to) = (income.months[0], *income.months.last().unwrap());
@@ -106,11 +146,22 @@ async fn statements_match_hledger(test: TestStore) {
         let store = store.clone();
         let tenant = tenant.clone();
         async move {
-            let query = ReportQuery { kind, from, to, branch: None, by: Grouping::Month };
-            reports::build(store.as_ref(), &tenant, &query).await.unwrap().rows
+            let query = ReportQuery {
+                kind,
+                from,
+                to,
+                branch: None,
+                by: Grouping::Month,
+            };
+            reports::build(store.as_ref(), &tenant, &query)
+                .await
+                .unwrap()
+                .rows
         }
     };
-    let Rows::Pnl(pnl) = report(ReportKind::Pnl).await else { unreachable!() };
+    let Rows::Pnl(pnl) = report(ReportKind::Pnl).await else {
+        unreachable!()
+    };
     assert_eq!(pnl.len(), income.months.len());
     let class = |name: &str, i: usize| income.by_class.get(name).map_or(Amount::ZERO, |v| v[i]);
     for (i, row) in pnl.iter().enumerate() {
@@ -119,16 +170,31 @@ async fn statements_match_hledger(test: TestStore) {
         assert_eq!(row.revenue, class("revenue", i), "revenue {at}");
         assert_eq!(row.cogs, class("cogs", i), "cogs {at}");
         assert_eq!(row.expenses, class("expense", i), "expenses {at}");
-        assert_eq!(row.other_income, class("other_income", i), "other income {at}");
-        assert_eq!(row.other_expense, class("other_expense", i), "other expense {at}");
+        assert_eq!(
+            row.other_income,
+            class("other_income", i),
+            "other income {at}"
+        );
+        assert_eq!(
+            row.other_expense,
+            class("other_expense", i),
+            "other expense {at}"
+        );
         assert_eq!(row.net_profit, income.totals[i], "net profit {at}");
     }
     // Only the spill-over month (sales after midnight on the last day) lacks COGS.
-    assert!(pnl.iter().filter(|r| r.revenue.is_zero() || r.cogs.is_zero()).count() <= 1);
+    assert!(
+        pnl.iter()
+            .filter(|r| r.revenue.is_zero() || r.cogs.is_zero())
+            .count()
+            <= 1
+    );
 
     let changes = hledger(&journal, &["cf", "-M"]);
     let balances = hledger(&journal, &["cf", "-M", "-H"]);
-    let Rows::CashFlow(flows) = report(ReportKind::CashFlow).await else { unreachable!() };
+    let Rows::CashFlow(flows) = report(ReportKind::CashFlow).await else {
+        unreachable!()
+    };
     assert_eq!(changes.months, income.months);
     for (i, row) in flows.iter().enumerate() {
         let at = &row.period;
@@ -137,7 +203,10 @@ async fn statements_match_hledger(test: TestStore) {
     }
     // The flows the generator put in each section are there.
     assert!(flows.iter().any(|r| !r.investing_out.is_zero()));
-    assert!(flows.iter().any(|r| !r.financing_in.is_zero()) && flows.iter().any(|r| !r.financing_out.is_zero()));
+    assert!(
+        flows.iter().any(|r| !r.financing_in.is_zero())
+            && flows.iter().any(|r| !r.financing_out.is_zero())
+    );
 }
 
 #[tokio::test]

@@ -26,20 +26,53 @@ async fn journal_imports_once_and_reimport_changes_nothing() {
     let store = test.store.clone();
     let tenant = provision(store.as_ref(), "pro").await;
     let file = write(test.dir.path(), "gl.csv", GOOD_JOURNAL);
-    let outcome = import_csv(store.clone(), &tenant, StreamDef::journal(), &file, &options()).await.unwrap();
-    let ImportOutcome::Loaded(summary) = outcome else { panic!("expected a load") };
+    let outcome = import_csv(
+        store.clone(),
+        &tenant,
+        StreamDef::journal(),
+        &file,
+        &options(),
+    )
+    .await
+    .unwrap();
+    let ImportOutcome::Loaded(summary) = outcome else {
+        panic!("expected a load")
+    };
     assert_eq!((summary.transactions, summary.postings), (3, 7));
-    let again = import_csv(store.clone(), &tenant, StreamDef::journal(), &file, &options()).await.unwrap();
+    let again = import_csv(
+        store.clone(),
+        &tenant,
+        StreamDef::journal(),
+        &file,
+        &options(),
+    )
+    .await
+    .unwrap();
     assert!(matches!(again, ImportOutcome::AlreadyLoaded(_)));
     assert_eq!(store.posting_count(&tenant).await.unwrap(), 7);
     assert_eq!(store.loads(&tenant).await.unwrap().len(), 1);
 
     // The same rows in a new file (say, re-exported with a trailing newline) replace
     // themselves: nothing doubles.
-    let copy = write(test.dir.path(), "gl-again.csv", &format!("{GOOD_JOURNAL}\n"));
-    import_csv(store.clone(), &tenant, StreamDef::journal(), &copy, &options()).await.unwrap();
+    let copy = write(
+        test.dir.path(),
+        "gl-again.csv",
+        &format!("{GOOD_JOURNAL}\n"),
+    );
+    import_csv(
+        store.clone(),
+        &tenant,
+        StreamDef::journal(),
+        &copy,
+        &options(),
+    )
+    .await
+    .unwrap();
     assert_eq!(store.posting_count(&tenant).await.unwrap(), 7);
-    let months = store.month_metrics(&tenant, BRANCH_TOTAL, month("2025-01"), month("2025-02")).await.unwrap();
+    let months = store
+        .month_metrics(&tenant, BRANCH_TOTAL, month("2025-01"), month("2025-02"))
+        .await
+        .unwrap();
     assert_eq!(months[&month("2025-01")].cogs(), amount("12500000.125"));
     assert_eq!(months[&month("2025-02")].labour(), amount("46800000"));
 }
@@ -61,16 +94,35 @@ async fn every_bad_row_is_reported_and_nothing_changes() {
 2025-01-07,J5,1010,0.00001
 ",
     );
-    let err = import_csv(store.clone(), &tenant, StreamDef::journal(), &file, &options()).await.unwrap_err();
-    let rejected = err.downcast_ref::<FileRejected>().expect("a row-level rejection");
+    let err = import_csv(
+        store.clone(),
+        &tenant,
+        StreamDef::journal(),
+        &file,
+        &options(),
+    )
+    .await
+    .unwrap_err();
+    let rejected = err
+        .downcast_ref::<FileRejected>()
+        .expect("a row-level rejection");
     let lines: Vec<u64> = rejected.errors.iter().map(|e| e.line).collect();
     assert_eq!(lines, vec![3, 4, 5, 6, 7], "{rejected}");
     let text = rejected.to_string();
     assert!(text.contains("bad.csv:3: unknown account '9999'"), "{text}");
-    assert!(text.contains("bad.csv:4: expected 4 fields, found 5"), "{text}");
-    assert!(text.contains("bad.csv:5: non-numeric amount 'abc' in column 'amount'"), "{text}");
+    assert!(
+        text.contains("bad.csv:4: expected 4 fields, found 5"),
+        "{text}"
+    );
+    assert!(
+        text.contains("bad.csv:5: non-numeric amount 'abc' in column 'amount'"),
+        "{text}"
+    );
     assert!(text.contains("bad.csv:6: bad date '31/01/2025'"), "{text}");
-    assert!(text.contains("bad.csv:7: amount 'amount': '0.00001' has more than 4 decimal places"), "{text}");
+    assert!(
+        text.contains("bad.csv:7: amount 'amount': '0.00001' has more than 4 decimal places"),
+        "{text}"
+    );
     assert_eq!(store.posting_count(&tenant).await.unwrap(), 0);
     assert!(store.loads(&tenant).await.unwrap().is_empty());
 
@@ -79,14 +131,40 @@ async fn every_bad_row_is_reported_and_nothing_changes() {
         "unbalanced.csv",
         "date,txn_id,account,amount\n2025-01-05,J1,1010,100\n2025-01-05,J1,3000,-100\n2025-01-06,J2,1010,100\n2025-01-06,J2,3000,-99.5\n",
     );
-    let err = import_csv(store.clone(), &tenant, StreamDef::journal(), &unbalanced, &options()).await.unwrap_err();
+    let err = import_csv(
+        store.clone(),
+        &tenant,
+        StreamDef::journal(),
+        &unbalanced,
+        &options(),
+    )
+    .await
+    .unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("unbalanced.csv:4: unbalanced transaction 'J2': its postings sum to 0.5"), "{text}");
+    assert!(
+        text.contains("unbalanced.csv:4: unbalanced transaction 'J2': its postings sum to 0.5"),
+        "{text}"
+    );
     assert_eq!(store.posting_count(&tenant).await.unwrap(), 0);
 
-    let missing = write(test.dir.path(), "missing.csv", "date,txn_id,amount\n2025-01-05,J1,100\n");
-    let err = import_csv(store.clone(), &tenant, StreamDef::journal(), &missing, &options()).await.unwrap_err();
-    assert!(err.to_string().contains("missing column(s) account"), "{err}");
+    let missing = write(
+        test.dir.path(),
+        "missing.csv",
+        "date,txn_id,amount\n2025-01-05,J1,100\n",
+    );
+    let err = import_csv(
+        store.clone(),
+        &tenant,
+        StreamDef::journal(),
+        &missing,
+        &options(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("missing column(s) account"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -105,12 +183,23 @@ S3,2025-01-15 03:00:00,Senopati,rice_bowl,grabfood,-755.0125,0
 ",
     );
     let stream = StreamDef::from_toml(ledgersync::demo::POS_SALES_STREAM).unwrap();
-    import_csv(store.clone(), &tenant, stream, &file, &options()).await.unwrap();
-    let months = store.month_metrics(&tenant, "Kemang", month("2025-01"), month("2025-02")).await.unwrap();
+    import_csv(store.clone(), &tenant, stream, &file, &options())
+        .await
+        .unwrap();
+    let months = store
+        .month_metrics(&tenant, "Kemang", month("2025-01"), month("2025-02"))
+        .await
+        .unwrap();
     assert_eq!(months[&month("2025-01")].revenue(), amount("30000"));
     assert_eq!(months[&month("2025-02")].revenue(), amount("45900.9"));
-    assert_eq!(months[&month("2025-02")].get("revenue", "beverage"), amount("-45900.9"));
-    let senopati = store.month_metrics(&tenant, "Senopati", month("2025-01"), month("2025-01")).await.unwrap();
+    assert_eq!(
+        months[&month("2025-02")].get("revenue", "beverage"),
+        amount("-45900.9")
+    );
+    let senopati = store
+        .month_metrics(&tenant, "Senopati", month("2025-01"), month("2025-01"))
+        .await
+        .unwrap();
     assert_eq!(senopati[&month("2025-01")].revenue(), amount("-755.0125"));
 }
 
@@ -126,10 +215,24 @@ async fn a_custom_chart_extends_the_default() {
     );
     let accounts = read_chart(&chart).unwrap();
     store.upsert_accounts(&tenant, &accounts).await.unwrap();
-    let codes: Vec<String> = store.accounts(&tenant).await.unwrap().into_iter().map(|a| a.code).collect();
+    let codes: Vec<String> = store
+        .accounts(&tenant)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.code)
+        .collect();
     assert!(codes.contains(&"4030".to_string()) && codes.contains(&"1000".to_string()));
 
-    let bad = write(test.dir.path(), "bad-chart.csv", "code,name,class\n4040,Other,incomez\n");
+    let bad = write(
+        test.dir.path(),
+        "bad-chart.csv",
+        "code,name,class\n4040,Other,incomez\n",
+    );
     let err = read_chart(&bad).unwrap_err();
-    assert!(err.to_string().contains("bad-chart.csv:2: unknown class 'incomez'"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("bad-chart.csv:2: unknown class 'incomez'"),
+        "{err}"
+    );
 }

@@ -3,7 +3,7 @@
 //! CSV files, real HTTP, and hledger as the independent judge of the numbers.
 
 mod api;
-mod hledger;
 mod helpers;
+mod hledger;
 mod import_files;
 mod store_story;

@@ -65,7 +65,12 @@ fn january_ledger() -> Vec<ledgersync_schemas::Posting> {
     ]
 }
 
-async fn load(store: &dyn Store, tenant: &Tenant, postings: &[ledgersync_schemas::Posting], record: LoadRecord) -> Result<ledgersync_store::LoadSummary, StoreError> {
+async fn load(
+    store: &dyn Store,
+    tenant: &Tenant,
+    postings: &[ledgersync_schemas::Posting],
+    record: LoadRecord,
+) -> Result<ledgersync_store::LoadSummary, StoreError> {
     let mut session = store.begin_load(tenant).await?;
     session.stage(postings).await?;
     session.commit(record, 10).await
@@ -73,11 +78,16 @@ async fn load(store: &dyn Store, tenant: &Tenant, postings: &[ledgersync_schemas
 
 async fn loads_compute_aggregates_and_cash_flow(store: &dyn Store) {
     let tenant = provision(store, "lite").await;
-    let summary = load(store, &tenant, &january_ledger(), record("a", None)).await.unwrap();
+    let summary = load(store, &tenant, &january_ledger(), record("a", None))
+        .await
+        .unwrap();
     assert_eq!((summary.transactions, summary.postings), (5, 11));
     assert_eq!(summary.control_sum, amount("2781"));
 
-    let months = store.month_metrics(&tenant, BRANCH_TOTAL, month("2025-01"), month("2025-02")).await.unwrap();
+    let months = store
+        .month_metrics(&tenant, BRANCH_TOTAL, month("2025-01"), month("2025-02"))
+        .await
+        .unwrap();
     let jan = &months[&month("2025-01")];
     assert_eq!(jan.revenue(), amount("100.4545"));
     assert_eq!(jan.cogs(), amount("30"));
@@ -88,24 +98,56 @@ async fn loads_compute_aggregates_and_cash_flow(store: &dyn Store) {
     let feb = &months[&month("2025-02")];
     assert_eq!(feb.get("cash_flow", "investing_out"), amount("-200"));
 
-    let kemang = store.month_metrics(&tenant, "Kemang", month("2025-01"), month("2025-01")).await.unwrap();
+    let kemang = store
+        .month_metrics(&tenant, "Kemang", month("2025-01"), month("2025-01"))
+        .await
+        .unwrap();
     assert_eq!(kemang[&month("2025-01")].cash_change(), amount("110.5"));
     assert_eq!(kemang[&month("2025-01")].get("cogs", "food"), amount("30"));
-    assert_eq!(store.cash_before(&tenant, BRANCH_TOTAL, month("2025-02")).await.unwrap(), amount("1110.5"));
-    assert_eq!(store.cash_before(&tenant, BRANCH_TOTAL, month("2025-03")).await.unwrap(), amount("910.5"));
-    assert_eq!(store.branches(&tenant).await.unwrap(), vec!["".to_string(), "Kemang".to_string()]);
+    assert_eq!(
+        store
+            .cash_before(&tenant, BRANCH_TOTAL, month("2025-02"))
+            .await
+            .unwrap(),
+        amount("1110.5")
+    );
+    assert_eq!(
+        store
+            .cash_before(&tenant, BRANCH_TOTAL, month("2025-03"))
+            .await
+            .unwrap(),
+        amount("910.5")
+    );
+    assert_eq!(
+        store.branches(&tenant).await.unwrap(),
+        vec!["".to_string(), "Kemang".to_string()]
+    );
 }
 
 async fn reloading_is_idempotent_and_moves_touch_both_buckets(store: &dyn Store) {
     let tenant = provision(store, "lite").await;
-    load(store, &tenant, &january_ledger(), record("a", None)).await.unwrap();
-    let before = store.month_metrics(&tenant, BRANCH_TOTAL, month("2025-01"), month("2025-02")).await.unwrap();
+    load(store, &tenant, &january_ledger(), record("a", None))
+        .await
+        .unwrap();
+    let before = store
+        .month_metrics(&tenant, BRANCH_TOTAL, month("2025-01"), month("2025-02"))
+        .await
+        .unwrap();
     // The same rows again (say, a re-run sync) change nothing.
-    load(store, &tenant, &january_ledger(), record("b", None)).await.unwrap();
-    let after = store.month_metrics(&tenant, BRANCH_TOTAL, month("2025-01"), month("2025-02")).await.unwrap();
+    load(store, &tenant, &january_ledger(), record("b", None))
+        .await
+        .unwrap();
+    let after = store
+        .month_metrics(&tenant, BRANCH_TOTAL, month("2025-01"), month("2025-02"))
+        .await
+        .unwrap();
     assert_eq!(before, after);
     assert_eq!(store.posting_count(&tenant).await.unwrap(), 11);
-    assert!(store.find_load(&tenant, "test:ledger", "b").await.unwrap().is_some());
+    assert!(store
+        .find_load(&tenant, "test:ledger", "b")
+        .await
+        .unwrap()
+        .is_some());
 
     // The source corrects the sale's date: January loses it, February gains it.
     let moved: Vec<_> = january_ledger()
@@ -116,22 +158,32 @@ async fn reloading_is_idempotent_and_moves_touch_both_buckets(store: &dyn Store)
             p
         })
         .collect();
-    let summary = load(store, &tenant, &moved, record("c", None)).await.unwrap();
+    let summary = load(store, &tenant, &moved, record("c", None))
+        .await
+        .unwrap();
     assert_eq!(summary.buckets_recomputed, 2);
-    let months = store.month_metrics(&tenant, BRANCH_TOTAL, month("2025-01"), month("2025-02")).await.unwrap();
+    let months = store
+        .month_metrics(&tenant, BRANCH_TOTAL, month("2025-01"), month("2025-02"))
+        .await
+        .unwrap();
     assert_eq!(months[&month("2025-01")].revenue(), amount("0"));
     assert_eq!(months[&month("2025-02")].revenue(), amount("100.4545"));
     assert_eq!(store.posting_count(&tenant).await.unwrap(), 11);
 
     // A full rebuild agrees with the incremental result.
     store.rebuild_aggregates(&tenant).await.unwrap();
-    let rebuilt = store.month_metrics(&tenant, BRANCH_TOTAL, month("2025-01"), month("2025-02")).await.unwrap();
+    let rebuilt = store
+        .month_metrics(&tenant, BRANCH_TOTAL, month("2025-01"), month("2025-02"))
+        .await
+        .unwrap();
     assert_eq!(months, rebuilt);
 }
 
 async fn rejected_loads_change_nothing(store: &dyn Store) {
     let tenant = provision(store, "lite").await;
-    load(store, &tenant, &january_ledger(), record("a", None)).await.unwrap();
+    load(store, &tenant, &january_ledger(), record("a", None))
+        .await
+        .unwrap();
     let mut unbalanced = vec![
         posting("G1", "2025-03-01", "Kemang", "1000", "10"),
         posting("G1", "2025-03-01", "Kemang", "4000", "-10"),
@@ -142,28 +194,71 @@ async fn rejected_loads_change_nothing(store: &dyn Store) {
     ];
     unbalanced[2].origin_line = 7;
     unbalanced[3].origin_line = 8;
-    let err = load(store, &tenant, &unbalanced, record("bad", None)).await.unwrap_err();
-    let StoreError::Rejected(rejected) = err else { panic!("expected a rejection, got {err}") };
+    let err = load(store, &tenant, &unbalanced, record("bad", None))
+        .await
+        .unwrap_err();
+    let StoreError::Rejected(rejected) = err else {
+        panic!("expected a rejection, got {err}")
+    };
     assert_eq!(rejected.total, 2);
-    assert!(rejected.errors.iter().any(|e| e.line == 7 && e.reason.contains("unbalanced transaction 'U1'") && e.reason.contains("0.0001")));
-    assert!(rejected.errors.iter().any(|e| e.reason.contains("'M1' has postings on different dates")));
+    assert!(rejected.errors.iter().any(|e| e.line == 7
+        && e.reason.contains("unbalanced transaction 'U1'")
+        && e.reason.contains("0.0001")));
+    assert!(rejected
+        .errors
+        .iter()
+        .any(|e| e.reason.contains("'M1' has postings on different dates")));
     assert_eq!(store.posting_count(&tenant).await.unwrap(), 11);
-    assert!(store.find_load(&tenant, "test:ledger", "bad").await.unwrap().is_none());
-    let march = store.month_metrics(&tenant, BRANCH_TOTAL, month("2025-03"), month("2025-03")).await.unwrap();
+    assert!(store
+        .find_load(&tenant, "test:ledger", "bad")
+        .await
+        .unwrap()
+        .is_none());
+    let march = store
+        .month_metrics(&tenant, BRANCH_TOTAL, month("2025-03"), month("2025-03"))
+        .await
+        .unwrap();
     assert!(march.is_empty());
 }
 
 async fn cursor_commits_with_its_data(store: &dyn Store) {
     let tenant = provision(store, "lite").await;
-    assert_eq!(store.sync_cursor(&tenant, "test:ledger").await.unwrap(), None);
-    load(store, &tenant, &january_ledger(), record("a", Some("42"))).await.unwrap();
-    assert_eq!(store.sync_cursor(&tenant, "test:ledger").await.unwrap().as_deref(), Some("42"));
+    assert_eq!(
+        store.sync_cursor(&tenant, "test:ledger").await.unwrap(),
+        None
+    );
+    load(store, &tenant, &january_ledger(), record("a", Some("42")))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .sync_cursor(&tenant, "test:ledger")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("42")
+    );
     let bad = vec![posting("U1", "2025-03-02", "", "1000", "1")];
-    assert!(load(store, &tenant, &bad, record("b", Some("43"))).await.is_err());
-    assert_eq!(store.sync_cursor(&tenant, "test:ledger").await.unwrap().as_deref(), Some("42"));
+    assert!(load(store, &tenant, &bad, record("b", Some("43")))
+        .await
+        .is_err());
+    assert_eq!(
+        store
+            .sync_cursor(&tenant, "test:ledger")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("42")
+    );
     // A session dropped without commit (a crash mid-load) leaves nothing either.
     let mut session = store.begin_load(&tenant).await.unwrap();
-    session.stage(&[posting("X1", "2025-04-01", "", "1000", "1"), posting("X1", "2025-04-01", "", "3000", "-1")]).await.unwrap();
+    session
+        .stage(&[
+            posting("X1", "2025-04-01", "", "1000", "1"),
+            posting("X1", "2025-04-01", "", "3000", "-1"),
+        ])
+        .await
+        .unwrap();
     drop(session);
     assert_eq!(store.posting_count(&tenant).await.unwrap(), 11);
 }
@@ -171,21 +266,44 @@ async fn cursor_commits_with_its_data(store: &dyn Store) {
 async fn tenants_are_isolated_and_provisioning_is_idempotent(store: &dyn Store) {
     let first = provision(store, "lite").await;
     let second = provision(store, "pro").await;
-    load(store, &first, &january_ledger(), record("a", None)).await.unwrap();
+    load(store, &first, &january_ledger(), record("a", None))
+        .await
+        .unwrap();
     assert_eq!(store.posting_count(&second).await.unwrap(), 0);
-    assert!(store.month_metrics(&second, BRANCH_TOTAL, month("2025-01"), month("2025-12")).await.unwrap().is_empty());
+    assert!(store
+        .month_metrics(&second, BRANCH_TOTAL, month("2025-01"), month("2025-12"))
+        .await
+        .unwrap()
+        .is_empty());
 
-    let again = ledgersync::tenants::provision(store, "Kopi Kenangan", &first.admin_email, "lite", 10).await.unwrap();
+    let again =
+        ledgersync::tenants::provision(store, "Kopi Kenangan", &first.admin_email, "lite", 10)
+            .await
+            .unwrap();
     assert!(!again.created);
     assert_eq!(again.tenant.id, first.id);
     assert_ne!(first.slug, second.slug, "slugs stay unique for equal names");
-    assert_eq!(store.tenant(&first.slug).await.unwrap().unwrap().id, first.id);
-    assert_eq!(store.tenant(&first.id).await.unwrap().unwrap().slug, first.slug);
+    assert_eq!(
+        store.tenant(&first.slug).await.unwrap().unwrap().id,
+        first.id
+    );
+    assert_eq!(
+        store.tenant(&first.id).await.unwrap().unwrap().slug,
+        first.slug
+    );
 
     let secret = crate::helpers::new_key(store, &second, "read").await;
-    let (tenant, key) = store.authenticate_api_key(&ledgersync::keys::hash(&secret)).await.unwrap().unwrap();
+    let (tenant, key) = store
+        .authenticate_api_key(&ledgersync::keys::hash(&secret))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(tenant.id, second.id);
     assert_eq!(key.scope, "read");
     assert!(key.last_used_at.is_some());
-    assert!(store.authenticate_api_key(&ledgersync::keys::hash("lsk_forged")).await.unwrap().is_none());
+    assert!(store
+        .authenticate_api_key(&ledgersync::keys::hash("lsk_forged"))
+        .await
+        .unwrap()
+        .is_none());
 }
