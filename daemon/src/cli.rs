@@ -36,6 +36,11 @@ pub enum Command {
     },
     /// List tenants.
     Tenants,
+    /// A tenant's settings.
+    Tenant {
+        #[command(subcommand)]
+        action: TenantAction,
+    },
     /// Chart of accounts.
     Accounts {
         #[command(subcommand)]
@@ -78,6 +83,23 @@ pub enum ProvisionWhat {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum TenantAction {
+    /// Print the settings as JSON.
+    Show {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Apply settings from a JSON file: companyName, fiscalYearStart, currency,
+    /// timezone, features {pl, cashFlow, cogs, staff}.
+    Configure {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, value_name = "FILE")]
+        settings: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum AccountsAction {
     /// Add or update accounts from a CSV file: code,name,class[,category].
     Import {
@@ -85,8 +107,13 @@ pub enum AccountsAction {
         tenant: String,
         file: PathBuf,
     },
-    /// Print the chart of accounts.
+    /// Print the chart of accounts as CSV: code,name,class,category,section.
     List {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Recompute every aggregate bucket from the ledger.
+    Rebuild {
         #[arg(long)]
         tenant: String,
     },
@@ -204,6 +231,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
         }
+        Command::Tenant { action } => match action {
+            TenantAction::Show { tenant } => {
+                let tenant = tenants::find(store.as_ref(), &tenant).await?;
+                println!("{}", serde_json::to_string_pretty(&tenant.settings)?);
+            }
+            TenantAction::Configure { tenant, settings } => {
+                let tenant = tenants::find(store.as_ref(), &tenant).await?;
+                let json = std::fs::read_to_string(&settings)
+                    .with_context(|| format!("cannot read {}", settings.display()))?;
+                let (_, moved) = tenants::configure(store.as_ref(), &tenant, &json).await?;
+                println!("settings saved; {moved} transaction(s) re-dated");
+            }
+        },
         Command::Accounts { action } => match action {
             AccountsAction::Import { tenant, file } => {
                 let tenant = tenants::find(store.as_ref(), &tenant).await?;
@@ -211,17 +251,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 store.upsert_accounts(&tenant, &accounts).await?;
                 println!("{} account(s) added or updated", accounts.len());
             }
+            AccountsAction::Rebuild { tenant } => {
+                let tenant = tenants::find(store.as_ref(), &tenant).await?;
+                let started = std::time::Instant::now();
+                let buckets = store.rebuild_aggregates(&tenant).await?;
+                println!(
+                    "{buckets} month/branch bucket(s) recomputed in {:.2}s",
+                    started.elapsed().as_secs_f64()
+                );
+            }
             AccountsAction::List { tenant } => {
                 let tenant = tenants::find(store.as_ref(), &tenant).await?;
+                let mut out = csv::Writer::from_writer(std::io::stdout());
+                out.write_record(["code", "name", "class", "category", "section"])?;
                 for a in store.accounts(&tenant).await? {
-                    println!(
-                        "{:<6} {:<16} {:<12} {}",
-                        a.code,
+                    let section = a.class.cash_flow_section().as_str();
+                    out.write_record([
+                        a.code.as_str(),
+                        &a.name,
                         a.class.as_str(),
-                        a.category.unwrap_or_default(),
-                        a.name
-                    );
+                        a.category.as_deref().unwrap_or(""),
+                        section,
+                    ])?;
                 }
+                out.flush()?;
             }
         },
         Command::Import(args) => {

@@ -58,3 +58,31 @@ pub async fn find(store: &dyn Store, id_or_slug: &str) -> anyhow::Result<Tenant>
         .await?
         .ok_or_else(|| anyhow::anyhow!("no tenant with id or slug '{id_or_slug}'"))
 }
+
+/// Features each plan includes.
+pub fn plan_allows(plan: &str, feature: &str) -> bool {
+    match feature {
+        "staff" => plan == "pro",
+        _ => PLANS.contains(&plan),
+    }
+}
+
+/// Validates and applies settings in the runbook's JSON shape. A feature the plan
+/// does not include is refused with an upgrade message; a new timezone re-dates the
+/// ledger.
+pub async fn configure(
+    store: &dyn Store,
+    tenant: &Tenant,
+    json: &str,
+) -> anyhow::Result<(Tenant, u64)> {
+    let settings: TenantSettings =
+        serde_json::from_str(json).map_err(|e| anyhow::anyhow!("settings are not valid: {e}"))?;
+    settings.validate()?;
+    if settings.features.staff && !plan_allows(&tenant.plan, "staff") {
+        anyhow::bail!(
+            "settings field 'features.staff': the {} plan does not include staff cost; upgrade to pro with `ledgersync tenant set-plan`",
+            tenant.plan
+        );
+    }
+    Ok(store.update_settings(tenant, &settings).await?)
+}

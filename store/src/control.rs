@@ -129,6 +129,20 @@ impl SqlStore {
         Ok((tenant, true))
     }
 
+    pub(crate) async fn write_settings(
+        &self,
+        tenant_id: &str,
+        settings: &ledgersync_config::TenantSettings,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE tenants SET settings = $1 WHERE id = $2")
+            .bind(serde_json::to_string(settings).expect("settings serialize"))
+            .bind(tenant_id)
+            .execute(self.backend.control())
+            .await
+            .context("saving tenant settings")?;
+        Ok(())
+    }
+
     pub(crate) async fn find_tenant(&self, id_or_slug: &str) -> Result<Option<Tenant>, StoreError> {
         let row = sqlx::query(&format!(
             "SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1 OR slug = $1"

@@ -5,13 +5,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use ledgersync_config::TenantSettings;
 use ledgersync_schemas::{Account, AccountClass, Amount, Month, MonthMetrics, Posting, RowError};
 use sqlx::{Any, Executor, Row, Transaction};
 
-use crate::aggregates;
 use crate::backend::Backend;
 use crate::control::{now, SqlStore};
 use crate::error::{Context, LoadRejected, StoreError};
+use crate::{aggregates, dates};
 use crate::{ApiKey, LoadRecord, LoadSession, LoadSummary, NewTenant, PastLoad, Store, Tenant};
 
 const STAGE_COLUMNS: &str = "source_key TEXT NOT NULL, line BIGINT NOT NULL, seq BIGINT NOT NULL, \
@@ -21,7 +22,7 @@ const STAGE_WIDTH: usize = 11;
 /// Rows per INSERT: well under SQLite's and PostgreSQL's bind-parameter limits.
 const STAGE_CHUNK: usize = 1_000;
 
-async fn create_temp(
+pub(crate) async fn create_temp(
     backend: &dyn Backend,
     tx: &mut Transaction<'static, Any>,
     name: &str,
@@ -36,7 +37,7 @@ async fn create_temp(
     Ok(())
 }
 
-async fn drop_temp(
+pub(crate) async fn drop_temp(
     backend: &dyn Backend,
     tx: &mut Transaction<'static, Any>,
     names: &[&str],
@@ -296,6 +297,27 @@ impl Store for SqlStore {
         self.all_tenants().await
     }
 
+    async fn update_settings(
+        &self,
+        tenant: &Tenant,
+        settings: &TenantSettings,
+    ) -> Result<(Tenant, u64), StoreError> {
+        settings
+            .validate()
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        self.write_settings(&tenant.id, settings).await?;
+        let mut tx = self.backend.begin(&tenant.id).await?;
+        let moved = dates::align(self.backend.as_ref(), &mut tx, &settings.timezone).await?;
+        tx.commit()
+            .await
+            .context("committing re-dated transactions")?;
+        let updated = self
+            .find_tenant(&tenant.id)
+            .await?
+            .ok_or_else(|| StoreError::Invalid(format!("tenant {} vanished", tenant.id)))?;
+        Ok((updated, moved))
+    }
+
     async fn create_api_key(
         &self,
         tenant_id: &str,
@@ -403,6 +425,7 @@ impl Store for SqlStore {
 
     async fn begin_load(&self, tenant: &Tenant) -> Result<Box<dyn LoadSession>, StoreError> {
         let mut tx = self.backend.begin(&tenant.id).await?;
+        dates::align(self.backend.as_ref(), &mut tx, &tenant.settings.timezone).await?;
         create_temp(
             self.backend.as_ref(),
             &mut tx,

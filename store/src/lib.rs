@@ -12,6 +12,7 @@
 mod aggregates;
 pub mod backend;
 mod control;
+mod dates;
 mod error;
 mod ledger;
 
@@ -110,6 +111,14 @@ pub trait Store: Send + Sync {
     /// By id or slug.
     async fn tenant(&self, id_or_slug: &str) -> Result<Option<Tenant>, StoreError>;
     async fn tenants(&self) -> Result<Vec<Tenant>, StoreError>;
+    /// Replaces a tenant's settings. A new timezone re-dates every transaction that
+    /// kept its source instant and recomputes the buckets involved. Returns the
+    /// updated tenant and how many transactions changed date.
+    async fn update_settings(
+        &self,
+        tenant: &Tenant,
+        settings: &TenantSettings,
+    ) -> Result<(Tenant, u64), StoreError>;
 
     async fn create_api_key(
         &self,
@@ -145,7 +154,7 @@ pub trait Store: Send + Sync {
         source: &str,
     ) -> Result<Option<String>, StoreError>;
 
-    /// Starts a load: postings are staged batch by batch and only become visible,
+    /// Starts a load (after finishing any interrupted timezone change): postings are staged batch by batch and only become visible,
     /// with their aggregates, record and cursor, when [`LoadSession::commit`] succeeds.
     async fn begin_load(&self, tenant: &Tenant) -> Result<Box<dyn LoadSession>, StoreError>;
 

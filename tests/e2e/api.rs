@@ -15,8 +15,8 @@ const JOURNAL: &str = "date,txn_id,account,amount,branch
 2025-02-10,P1,1010,-400,Kemang
 ";
 
-#[tokio::test]
-async fn reports_are_served_as_json_and_csv_to_the_key_holder_only() {
+/// A served SQLite store whose tenant has imported `JOURNAL`.
+async fn app_with_journal() -> (crate::helpers::TestStore, crate::helpers::TestApp) {
     let test = sqlite_store().await;
     let app = spawn_app(test.store.clone()).await;
     let file = write(test.dir.path(), "gl.csv", JOURNAL);
@@ -29,6 +29,12 @@ async fn reports_are_served_as_json_and_csv_to_the_key_holder_only() {
     )
     .await
     .unwrap();
+    (test, app)
+}
+
+#[tokio::test]
+async fn reports_are_served_as_json_and_csv_to_the_key_holder_only() {
+    let (_test, app) = app_with_journal().await;
     let url = format!("{}/v1/reports/pnl?from=2025-01&to=2025-02", app.address);
 
     let health = app
@@ -140,18 +146,7 @@ async fn reports_are_served_as_json_and_csv_to_the_key_holder_only() {
 
 #[tokio::test]
 async fn periods_group_months_by_quarter_and_fiscal_year() {
-    let test = sqlite_store().await;
-    let app = spawn_app(test.store.clone()).await;
-    let file = write(test.dir.path(), "gl.csv", JOURNAL);
-    import_csv(
-        app.store.clone(),
-        &app.tenant,
-        StreamDef::journal(),
-        &file,
-        &options(),
-    )
-    .await
-    .unwrap();
+    let (_test, app) = app_with_journal().await;
     let get = |by: &'static str| {
         let app = &app;
         async move {

@@ -49,6 +49,14 @@ pub async fn postgres_store() -> TestStore {
     }
 }
 
+/// A SQLite store with one freshly provisioned tenant.
+pub async fn sqlite_tenant(plan: &str) -> (TestStore, Arc<dyn Store>, Tenant) {
+    let test = sqlite_store().await;
+    let store = test.store.clone();
+    let tenant = provision(store.as_ref(), plan).await;
+    (test, store, tenant)
+}
+
 pub async fn provision(store: &dyn Store, plan: &str) -> Tenant {
     let email = format!("owner-{}@kopi.example", uuid::Uuid::new_v4().simple());
     tenants::provision(store, "Kopi Kenangan", &email, plan, 10)

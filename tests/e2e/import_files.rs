@@ -4,7 +4,7 @@ use ledgersync::import::{import_csv, read_chart, FileRejected, ImportOutcome};
 use ledgersync_config::StreamDef;
 use ledgersync_schemas::{Month, BRANCH_TOTAL};
 
-use crate::helpers::{amount, options, provision, sqlite_store, write};
+use crate::helpers::{amount, options, sqlite_tenant, write};
 
 const GOOD_JOURNAL: &str = "date,txn_id,account,amount,branch,memo
 2025-01-05,J1,1010,1500000000,,Owner capital
@@ -22,9 +22,7 @@ fn month(text: &str) -> Month {
 
 #[tokio::test]
 async fn journal_imports_once_and_reimport_changes_nothing() {
-    let test = sqlite_store().await;
-    let store = test.store.clone();
-    let tenant = provision(store.as_ref(), "pro").await;
+    let (test, store, tenant) = sqlite_tenant("pro").await;
     let file = write(test.dir.path(), "gl.csv", GOOD_JOURNAL);
     let outcome = import_csv(
         store.clone(),
@@ -79,9 +77,7 @@ async fn journal_imports_once_and_reimport_changes_nothing() {
 
 #[tokio::test]
 async fn every_bad_row_is_reported_and_nothing_changes() {
-    let test = sqlite_store().await;
-    let store = test.store.clone();
-    let tenant = provision(store.as_ref(), "lite").await;
+    let (test, store, tenant) = sqlite_tenant("lite").await;
     let file = write(
         test.dir.path(),
         "bad.csv",
@@ -169,9 +165,7 @@ async fn every_bad_row_is_reported_and_nothing_changes() {
 
 #[tokio::test]
 async fn pos_sales_map_to_jakarta_months_with_exact_rupiah() {
-    let test = sqlite_store().await;
-    let store = test.store.clone();
-    let tenant = provision(store.as_ref(), "lite").await;
+    let (test, store, tenant) = sqlite_tenant("lite").await;
     let file = write(
         test.dir.path(),
         "pos.csv",
@@ -205,9 +199,7 @@ S3,2025-01-15 03:00:00,Senopati,rice_bowl,grabfood,-755.0125,0
 
 #[tokio::test]
 async fn a_custom_chart_extends_the_default() {
-    let test = sqlite_store().await;
-    let store = test.store.clone();
-    let tenant = provision(store.as_ref(), "lite").await;
+    let (test, store, tenant) = sqlite_tenant("lite").await;
     let chart = write(
         test.dir.path(),
         "chart.csv",
@@ -234,5 +226,41 @@ async fn a_custom_chart_extends_the_default() {
         err.to_string()
             .contains("bad-chart.csv:2: unknown class 'incomez'"),
         "{err}"
+    );
+}
+
+#[tokio::test]
+async fn settings_name_the_bad_field_and_respect_the_plan() {
+    let (_test, store, tenant) = sqlite_tenant("lite").await;
+    let settings = |timezone: &str, staff: bool| {
+        format!(
+            r#"{{"companyName":"Kopi Kenangan","fiscalYearStart":"April","currency":"IDR","timezone":"{timezone}",
+               "features":{{"pl":true,"cashFlow":true,"cogs":true,"staff":{staff}}}}}"#
+        )
+    };
+    let err =
+        ledgersync::tenants::configure(store.as_ref(), &tenant, &settings("Asia/Jakarta", true))
+            .await
+            .unwrap_err();
+    assert!(err.to_string().contains("upgrade to pro"), "{err}");
+    let err =
+        ledgersync::tenants::configure(store.as_ref(), &tenant, &settings("Java/Bandung", false))
+            .await
+            .unwrap_err();
+    assert!(err.to_string().contains("'timezone'"), "{err}");
+    let (updated, _) =
+        ledgersync::tenants::configure(store.as_ref(), &tenant, &settings("Asia/Makassar", false))
+            .await
+            .unwrap();
+    assert_eq!(updated.settings.fiscal_first_month().unwrap(), 4);
+    assert_eq!(
+        store
+            .tenant(&tenant.slug)
+            .await
+            .unwrap()
+            .unwrap()
+            .settings
+            .timezone,
+        "Asia/Makassar"
     );
 }

@@ -28,6 +28,7 @@ on_both_backends!(
     rejected_loads_change_nothing,
     cursor_commits_with_its_data,
     tenants_are_isolated_and_provisioning_is_idempotent,
+    a_new_timezone_redates_the_ledger,
 );
 
 fn record(fingerprint: &str, cursor: Option<&str>) -> LoadRecord {
@@ -306,4 +307,56 @@ async fn tenants_are_isolated_and_provisioning_is_idempotent(store: &dyn Store) 
         .await
         .unwrap()
         .is_none());
+}
+
+async fn a_new_timezone_redates_the_ledger(store: &dyn Store) {
+    let tenant = provision(store, "lite").await;
+    // 17:30 UTC on 31 January: 1 February in Jakarta.
+    let mut sale = vec![
+        posting("S1", "2025-02-01", "Kemang", "1000", "110"),
+        posting("S1", "2025-02-01", "Kemang", "4000", "-110"),
+    ];
+    for p in &mut sale {
+        p.occurred_at = Some("2025-01-31T17:30:00+00:00".into());
+    }
+    load(store, &tenant, &sale, record("a", None))
+        .await
+        .unwrap();
+    let revenue = |months: &std::collections::BTreeMap<Month, ledgersync_schemas::MonthMetrics>,
+                   m: &str| {
+        months
+            .get(&month(m))
+            .map(|x| x.revenue())
+            .unwrap_or_default()
+    };
+
+    let mut settings = tenant.settings.clone();
+    settings.timezone = "UTC".into();
+    let (tenant, moved) = store.update_settings(&tenant, &settings).await.unwrap();
+    assert_eq!(moved, 1);
+    assert_eq!(tenant.settings.timezone, "UTC");
+    for branch in [BRANCH_TOTAL, "Kemang"] {
+        let months = store
+            .month_metrics(&tenant, branch, month("2025-01"), month("2025-02"))
+            .await
+            .unwrap();
+        assert_eq!(revenue(&months, "2025-01"), amount("110"), "{branch}");
+        assert_eq!(revenue(&months, "2025-02"), amount("0"), "{branch}");
+    }
+    // Saving the same timezone again moves nothing; going back restores February.
+    assert_eq!(
+        store.update_settings(&tenant, &settings).await.unwrap().1,
+        0
+    );
+    settings.timezone = "Asia/Jakarta".into();
+    let (tenant, moved) = store.update_settings(&tenant, &settings).await.unwrap();
+    assert_eq!(moved, 1);
+    let months = store
+        .month_metrics(&tenant, BRANCH_TOTAL, month("2025-01"), month("2025-02"))
+        .await
+        .unwrap();
+    assert_eq!(revenue(&months, "2025-02"), amount("110"));
+
+    settings.timezone = "Mars/Olympus".into();
+    assert!(store.update_settings(&tenant, &settings).await.is_err());
 }
