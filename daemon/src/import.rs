@@ -118,6 +118,7 @@ pub async fn import_csv(
         ProgressBar::hidden()
     };
 
+    let started = std::time::Instant::now();
     let mut session = store.begin_load(tenant).await?;
     let mut errors: Vec<RowError> = Vec::new();
     let mut total_errors = 0usize;
@@ -165,8 +166,18 @@ pub async fn import_csv(
         rows_read: rows_read as i64,
         cursor: None,
     };
+    let staged_in = started.elapsed();
     match session.commit(record, options.max_reported_errors).await {
-        Ok(summary) => Ok(ImportOutcome::Loaded(summary)),
+        Ok(summary) => {
+            tracing::info!(
+                file = %path.display(),
+                rows = rows_read,
+                read_map_stage_secs = staged_in.as_secs_f64(),
+                commit_secs = (started.elapsed() - staged_in).as_secs_f64(),
+                "Imported a file."
+            );
+            Ok(ImportOutcome::Loaded(summary))
+        },
         Err(StoreError::Rejected(rejected)) => Err(FileRejected {
             file: path.to_path_buf(),
             errors: rejected.errors,

@@ -8,6 +8,7 @@ async fn main() -> std::process::ExitCode {
             EnvFilter::try_from_env("LEDGERSYNC_LOG")
                 .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
         )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     let cli = ledgersync::cli::Cli::parse();

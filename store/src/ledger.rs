@@ -19,8 +19,6 @@ const STAGE_COLUMNS: &str = "source_key TEXT NOT NULL, line BIGINT NOT NULL, seq
     date TEXT NOT NULL, branch TEXT NOT NULL, memo TEXT NOT NULL, occurred_at TEXT, account TEXT NOT NULL, \
     amount BIGINT NOT NULL, currency TEXT NOT NULL, original_amount BIGINT NOT NULL";
 const STAGE_WIDTH: usize = 11;
-/// Rows per INSERT: well under SQLite's and PostgreSQL's bind-parameter limits.
-const STAGE_CHUNK: usize = 1_000;
 
 pub(crate) async fn create_temp(
     backend: &dyn Backend,
@@ -52,8 +50,8 @@ pub(crate) async fn drop_temp(
     Ok(())
 }
 
-/// `($1, …, $width), ($width+1, …)` for `rows` rows.
-fn placeholders(rows: usize, width: usize) -> String {
+/// `($1, …, $width), ($width+1, …)` for `rows` rows, or `(?, …)` when `anonymous`.
+fn placeholders(rows: usize, width: usize, anonymous: bool) -> String {
     let mut sql = String::with_capacity(rows * width * 5);
     for row in 0..rows {
         if row > 0 {
@@ -64,8 +62,12 @@ fn placeholders(rows: usize, width: usize) -> String {
             if column > 0 {
                 sql.push(',');
             }
-            sql.push('$');
-            sql.push_str(&(row * width + column + 1).to_string());
+            if anonymous {
+                sql.push('?');
+            } else {
+                sql.push('$');
+                sql.push_str(&(row * width + column + 1).to_string());
+            }
         }
         sql.push(')');
     }
@@ -81,11 +83,11 @@ struct SqlLoad {
 #[async_trait]
 impl LoadSession for SqlLoad {
     async fn stage(&mut self, postings: &[Posting]) -> Result<(), StoreError> {
-        for chunk in postings.chunks(STAGE_CHUNK) {
+        for chunk in postings.chunks(self.backend.stage_chunk_rows()) {
             let sql = format!(
                 "INSERT INTO load_stage (source_key, line, seq, date, branch, memo, occurred_at, account, \
                  amount, currency, original_amount) VALUES {}",
-                placeholders(chunk.len(), STAGE_WIDTH)
+                placeholders(chunk.len(), STAGE_WIDTH, self.backend.anonymous_placeholders())
             );
             let mut query = sqlx::query(&sql);
             for posting in chunk {
@@ -549,6 +551,7 @@ async fn rebuild_in(
 mod tests {
     #[test]
     fn placeholders_number_rows_then_columns() {
-        assert_eq!(super::placeholders(2, 3), "($1,$2,$3),($4,$5,$6)");
+        assert_eq!(super::placeholders(2, 3, false), "($1,$2,$3),($4,$5,$6)");
+        assert_eq!(super::placeholders(2, 2, true), "(?,?),(?,?)");
     }
 }

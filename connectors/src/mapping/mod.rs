@@ -9,7 +9,7 @@
 mod dates;
 mod errors;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use chrono_tz::Tz;
 use ledgersync_config::{AccountSpec, StreamDef};
@@ -253,17 +253,22 @@ impl Mapper {
             }
         }
         let evaluated = lazy.with_columns(outputs).collect().map_err(polars_error)?;
-        let view = FrameView::new(&evaluated, &self.def, &self.templates).map_err(polars_error)?;
-        for (index, dtype) in view.amount_dtypes() {
-            if !matches!(dtype, DataType::Decimal(..)) && !dtype.is_integer() && !dtype.is_null() {
-                let (t, p) = index;
-                return Err(MappingError::InexactAmount {
-                    stream: self.def.name.clone(),
-                    expr: self.templates[t].postings[p].amount_text.clone(),
-                    dtype: dtype.to_string(),
-                });
+        for (t, template) in self.templates.iter().enumerate() {
+            for (p, posting) in template.postings.iter().enumerate() {
+                let dtype = evaluated
+                    .column(&format!("__amount_{t}_{p}"))
+                    .map_err(polars_error)?
+                    .dtype();
+                if !matches!(dtype, DataType::Decimal(..)) && !dtype.is_integer() && !dtype.is_null() {
+                    return Err(MappingError::InexactAmount {
+                        stream: self.def.name.clone(),
+                        expr: posting.amount_text.clone(),
+                        dtype: dtype.to_string(),
+                    });
+                }
             }
         }
+        let view = FrameView::new(&evaluated, &self.def, &self.templates).map_err(polars_error)?;
 
         let mut postings = Vec::with_capacity(origin_lines.len() * 3);
         for (row, &line) in origin_lines.iter().enumerate() {
@@ -282,12 +287,8 @@ impl Mapper {
 
     fn map_row(&self, view: &FrameView<'_>, row: usize, line: u64) -> Result<Vec<Posting>, String> {
         let def = &self.def;
-        for column in &def.numeric {
-            if view.decimal_is_null(column, row) {
-                if let Some(text) = view.text(&text_column(column), row) {
-                    return Err(format!("non-numeric amount '{text}' in column '{column}'"));
-                }
-            }
+        if let Some((column, text)) = view.bad_number(row) {
+            return Err(format!("non-numeric amount '{text}' in column '{column}'"));
         }
         let mut key_parts = Vec::with_capacity(def.key.len());
         for column in &def.key {
@@ -385,21 +386,36 @@ fn lookup_expr(
     })
 }
 
-/// Typed access to an evaluated batch's columns.
+/// An amount column of an evaluated batch, typed once.
+enum AmountColumn<'a> {
+    Decimal(&'a DecimalChunked, u32),
+    Integer(Int64Chunked),
+    Null,
+}
+
+/// Typed access to an evaluated batch's columns, resolved once per batch so that
+/// reading a row is a few array lookups.
 struct FrameView<'a> {
-    frame: &'a DataFrame,
+    texts: HashMap<&'a str, &'a StringChunked>,
+    /// Numeric columns whose decimal is null, by column.
+    numeric_nulls: Vec<(&'a str, BooleanChunked)>,
     whens: Vec<Option<&'a BooleanChunked>>,
     accounts: Vec<Vec<&'a StringChunked>>,
-    amounts: Vec<Vec<&'a Column>>,
+    amounts: Vec<Vec<AmountColumn<'a>>>,
 }
 
 impl<'a> FrameView<'a> {
-    fn new(
-        frame: &'a DataFrame,
-        def: &StreamDef,
-        templates: &[CompiledTemplate],
-    ) -> PolarsResult<Self> {
-        let _ = def;
+    fn new(frame: &'a DataFrame, def: &'a StreamDef, templates: &[CompiledTemplate]) -> PolarsResult<Self> {
+        let mut texts = HashMap::new();
+        for column in frame.columns() {
+            if let Ok(strings) = column.str() {
+                texts.insert(column.name().as_str(), strings);
+            }
+        }
+        let mut numeric_nulls = Vec::new();
+        for column in &def.numeric {
+            numeric_nulls.push((column.as_str(), frame.column(column)?.is_null()));
+        }
         let mut whens = Vec::new();
         let mut accounts = Vec::new();
         let mut amounts = Vec::new();
@@ -412,41 +428,42 @@ impl<'a> FrameView<'a> {
             let mut template_amounts = Vec::new();
             for p in 0..template.postings.len() {
                 template_accounts.push(frame.column(&format!("__account_{t}_{p}"))?.str()?);
-                template_amounts.push(frame.column(&format!("__amount_{t}_{p}"))?);
+                let column = frame.column(&format!("__amount_{t}_{p}"))?;
+                template_amounts.push(match column.dtype() {
+                    DataType::Decimal(_, scale) => AmountColumn::Decimal(column.decimal()?, *scale as u32),
+                    DataType::Null => AmountColumn::Null,
+                    dtype if dtype.is_integer() => {
+                        AmountColumn::Integer(column.cast(&DataType::Int64)?.i64()?.clone())
+                    },
+                    // Refused by the caller before any row is read.
+                    _ => AmountColumn::Null,
+                });
             }
             accounts.push(template_accounts);
             amounts.push(template_amounts);
         }
         Ok(FrameView {
-            frame,
+            texts,
+            numeric_nulls,
             whens,
             accounts,
             amounts,
         })
     }
 
-    fn amount_dtypes(&self) -> Vec<((usize, usize), &DataType)> {
-        self.amounts
-            .iter()
-            .enumerate()
-            .flat_map(|(t, columns)| {
-                columns
-                    .iter()
-                    .enumerate()
-                    .map(move |(p, c)| ((t, p), c.dtype()))
-            })
-            .collect()
-    }
-
     fn text(&self, column: &str, row: usize) -> Option<&'a str> {
-        self.frame.column(column).ok()?.str().ok()?.get(row)
+        self.texts.get(column)?.get(row)
     }
 
-    fn decimal_is_null(&self, column: &str, row: usize) -> bool {
-        self.frame
-            .column(column)
-            .map(|c| c.is_null().get(row).unwrap_or(true))
-            .unwrap_or(true)
+    /// The first numeric column whose value is not a number, with its text.
+    fn bad_number(&self, row: usize) -> Option<(&'a str, &'a str)> {
+        self.numeric_nulls.iter().find_map(|(column, nulls)| {
+            if nulls.get(row).unwrap_or(true) {
+                self.text(&text_column(column), row).map(|text| (*column, text))
+            } else {
+                None
+            }
+        })
     }
 
     fn when(&self, t: usize, row: usize) -> bool {
@@ -458,28 +475,14 @@ impl<'a> FrameView<'a> {
     }
 
     fn amount(&self, t: usize, p: usize, row: usize) -> Result<Option<Amount>, String> {
-        let column = self.amounts[t][p];
-        match column.dtype() {
-            DataType::Decimal(_, scale) => {
-                let decimals = column.decimal().map_err(|e| e.to_string())?;
-                match decimals.physical().get(row) {
-                    Some(mantissa) => Amount::from_scaled(mantissa, *scale as u32)
-                        .map(Some)
-                        .map_err(|e| e.to_string()),
-                    None => Ok(None),
-                }
-            }
-            DataType::Null => Ok(None),
-            _ => {
-                let whole = column.cast(&DataType::Int64).map_err(|e| e.to_string())?;
-                match whole.i64().map_err(|e| e.to_string())?.get(row) {
-                    Some(value) => Amount::from_scaled(i128::from(value), 0)
-                        .map(Some)
-                        .map_err(|e| e.to_string()),
-                    None => Ok(None),
-                }
-            }
-        }
+        let value = match &self.amounts[t][p] {
+            AmountColumn::Decimal(decimals, scale) => decimals.physical().get(row).map(|m| (m, *scale)),
+            AmountColumn::Integer(integers) => integers.get(row).map(|v| (i128::from(v), 0)),
+            AmountColumn::Null => None,
+        };
+        value
+            .map(|(mantissa, scale)| Amount::from_scaled(mantissa, scale).map_err(|e| e.to_string()))
+            .transpose()
     }
 }
 

@@ -23,6 +23,10 @@ pub(crate) trait Backend: Send + Sync {
     /// transaction or by [`Backend::drop_temp`], with an index on `indexed`.
     fn create_temp(&self, name: &str, columns: &str, indexed: &str) -> Vec<String>;
     fn drop_temp(&self, name: &str) -> Option<String>;
+    /// Rows per multi-row INSERT when staging.
+    fn stage_chunk_rows(&self) -> usize;
+    /// Whether large statements should use anonymous `?` parameters.
+    fn anonymous_placeholders(&self) -> bool;
 }
 
 pub(crate) async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {

@@ -123,4 +123,12 @@ impl Backend for PostgresBackend {
     fn drop_temp(&self, _name: &str) -> Option<String> {
         None
     }
+
+    fn stage_chunk_rows(&self) -> usize {
+        1_000
+    }
+
+    fn anonymous_placeholders(&self) -> bool {
+        false
+    }
 }

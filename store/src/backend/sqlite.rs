@@ -122,4 +122,16 @@ impl Backend for SqliteBackend {
     fn drop_temp(&self, name: &str) -> Option<String> {
         Some(format!("DROP TABLE IF EXISTS temp.{name}"))
     }
+
+    /// Under SQLite's 32766 bound parameters per statement.
+    fn stage_chunk_rows(&self) -> usize {
+        500
+    }
+
+    /// SQLite finds a numbered parameter's name by a linear scan, so binding a
+    /// statement with numbered parameters costs the square of their count; anonymous
+    /// ones bind in order at no such cost.
+    fn anonymous_placeholders(&self) -> bool {
+        true
+    }
 }
