@@ -8,14 +8,44 @@ use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DaemonConfig {
     pub store: StoreConfig,
     pub server: ServerConfig,
     pub import: ImportConfig,
+    pub mail: MailConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailConfig {
+    /// Sender of welcome and invitation mail.
+    pub from: String,
+    /// Where mail is written as `.eml` files when no SMTP server is configured.
+    pub outbox: PathBuf,
+    /// Base URL people open invitation links at (the dashboard or this API).
+    pub public_url: String,
+    #[serde(default)]
+    pub smtp: Option<SmtpConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Never serialized, never logged.
+    #[serde(default, skip_serializing)]
+    pub password: Option<SecretString>,
+    /// Upgrade the connection with STARTTLS (required when true).
+    #[serde(default)]
+    pub starttls: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,6 +83,12 @@ impl Default for DaemonConfig {
             import: ImportConfig {
                 batch_rows: 50_000,
                 max_reported_errors: 100,
+            },
+            mail: MailConfig {
+                from: "ledgersync <noreply@ledgersync.localhost>".to_string(),
+                outbox: PathBuf::from("ledgersync-outbox"),
+                public_url: "http://127.0.0.1:8080".to_string(),
+                smtp: None,
             },
         }
     }
@@ -112,10 +148,28 @@ mod tests {
     }
 
     #[test]
+    fn smtp_password_is_read_but_never_shown() {
+        use secrecy::ExposeSecret;
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "ledgersync.toml",
+                "[mail.smtp]\nhost = \"smtp.example\"\nport = 587\nusername = \"u\"\nstarttls = true\n",
+            )?;
+            jail.set_env("LEDGERSYNC_MAIL__SMTP__PASSWORD", "hunter2");
+            let config = DaemonConfig::load(Some(Path::new("ledgersync.toml"))).unwrap();
+            let smtp = config.mail.smtp.clone().unwrap();
+            assert_eq!(smtp.password.as_ref().unwrap().expose_secret(), "hunter2");
+            assert!(!format!("{config:?}").contains("hunter2"));
+            Ok(())
+        });
+    }
+
+    #[test]
     fn defaults_need_no_file() {
         Jail::expect_with(|_| {
             let config = DaemonConfig::load(None).unwrap();
-            assert_eq!(config, DaemonConfig::default());
+            assert_eq!(config.store, DaemonConfig::default().store);
+            assert!(config.mail.smtp.is_none());
             Ok(())
         });
     }

@@ -6,6 +6,8 @@ mod daemon;
 mod stream;
 mod tenant;
 
-pub use daemon::{ConfigError, DaemonConfig, ImportConfig, ServerConfig, StoreConfig};
+pub use daemon::{
+    ConfigError, DaemonConfig, ImportConfig, MailConfig, ServerConfig, SmtpConfig, StoreConfig,
+};
 pub use stream::{AccountSpec, DateSpec, PostingSpec, StreamDef, TemplateDef, BUILTIN_JOURNAL};
 pub use tenant::{Features, SettingsError, TenantSettings};

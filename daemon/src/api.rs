@@ -1,28 +1,56 @@
-//! The HTTP API. Every `/v1` route authenticates by API key (`Authorization: Bearer
-//! lsk_…`); the key alone decides the tenant. Reports read only precomputed
+//! The HTTP API. A request proves who it is with a session (`Authorization: Bearer
+//! lss_…` or the `ledgersync_session` cookie) or an API key (`Bearer lsk_…`); the
+//! credential alone decides the tenant, and every route names what it needs in
+//! [`ROUTES`], which the router is built from. Reports read only precomputed
 //! aggregates. Errors are RFC 9457 problem details with a stable `type`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Path, Query, State};
-use axum::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, COOKIE, SET_COOKIE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::{Json, Router};
+use ledgersync_config::{DaemonConfig, StreamDef};
 use ledgersync_schemas::{Grouping, Month, ReportKind};
-use ledgersync_store::{ApiKey, Store, Tenant};
+use ledgersync_store::{ApiKey, Store, StoreError, Tenant, User};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
-use crate::keys;
+use crate::access::{self, AccessError, Role};
+use crate::import::{self, FileRejected, ImportOptions, ImportOutcome};
+use crate::mail::Mailer;
 use crate::reports::{self, ReportError, ReportQuery};
+use crate::{keys, tenants};
+
+const SESSION_COOKIE: &str = "ledgersync_session";
+/// Largest accepted upload; bigger files go through the CLI or a watched folder.
+const MAX_UPLOAD_BYTES: usize = 64 << 20;
 
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
+    pub mailer: Arc<Mailer>,
+    pub public_url: String,
+    pub import: Arc<ImportOptions>,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, config: &DaemonConfig) -> anyhow::Result<AppState> {
+        Ok(AppState {
+            store,
+            mailer: Arc::new(Mailer::from_config(&config.mail)?),
+            public_url: config.mail.public_url.clone(),
+            import: Arc::new(ImportOptions {
+                batch_rows: config.import.batch_rows,
+                max_reported_errors: config.import.max_reported_errors,
+                progress: false,
+            }),
+        })
+    }
 }
 
 /// A bound, not yet serving, API server; port 0 picks a free port (tests).
@@ -32,13 +60,13 @@ pub struct Application {
 }
 
 impl Application {
-    pub async fn build(store: Arc<dyn Store>, listen: SocketAddr) -> anyhow::Result<Application> {
+    pub async fn build(state: AppState, listen: SocketAddr) -> anyhow::Result<Application> {
         let listener = TcpListener::bind(listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
         Ok(Application {
             listener,
-            router: router(AppState { store }),
+            router: router(state),
         })
     }
 
@@ -60,11 +88,82 @@ async fn shutdown_signal() {
     tracing::info!("Shutting down on interrupt.");
 }
 
+/// What a route needs from its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    Nobody,
+    /// A user session of at least this role; a `read` API key counts as a viewer.
+    Role(Role),
+    /// Loading data: a manager or admin session, or an `ingest` API key.
+    Import,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RouteSpec {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub need: Need,
+}
+
+const fn route(method: &'static str, path: &'static str, need: Need) -> RouteSpec {
+    RouteSpec { method, path, need }
+}
+
+/// Every route, and what it needs. The router is built from this table, so a route
+/// cannot exist without an entry.
+pub const ROUTES: &[RouteSpec] = &[
+    route("GET", "/healthz", Need::Nobody),
+    route("POST", "/v1/auth/login", Need::Nobody),
+    route("POST", "/v1/invitations/{token}/accept", Need::Nobody),
+    route("POST", "/v1/auth/logout", Need::Role(Role::Viewer)),
+    route("GET", "/v1/me", Need::Role(Role::Viewer)),
+    route("GET", "/v1/reports/{kind}", Need::Role(Role::Viewer)),
+    route("GET", "/v1/settings", Need::Role(Role::Viewer)),
+    route("PUT", "/v1/settings", Need::Role(Role::Admin)),
+    route("POST", "/v1/imports", Need::Import),
+    route("GET", "/v1/loads", Need::Role(Role::Manager)),
+    route("GET", "/v1/users", Need::Role(Role::Admin)),
+    route("POST", "/v1/users/invitations", Need::Role(Role::Admin)),
+    route("PATCH", "/v1/users/{id}", Need::Role(Role::Admin)),
+    route("DELETE", "/v1/users/{id}", Need::Role(Role::Admin)),
+    route("GET", "/v1/apikeys", Need::Role(Role::Admin)),
+    route("POST", "/v1/apikeys", Need::Role(Role::Admin)),
+    route("DELETE", "/v1/apikeys/{id}", Need::Role(Role::Admin)),
+    route("GET", "/v1/audit", Need::Role(Role::Admin)),
+];
+
+fn handler_for(method: &str, path: &str) -> MethodRouter<AppState> {
+    match (method, path) {
+        ("GET", "/healthz") => on(MethodFilter::GET, healthz),
+        ("POST", "/v1/auth/login") => on(MethodFilter::POST, login),
+        ("POST", "/v1/invitations/{token}/accept") => on(MethodFilter::POST, accept_invitation),
+        ("POST", "/v1/auth/logout") => on(MethodFilter::POST, logout),
+        ("GET", "/v1/me") => on(MethodFilter::GET, me),
+        ("GET", "/v1/reports/{kind}") => on(MethodFilter::GET, report),
+        ("GET", "/v1/settings") => on(MethodFilter::GET, get_settings),
+        ("PUT", "/v1/settings") => on(MethodFilter::PUT, put_settings),
+        ("POST", "/v1/imports") => on(MethodFilter::POST, upload_import),
+        ("GET", "/v1/loads") => on(MethodFilter::GET, list_loads),
+        ("GET", "/v1/users") => on(MethodFilter::GET, list_users),
+        ("POST", "/v1/users/invitations") => on(MethodFilter::POST, invite_user),
+        ("PATCH", "/v1/users/{id}") => on(MethodFilter::PATCH, change_role),
+        ("DELETE", "/v1/users/{id}") => on(MethodFilter::DELETE, remove_user),
+        ("GET", "/v1/apikeys") => on(MethodFilter::GET, list_keys),
+        ("POST", "/v1/apikeys") => on(MethodFilter::POST, create_key),
+        ("DELETE", "/v1/apikeys/{id}") => on(MethodFilter::DELETE, revoke_key),
+        ("GET", "/v1/audit") => on(MethodFilter::GET, audit_log),
+        (method, path) => panic!("ROUTES lists {method} {path} but no handler serves it"),
+    }
+}
+
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/v1/reports/{kind}", get(report))
+    let mut router = Router::new();
+    for spec in ROUTES {
+        router = router.route(spec.path, handler_for(spec.method, spec.path));
+    }
+    router
         .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
         .with_state(state)
 }
 
@@ -82,6 +181,7 @@ pub struct Problem {
     status: StatusCode,
     kind: &'static str,
     detail: String,
+    extra: Option<serde_json::Value>,
 }
 
 impl Problem {
@@ -90,18 +190,53 @@ impl Problem {
             status,
             kind,
             detail: detail.into(),
+            extra: None,
+        }
+    }
+
+    fn bad(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::BAD_REQUEST, "invalid-parameter", detail)
+    }
+
+    fn unavailable(error: impl std::fmt::Display) -> Problem {
+        tracing::error!(error = %error, "A request failed on the store.");
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store-unavailable",
+            "Try again shortly.",
+        )
+    }
+}
+
+impl From<StoreError> for Problem {
+    fn from(error: StoreError) -> Problem {
+        match error {
+            StoreError::Conflict(detail) => Problem::new(StatusCode::CONFLICT, "conflict", detail),
+            StoreError::NotFound(detail) => {
+                Problem::new(StatusCode::NOT_FOUND, "not-found", detail)
+            }
+            StoreError::SeatLimit { .. } => {
+                Problem::new(StatusCode::CONFLICT, "seat-limit", error.to_string())
+            }
+            StoreError::Invalid(detail) => Problem::bad(detail),
+            other => Problem::unavailable(other),
         }
     }
 }
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "type": format!("https://ledgersync.dev/problems/{}", self.kind),
             "title": self.status.canonical_reason().unwrap_or("error"),
             "status": self.status.as_u16(),
             "detail": self.detail,
         });
+        if let (Some(extra), Some(map)) = (self.extra, body.as_object_mut()) {
+            if let Some(fields) = extra.as_object() {
+                map.extend(fields.clone());
+            }
+        }
         (
             self.status,
             [(CONTENT_TYPE, "application/problem+json")],
@@ -111,10 +246,70 @@ impl IntoResponse for Problem {
     }
 }
 
-/// The tenant and key a request authenticated as.
+pub enum Principal {
+    User {
+        user: User,
+        role: Role,
+        session_hash: String,
+    },
+    Key(ApiKey),
+}
+
+/// The tenant and principal a request authenticated as.
 pub struct Caller {
     pub tenant: Tenant,
-    pub key: ApiKey,
+    pub principal: Principal,
+}
+
+impl Caller {
+    /// Who, for the audit trail.
+    pub fn actor(&self) -> String {
+        match &self.principal {
+            Principal::User { user, .. } => format!("user:{}", user.email),
+            Principal::Key(key) => format!("apikey:{}", key.name),
+        }
+    }
+
+    pub fn require(&self, need: Need) -> Result<(), Problem> {
+        let allowed = match (&self.principal, need) {
+            (_, Need::Nobody) => true,
+            (Principal::User { role, .. }, Need::Role(needed)) => *role >= needed,
+            (Principal::User { role, .. }, Need::Import) => *role >= Role::Manager,
+            (Principal::Key(key), Need::Role(Role::Viewer)) => key.scope == "read",
+            (Principal::Key(key), Need::Import) => key.scope == "ingest",
+            (Principal::Key(_), Need::Role(_)) => false,
+        };
+        if allowed {
+            Ok(())
+        } else {
+            let what = match need {
+                Need::Role(role) => format!("the {role} role"),
+                Need::Import => "a manager, an admin or an ingest key".to_string(),
+                Need::Nobody => unreachable!("anyone is allowed"),
+            };
+            Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("This needs {what}."),
+            ))
+        }
+    }
+}
+
+fn bearer_or_cookie(headers: &HeaderMap) -> Option<String> {
+    if let Some(value) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        return value.strip_prefix("Bearer ").map(|s| s.trim().to_string());
+    }
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            pair.trim()
+                .strip_prefix(&format!("{SESSION_COOKIE}="))
+                .map(str::to_string)
+        })
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -128,31 +323,165 @@ impl FromRequestParts<AppState> for Caller {
             Problem::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
-                "Send an API key as `Authorization: Bearer lsk_…`.",
+                "Log in (POST /v1/auth/login) or send an API key as `Authorization: Bearer lsk_…`.",
             )
         };
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(unauthorized)?;
-        let secret = header.strip_prefix("Bearer ").ok_or_else(unauthorized)?;
+        let secret = bearer_or_cookie(&parts.headers).ok_or_else(unauthorized)?;
         if secret.len() > 200 {
             return Err(unauthorized());
         }
-        match state.store.authenticate_api_key(&keys::hash(secret)).await {
-            Ok(Some((tenant, key))) => Ok(Caller { tenant, key }),
-            Ok(None) => Err(unauthorized()),
-            Err(e) => {
-                tracing::error!(error = %e, "Checking an API key failed.");
-                Err(Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "store-unavailable",
-                    "Try again shortly.",
-                ))
-            }
+        let hash = keys::hash(&secret);
+        if secret.starts_with("lss_") {
+            let (tenant, user) = state
+                .store
+                .session(&hash)
+                .await
+                .map_err(Problem::unavailable)?
+                .ok_or_else(unauthorized)?;
+            let role = user.role.parse().map_err(|_| unauthorized())?;
+            return Ok(Caller {
+                tenant,
+                principal: Principal::User {
+                    user,
+                    role,
+                    session_hash: hash,
+                },
+            });
         }
+        let (tenant, key) = state
+            .store
+            .authenticate_api_key(&hash)
+            .await
+            .map_err(Problem::unavailable)?
+            .ok_or_else(unauthorized)?;
+        Ok(Caller {
+            tenant,
+            principal: Principal::Key(key),
+        })
     }
+}
+
+/// A caller already checked against the route's entry in [`ROUTES`].
+macro_rules! checked {
+    ($caller:expr, $method:literal, $path:literal) => {{
+        let spec = ROUTES
+            .iter()
+            .find(|r| r.method == $method && r.path == $path)
+            .expect("the route is listed in ROUTES");
+        $caller.require(spec.need)?;
+    }};
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    email: String,
+    password: String,
+}
+
+fn session_cookie(state: &AppState, token: &str, max_age_secs: i64) -> String {
+    let secure = if state.public_url.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    format!("{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age_secs}{secure}")
+}
+
+async fn login(
+    State(state): State<AppState>,
+    Json(body): Json<LoginBody>,
+) -> Result<Response, Problem> {
+    if body.email.len() > 254 || body.password.len() > 1024 {
+        return Err(Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid-credentials",
+            "Wrong email or password.",
+        ));
+    }
+    match access::login(state.store.as_ref(), &body.email, &body.password).await {
+        Ok(session) => {
+            let cookie = session_cookie(&state, &session.token, access::SESSION_HOURS * 3600);
+            let _ = state
+                .store
+                .audit(
+                    &session.tenant.id,
+                    &format!("user:{}", session.user.email),
+                    "user.login",
+                    "",
+                )
+                .await;
+            Ok(([(SET_COOKIE, cookie)], Json(session)).into_response())
+        }
+        Err(AccessError::Throttled { retry_after_secs }) => {
+            let mut problem = Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "login-throttled",
+                format!("Too many failed logins; try again in {retry_after_secs} s."),
+            );
+            problem.extra = Some(serde_json::json!({ "retryAfterSeconds": retry_after_secs }));
+            Err(problem)
+        }
+        Err(AccessError::Internal(e)) => Err(Problem::unavailable(e)),
+        Err(_) => Err(Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid-credentials",
+            "Wrong email or password.",
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AcceptBody {
+    password: String,
+}
+
+async fn accept_invitation(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    Json(body): Json<AcceptBody>,
+) -> Result<Json<User>, Problem> {
+    match access::accept(state.store.as_ref(), &token, &body.password).await {
+        Ok((_, user)) => Ok(Json(user)),
+        Err(AccessError::WeakPassword(reason)) => Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "weak-password",
+            reason,
+        )),
+        Err(AccessError::InvalidInvitation(reason)) => Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "invalid-invitation",
+            reason,
+        )),
+        Err(e) => Err(Problem::unavailable(e)),
+    }
+}
+
+async fn logout(State(state): State<AppState>, caller: Caller) -> Result<Response, Problem> {
+    checked!(caller, "POST", "/v1/auth/logout");
+    let Principal::User { session_hash, .. } = &caller.principal else {
+        return Err(Problem::bad(
+            "API keys have no session; revoke the key instead.",
+        ));
+    };
+    state.store.end_session(session_hash).await?;
+    Ok((
+        [(SET_COOKIE, session_cookie(&state, "", 0))],
+        StatusCode::NO_CONTENT,
+    )
+        .into_response())
+}
+
+async fn me(caller: Caller) -> Result<Json<serde_json::Value>, Problem> {
+    checked!(caller, "GET", "/v1/me");
+    let who = match &caller.principal {
+        Principal::User { user, .. } => serde_json::json!({ "user": user }),
+        Principal::Key(key) => serde_json::json!({ "apiKey": key }),
+    };
+    Ok(Json(
+        serde_json::json!({ "tenant": { "id": caller.tenant.id, "slug": caller.tenant.slug, "plan": caller.tenant.plan }, "as": who }),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,6 +493,16 @@ pub struct ReportParams {
     by: Option<String>,
 }
 
+fn feature_enabled(tenant: &Tenant, kind: ReportKind) -> bool {
+    let features = &tenant.settings.features;
+    match kind {
+        ReportKind::Pnl => features.pl,
+        ReportKind::CashFlow => features.cash_flow,
+        ReportKind::Cogs => features.cogs,
+        ReportKind::Staff => features.staff && tenants::plan_allows(&tenant.plan, "staff"),
+    }
+}
+
 async fn report(
     State(state): State<AppState>,
     caller: Caller,
@@ -171,36 +510,36 @@ async fn report(
     Query(params): Query<ReportParams>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
-    let bad = |detail: String| Problem::new(StatusCode::BAD_REQUEST, "invalid-parameter", detail);
-    if caller.key.scope != "read" {
-        return Err(Problem::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!(
-                "This key's scope is '{}'; reports need a 'read' key.",
-                caller.key.scope
-            ),
-        ));
-    }
+    checked!(caller, "GET", "/v1/reports/{kind}");
     let kind: ReportKind = kind
         .parse()
         .map_err(|e: String| Problem::new(StatusCode::NOT_FOUND, "unknown-report", e))?;
+    if !feature_enabled(&caller.tenant, kind) {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "feature-disabled",
+            format!(
+                "The {kind:?} report is not enabled for this tenant (plan {}); an admin enables it in the settings, and staff cost needs the pro plan.",
+                caller.tenant.plan
+            ),
+        ));
+    }
     let from: Month = params
         .from
         .parse()
-        .map_err(|e: ledgersync_schemas::MonthError| bad(format!("from: {e}")))?;
+        .map_err(|e: ledgersync_schemas::MonthError| Problem::bad(format!("from: {e}")))?;
     let to: Month = params
         .to
         .parse()
-        .map_err(|e: ledgersync_schemas::MonthError| bad(format!("to: {e}")))?;
+        .map_err(|e: ledgersync_schemas::MonthError| Problem::bad(format!("to: {e}")))?;
     let by: Grouping = params
         .by
         .as_deref()
         .unwrap_or("month")
         .parse()
-        .map_err(|e: String| bad(format!("by: {e}")))?;
+        .map_err(|e: String| Problem::bad(format!("by: {e}")))?;
     if params.branch.as_ref().is_some_and(|b| b.len() > 200) {
-        return Err(bad("branch: longer than 200 characters".into()));
+        return Err(Problem::bad("branch: longer than 200 characters"));
     }
     let query = ReportQuery {
         kind,
@@ -212,11 +551,8 @@ async fn report(
     let report = reports::build(state.store.as_ref(), &caller.tenant, &query)
         .await
         .map_err(|e| match e {
-            ReportError::Store(store) => {
-                tracing::error!(tenant = %caller.tenant.id, error = %store, "Reading aggregates failed.");
-                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable", "Try again shortly.")
-            },
-            other => bad(other.to_string()),
+            ReportError::Store(store) => Problem::unavailable(store),
+            other => Problem::bad(other.to_string()),
         })?;
     let wants_csv = headers
         .get(ACCEPT)
@@ -227,4 +563,315 @@ async fn report(
     } else {
         Json(report).into_response()
     })
+}
+
+async fn get_settings(caller: Caller) -> Result<Json<ledgersync_config::TenantSettings>, Problem> {
+    checked!(caller, "GET", "/v1/settings");
+    Ok(Json(caller.tenant.settings.clone()))
+}
+
+async fn put_settings(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: String,
+) -> Result<Json<ledgersync_config::TenantSettings>, Problem> {
+    checked!(caller, "PUT", "/v1/settings");
+    let (tenant, moved) = tenants::configure(state.store.as_ref(), &caller.tenant, &body)
+        .await
+        .map_err(|e| match e.downcast::<StoreError>() {
+            Ok(store) => Problem::from(store),
+            Err(other) if other.to_string().contains("upgrade") => {
+                Problem::new(StatusCode::FORBIDDEN, "upgrade-required", other.to_string())
+            }
+            Err(other) => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-settings",
+                other.to_string(),
+            ),
+        })?;
+    state
+        .store
+        .audit(
+            &tenant.id,
+            &caller.actor(),
+            "settings.changed",
+            &format!("{moved} transaction(s) re-dated"),
+        )
+        .await?;
+    Ok(Json(tenant.settings))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportParams {
+    stream: Option<String>,
+    /// File name, for messages.
+    name: Option<String>,
+}
+
+async fn upload_import(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(params): Query<ImportParams>,
+    body: axum::body::Bytes,
+) -> Result<Response, Problem> {
+    checked!(caller, "POST", "/v1/imports");
+    let stream = match params.stream.as_deref().unwrap_or("journal") {
+        "journal" => StreamDef::journal(),
+        other => {
+            return Err(Problem::bad(format!(
+                "stream: '{other}' is not a stream; built in: journal"
+            )))
+        }
+    };
+    let name: String = params
+        .name
+        .unwrap_or_else(|| "upload.csv".into())
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        .take(100)
+        .collect();
+    let dir = tempfile_dir().map_err(Problem::unavailable)?;
+    let path = dir.join(if name.is_empty() {
+        "upload.csv".to_string()
+    } else {
+        name
+    });
+    std::fs::write(&path, &body).map_err(Problem::unavailable)?;
+    let outcome = import::import_csv(
+        state.store.clone(),
+        &caller.tenant,
+        stream,
+        &path,
+        &state.import,
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    match outcome {
+        Ok(ImportOutcome::Loaded(summary)) => {
+            state
+                .store
+                .audit(
+                    &caller.tenant.id,
+                    &caller.actor(),
+                    "import.loaded",
+                    &format!("{} posting(s)", summary.postings),
+                )
+                .await?;
+            Ok((
+                StatusCode::CREATED,
+                Json(serde_json::json!({ "status": "loaded", "summary": summary })),
+            )
+                .into_response())
+        }
+        Ok(ImportOutcome::AlreadyLoaded(past)) => Ok(Json(
+            serde_json::json!({ "status": "already-loaded", "load": past }),
+        )
+        .into_response()),
+        Err(error) => match error.downcast::<FileRejected>() {
+            Ok(rejected) => {
+                let mut problem = Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "rows-rejected",
+                    format!("{} bad row(s); nothing was imported.", rejected.total),
+                );
+                problem.extra =
+                    Some(serde_json::json!({ "errors": rejected.errors, "total": rejected.total }));
+                Err(problem)
+            }
+            Err(other) => Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "import-failed",
+                format!("{other:#}"),
+            )),
+        },
+    }
+}
+
+fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "ledgersync-upload-{}",
+        keys::generate_with_prefix("")
+    ));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+async fn list_loads(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<ledgersync_store::PastLoad>>, Problem> {
+    checked!(caller, "GET", "/v1/loads");
+    Ok(Json(state.store.loads(&caller.tenant).await?))
+}
+
+async fn list_users(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<serde_json::Value>, Problem> {
+    checked!(caller, "GET", "/v1/users");
+    let users = state.store.users(&caller.tenant).await?;
+    Ok(Json(
+        serde_json::json!({ "seats": caller.tenant.seats, "users": users }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InviteBody {
+    email: String,
+    role: String,
+}
+
+async fn invite_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<InviteBody>,
+) -> Result<Response, Problem> {
+    checked!(caller, "POST", "/v1/users/invitations");
+    let role: Role = body
+        .role
+        .parse()
+        .map_err(|e: String| Problem::bad(format!("role: {e}")))?;
+    let invitation = access::invite(
+        state.store.as_ref(),
+        &state.mailer,
+        &state.public_url,
+        &caller.tenant,
+        &body.email,
+        role,
+        &caller.actor(),
+    )
+    .await
+    .map_err(|e| match e.downcast::<StoreError>() {
+        Ok(store) => Problem::from(store),
+        Err(other) => Problem::bad(other.to_string()),
+    })?;
+    // The link is the secret: it goes to the invitee by mail, not back to the caller.
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "user": invitation.user, "expiresAt": invitation.expires_at, "mail": invitation.mail })),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoleBody {
+    role: String,
+}
+
+async fn change_role(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<RoleBody>,
+) -> Result<Json<User>, Problem> {
+    checked!(caller, "PATCH", "/v1/users/{id}");
+    let role: Role = body
+        .role
+        .parse()
+        .map_err(|e: String| Problem::bad(format!("role: {e}")))?;
+    let user = state
+        .store
+        .set_user_role(&caller.tenant, &id, &role.to_string())
+        .await?;
+    state
+        .store
+        .audit(
+            &caller.tenant.id,
+            &caller.actor(),
+            "user.role_changed",
+            &format!("{} to {role}", user.email),
+        )
+        .await?;
+    Ok(Json(user))
+}
+
+async fn remove_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Problem> {
+    checked!(caller, "DELETE", "/v1/users/{id}");
+    if matches!(&caller.principal, Principal::User { user, .. } if user.id == id) {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "Admins cannot remove themselves.",
+        ));
+    }
+    state.store.remove_user(&caller.tenant, &id).await?;
+    state
+        .store
+        .audit(&caller.tenant.id, &caller.actor(), "user.removed", &id)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_keys(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<ApiKey>>, Problem> {
+    checked!(caller, "GET", "/v1/apikeys");
+    Ok(Json(state.store.api_keys(&caller.tenant).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyBody {
+    name: String,
+    scope: String,
+}
+
+async fn create_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<KeyBody>,
+) -> Result<Response, Problem> {
+    checked!(caller, "POST", "/v1/apikeys");
+    let (secret, key) = crate::cli::create_key(
+        state.store.as_ref(),
+        &caller.tenant,
+        &body.name,
+        &body.scope,
+        &caller.actor(),
+    )
+    .await
+    .map_err(|e| Problem::bad(e.to_string()))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "key": key, "secret": secret })),
+    )
+        .into_response())
+}
+
+async fn revoke_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Problem> {
+    checked!(caller, "DELETE", "/v1/apikeys/{id}");
+    state.store.revoke_api_key(&caller.tenant, &id).await?;
+    state
+        .store
+        .audit(&caller.tenant.id, &caller.actor(), "apikey.revoked", &id)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditParams {
+    limit: Option<i64>,
+}
+
+async fn audit_log(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(params): Query<AuditParams>,
+) -> Result<Json<Vec<ledgersync_store::AuditEntry>>, Problem> {
+    checked!(caller, "GET", "/v1/audit");
+    let limit = params.limit.unwrap_or(100).clamp(1, 1000);
+    Ok(Json(state.store.audit_log(&caller.tenant, limit).await?))
 }

@@ -7,9 +7,12 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ledgersync_config::{DaemonConfig, StreamDef};
 use ledgersync_schemas::{Grouping, Month, ReportKind};
-use ledgersync_store::{Store, Tenant};
+use ledgersync_store::{ApiKey, Store, Tenant};
 
+use crate::access::{self, Role};
+use crate::api::AppState;
 use crate::import::{self, ImportOptions, ImportOutcome};
+use crate::mail::Mailer;
 use crate::reports::{self, ReportQuery};
 use crate::{demo, keys, tenants, Application};
 
@@ -50,6 +53,18 @@ pub enum Command {
     Import(ImportArgs),
     /// P&L, cash flow, COGS or staff report from the precomputed aggregates.
     Report(ReportArgs),
+    /// Users of a tenant.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// Who did what in a tenant, newest first.
+    Audit {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
     /// API keys.
     Apikey {
         #[command(subcommand)]
@@ -96,6 +111,15 @@ pub enum TenantAction {
         tenant: String,
         #[arg(long, value_name = "FILE")]
         settings: PathBuf,
+    },
+    /// Change the plan (lite or pro) and optionally the seats.
+    SetPlan {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        plan: String,
+        #[arg(long)]
+        users: Option<i64>,
     },
 }
 
@@ -164,6 +188,25 @@ pub struct ReportArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum UserAction {
+    /// Invite someone by email; the single-use link goes out by mail (or the outbox).
+    Invite {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        email: String,
+        /// viewer, manager or admin.
+        #[arg(long, default_value = "viewer")]
+        role: String,
+    },
+    /// List users and seats.
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ApikeyAction {
     /// Create a key; the secret is printed once and only its hash is stored.
     Create {
@@ -174,6 +217,17 @@ pub enum ApikeyAction {
         /// read (reports) or ingest (push data).
         #[arg(long, default_value = "read")]
         scope: String,
+    },
+    /// List live keys (never their secrets).
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Revoke a key by id.
+    Revoke {
+        #[arg(long)]
+        tenant: String,
+        id: String,
     },
 }
 
@@ -204,7 +258,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     json,
                 },
         } => {
-            let outcome = tenants::provision(store.as_ref(), &name, &email, &plan, users).await?;
+            let mailer = Mailer::from_config(&config.mail)?;
+            let (outcome, invitation) = tenants::provision_customer(
+                store.as_ref(),
+                &mailer,
+                &config.mail.public_url,
+                &name,
+                &email,
+                &plan,
+                users,
+            )
+            .await?;
             let tenant = &outcome.tenant;
             if json {
                 println!(
@@ -212,10 +276,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     serde_json::json!({
                         "customerId": tenant.id, "slug": tenant.slug, "created": outcome.created,
                         "plan": tenant.plan, "seats": tenant.seats,
+                        "admin": invitation.as_ref().map(|i| serde_json::json!({
+                            "email": i.user.email, "inviteLink": i.link, "inviteExpiresAt": i.expires_at,
+                            "welcomeMail": i.mail,
+                        })),
                     })
                 );
-            } else if outcome.created {
-                println!("customer id: {}\nslug:        {}\nstorage initialised, default chart of accounts loaded", tenant.id, tenant.slug);
+            } else if let Some(invitation) = invitation {
+                println!("customer id:   {}", tenant.id);
+                println!("slug:          {}", tenant.slug);
+                println!("storage:       initialised, default chart of accounts loaded");
+                println!(
+                    "admin user:    {} (invited; link expires {})",
+                    invitation.user.email, invitation.expires_at
+                );
+                println!("invite link:   {}", invitation.link);
+                println!("welcome email: {}", invitation.mail);
             } else {
                 println!(
                     "customer id: {}\nslug:        {}\nalready provisioned for {}: nothing created",
@@ -235,6 +311,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             TenantAction::Show { tenant } => {
                 let tenant = tenants::find(store.as_ref(), &tenant).await?;
                 println!("{}", serde_json::to_string_pretty(&tenant.settings)?);
+            }
+            TenantAction::SetPlan {
+                tenant,
+                plan,
+                users,
+            } => {
+                let tenant = tenants::find(store.as_ref(), &tenant).await?;
+                let updated =
+                    tenants::set_plan(store.as_ref(), &tenant, &plan, users, "cli").await?;
+                println!("plan {} with {} seat(s)", updated.plan, updated.seats);
             }
             TenantAction::Configure { tenant, settings } => {
                 let tenant = tenants::find(store.as_ref(), &tenant).await?;
@@ -323,8 +409,80 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
         } => {
             let tenant = tenants::find(store.as_ref(), &tenant).await?;
-            let secret = create_key(store.as_ref(), &tenant, &name, &scope).await?;
+            let (secret, _) = create_key(store.as_ref(), &tenant, &name, &scope, "cli").await?;
             println!("{secret}\n(shown once: only its hash is stored)");
+        }
+        Command::Apikey {
+            action: ApikeyAction::List { tenant },
+        } => {
+            let tenant = tenants::find(store.as_ref(), &tenant).await?;
+            for key in store.api_keys(&tenant).await? {
+                println!(
+                    "{}  {:<20} {:<7} created {}  last used {}",
+                    key.id,
+                    key.name,
+                    key.scope,
+                    key.created_at,
+                    key.last_used_at.as_deref().unwrap_or("never")
+                );
+            }
+        }
+        Command::Apikey {
+            action: ApikeyAction::Revoke { tenant, id },
+        } => {
+            let tenant = tenants::find(store.as_ref(), &tenant).await?;
+            store.revoke_api_key(&tenant, &id).await?;
+            store
+                .audit(&tenant.id, "cli", "apikey.revoked", &id)
+                .await?;
+            println!("revoked {id}");
+        }
+        Command::User { action } => match action {
+            UserAction::Invite {
+                tenant,
+                email,
+                role,
+            } => {
+                let tenant = tenants::find(store.as_ref(), &tenant).await?;
+                let mailer = Mailer::from_config(&config.mail)?;
+                let role: Role = role.parse().map_err(anyhow::Error::msg)?;
+                let invitation = access::invite(
+                    store.as_ref(),
+                    &mailer,
+                    &config.mail.public_url,
+                    &tenant,
+                    &email,
+                    role,
+                    "cli",
+                )
+                .await?;
+                println!(
+                    "invited {} as {role}; link expires {}",
+                    invitation.user.email, invitation.expires_at
+                );
+                println!("invite link: {}", invitation.link);
+                println!("email:       {}", invitation.mail);
+            }
+            UserAction::List { tenant } => {
+                let tenant = tenants::find(store.as_ref(), &tenant).await?;
+                let users = store.users(&tenant).await?;
+                println!("{} of {} seat(s) used", users.len(), tenant.seats);
+                for user in users {
+                    println!(
+                        "{}  {:<32} {:<8} {}",
+                        user.id, user.email, user.role, user.status
+                    );
+                }
+            }
+        },
+        Command::Audit { tenant, limit } => {
+            let tenant = tenants::find(store.as_ref(), &tenant).await?;
+            for entry in store.audit_log(&tenant, limit.clamp(1, 10_000)).await? {
+                println!(
+                    "{}  {:<32} {:<22} {}",
+                    entry.at, entry.actor, entry.action, entry.detail
+                );
+            }
         }
         Command::Serve => serve(store, &config).await?,
         Command::Demo { no_serve } => demo(store, &config, &import_options, no_serve).await?,
@@ -366,12 +524,14 @@ async fn import_one(
     Ok(())
 }
 
-async fn create_key(
+/// Creates an API key, returning the secret (shown once) and the stored key.
+pub async fn create_key(
     store: &dyn Store,
     tenant: &Tenant,
     name: &str,
     scope: &str,
-) -> anyhow::Result<String> {
+    actor: &str,
+) -> anyhow::Result<(String, ApiKey)> {
     anyhow::ensure!(
         keys::SCOPES.contains(&scope),
         "unknown scope '{scope}': use read or ingest"
@@ -381,14 +541,22 @@ async fn create_key(
         "the key name must be 1 to 100 characters"
     );
     let secret = keys::generate();
-    store
+    let key = store
         .create_api_key(&tenant.id, name, scope, &keys::hash(&secret))
         .await?;
-    Ok(secret)
+    store
+        .audit(
+            &tenant.id,
+            actor,
+            "apikey.created",
+            &format!("{name} ({scope})"),
+        )
+        .await?;
+    Ok((secret, key))
 }
 
 async fn serve(store: Arc<dyn Store>, config: &DaemonConfig) -> anyhow::Result<()> {
-    let app = Application::build(store, config.server.listen).await?;
+    let app = Application::build(AppState::new(store, config)?, config.server.listen).await?;
     tracing::info!(address = %app.local_addr(), "Serving the API.");
     app.run_until_stopped().await?;
     Ok(())
@@ -430,8 +598,8 @@ async fn demo(
     } else {
         println!("Demo tenant '{}' already has data.", tenant.slug);
     }
-    let key = create_key(store.as_ref(), &tenant, "demo", "read").await?;
-    let app = Application::build(store, config.server.listen).await?;
+    let (key, _) = create_key(store.as_ref(), &tenant, "demo", "read", "cli").await?;
+    let app = Application::build(AppState::new(store, config)?, config.server.listen).await?;
     let url = format!("http://{}", app.local_addr());
     println!(
         "\nDemo coffee chain '{slug}' is ready.\n\

@@ -177,7 +177,7 @@ pub async fn import_csv(
                 "Imported a file."
             );
             Ok(ImportOutcome::Loaded(summary))
-        },
+        }
         Err(StoreError::Rejected(rejected)) => Err(FileRejected {
             file: path.to_path_buf(),
             errors: rejected.errors,

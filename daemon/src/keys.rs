@@ -1,4 +1,4 @@
-//! API keys: random secrets shown once; only their SHA-256 is stored. A key has 256
+//! API keys and other tokens: random secrets shown once; only their SHA-256 is stored. A key has 256
 //! bits of entropy, so a fast hash is enough (unlike passwords, nothing to brute-force).
 
 use rand::RngCore;
@@ -6,11 +6,16 @@ use sha2::{Digest, Sha256};
 
 const PREFIX: &str = "lsk_";
 
-/// A new secret, e.g. `lsk_3f9a…` (64 hex digits after the prefix).
+/// A new API key secret, e.g. `lsk_3f9a…` (64 hex digits after the prefix).
 pub fn generate() -> String {
+    generate_with_prefix(PREFIX)
+}
+
+/// A random 256-bit token with a prefix saying what it is (`inv_`, `lss_`, …).
+pub fn generate_with_prefix(prefix: &str) -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
-    format!("{PREFIX}{}", hex::encode(bytes))
+    format!("{prefix}{}", hex::encode(bytes))
 }
 
 pub fn hash(secret: &str) -> String {

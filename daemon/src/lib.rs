@@ -3,11 +3,13 @@
 //!
 //! The binary (`src/main.rs`) is a thin CLI over these modules.
 
+pub mod access;
 pub mod api;
 pub mod cli;
 pub mod demo;
 pub mod import;
 pub mod keys;
+pub mod mail;
 pub mod reports;
 pub mod tenants;
 

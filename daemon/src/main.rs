@@ -6,7 +6,7 @@ async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("LEDGERSYNC_LOG")
-                .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
+                .unwrap_or_else(|_| EnvFilter::new("info,sqlx=error")),
         )
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)

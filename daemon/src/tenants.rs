@@ -14,6 +14,44 @@ pub struct Provisioned {
     pub created: bool,
 }
 
+/// The runbook's provisioning step: tenant, storage, default chart, the admin user
+/// with a single-use invitation, and the welcome mail. Idempotent on the email.
+pub async fn provision_customer(
+    store: &dyn Store,
+    mailer: &crate::mail::Mailer,
+    public_url: &str,
+    name: &str,
+    email: &str,
+    plan: &str,
+    seats: i64,
+) -> anyhow::Result<(Provisioned, Option<crate::access::Invitation>)> {
+    let provisioned = provision(store, name, email, plan, seats).await?;
+    if !provisioned.created {
+        return Ok((provisioned, None));
+    }
+    let tenant = &provisioned.tenant;
+    store
+        .audit(
+            &tenant.id,
+            "cli",
+            "tenant.provisioned",
+            &format!("{} on plan {plan} with {seats} seat(s)", tenant.name),
+        )
+        .await?;
+    let invitation = crate::access::invite(
+        store,
+        mailer,
+        public_url,
+        tenant,
+        email,
+        crate::access::Role::Admin,
+        "cli",
+    )
+    .await?;
+    Ok((provisioned, Some(invitation)))
+}
+
+/// Tenant, storage and default chart of accounts (no users).
 pub async fn provision(
     store: &dyn Store,
     name: &str,
@@ -70,6 +108,45 @@ pub fn plan_allows(plan: &str, feature: &str) -> bool {
 /// Validates and applies settings in the runbook's JSON shape. A feature the plan
 /// does not include is refused with an upgrade message; a new timezone re-dates the
 /// ledger.
+/// Changes the plan and seat count; a feature the new plan lacks is switched off.
+pub async fn set_plan(
+    store: &dyn Store,
+    tenant: &Tenant,
+    plan: &str,
+    seats: Option<i64>,
+    actor: &str,
+) -> anyhow::Result<Tenant> {
+    anyhow::ensure!(
+        PLANS.contains(&plan),
+        "unknown plan '{plan}': use lite or pro"
+    );
+    let seats = seats.unwrap_or(tenant.seats);
+    anyhow::ensure!(
+        (1..=10_000).contains(&seats),
+        "--users must be between 1 and 10000"
+    );
+    let taken = store.users(tenant).await?.len() as i64;
+    anyhow::ensure!(
+        taken <= seats,
+        "{taken} users already hold seats; remove some before going down to {seats}"
+    );
+    let mut updated = store.set_plan(tenant, plan, seats).await?;
+    if updated.settings.features.staff && !plan_allows(plan, "staff") {
+        let mut settings = updated.settings.clone();
+        settings.features.staff = false;
+        updated = store.update_settings(&updated, &settings).await?.0;
+    }
+    store
+        .audit(
+            &tenant.id,
+            actor,
+            "tenant.plan_changed",
+            &format!("{} → {plan}, {seats} seat(s)", tenant.plan),
+        )
+        .await?;
+    Ok(updated)
+}
+
 pub async fn configure(
     store: &dyn Store,
     tenant: &Tenant,

@@ -18,6 +18,12 @@ pub enum StoreError {
     UnsupportedUrl(String),
     #[error("{0}")]
     Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("all {seats} seats of the plan are taken; remove a user or add seats")]
+    SeatLimit { seats: i64 },
     #[error(transparent)]
     Rejected(#[from] LoadRejected),
 }

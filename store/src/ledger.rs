@@ -13,7 +13,10 @@ use crate::backend::Backend;
 use crate::control::{now, SqlStore};
 use crate::error::{Context, LoadRejected, StoreError};
 use crate::{aggregates, dates};
-use crate::{ApiKey, LoadRecord, LoadSession, LoadSummary, NewTenant, PastLoad, Store, Tenant};
+use crate::{
+    ApiKey, AuditEntry, LoadRecord, LoadSession, LoadSummary, LoginCandidate, NewTenant, PastLoad,
+    Store, Tenant, User,
+};
 
 const STAGE_COLUMNS: &str = "source_key TEXT NOT NULL, line BIGINT NOT NULL, seq BIGINT NOT NULL, \
     date TEXT NOT NULL, branch TEXT NOT NULL, memo TEXT NOT NULL, occurred_at TEXT, account TEXT NOT NULL, \
@@ -336,6 +339,104 @@ impl Store for SqlStore {
         secret_hash: &str,
     ) -> Result<Option<(Tenant, ApiKey)>, StoreError> {
         self.api_key_by_hash(secret_hash).await
+    }
+
+    async fn invite_user(
+        &self,
+        tenant: &Tenant,
+        email: &str,
+        role: &str,
+        token_hash: &str,
+        expires_at: &str,
+    ) -> Result<User, StoreError> {
+        self.invite(tenant, email, role, token_hash, expires_at)
+            .await
+    }
+
+    async fn accept_invitation(
+        &self,
+        token_hash: &str,
+        password_hash: &str,
+    ) -> Result<(Tenant, User), StoreError> {
+        self.accept(token_hash, password_hash).await
+    }
+
+    async fn users(&self, tenant: &Tenant) -> Result<Vec<User>, StoreError> {
+        self.tenant_users(tenant).await
+    }
+
+    async fn login_candidate(&self, email: &str) -> Result<Option<LoginCandidate>, StoreError> {
+        self.candidate(email).await
+    }
+
+    async fn record_login(
+        &self,
+        user_id: &str,
+        success: bool,
+        locked_until: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.login_outcome(user_id, success, locked_until).await
+    }
+
+    async fn create_session(
+        &self,
+        user_id: &str,
+        token_hash: &str,
+        expires_at: &str,
+    ) -> Result<(), StoreError> {
+        self.open_session(user_id, token_hash, expires_at).await
+    }
+
+    async fn session(&self, token_hash: &str) -> Result<Option<(Tenant, User)>, StoreError> {
+        self.session_user(token_hash).await
+    }
+
+    async fn end_session(&self, token_hash: &str) -> Result<(), StoreError> {
+        self.close_session(token_hash).await
+    }
+
+    async fn set_user_role(
+        &self,
+        tenant: &Tenant,
+        user_id: &str,
+        role: &str,
+    ) -> Result<User, StoreError> {
+        self.change_role(tenant, user_id, role).await
+    }
+
+    async fn remove_user(&self, tenant: &Tenant, user_id: &str) -> Result<(), StoreError> {
+        self.delete_user(tenant, user_id).await
+    }
+
+    async fn api_keys(&self, tenant: &Tenant) -> Result<Vec<ApiKey>, StoreError> {
+        self.tenant_api_keys(tenant).await
+    }
+
+    async fn revoke_api_key(&self, tenant: &Tenant, key_id: &str) -> Result<(), StoreError> {
+        self.revoke_key(tenant, key_id).await
+    }
+
+    async fn set_plan(
+        &self,
+        tenant: &Tenant,
+        plan: &str,
+        seats: i64,
+    ) -> Result<Tenant, StoreError> {
+        self.change_plan(tenant, plan, seats).await
+    }
+
+    async fn audit(
+        &self,
+        tenant_id: &str,
+        actor: &str,
+        action: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        self.append_audit(tenant_id, actor, action, detail).await
+    }
+
+    async fn audit_log(&self, tenant: &Tenant, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
+        self.read_audit(tenant, limit).await
     }
 
     async fn upsert_accounts(

@@ -9,6 +9,7 @@
 //! a load, validating it, merging it and recomputing the touched aggregates in one
 //! transaction — is written once in [`ledger`].
 
+mod access;
 mod aggregates;
 pub mod backend;
 mod control;
@@ -63,6 +64,38 @@ pub struct ApiKey {
     pub scope: String,
     pub created_at: String,
     pub last_used_at: Option<String>,
+}
+
+/// A person of a tenant. Roles: `viewer`, `manager`, `admin`; status `invited` until
+/// the invitation is accepted, then `active`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct User {
+    pub id: String,
+    pub tenant_id: String,
+    pub email: String,
+    pub role: String,
+    pub status: String,
+    pub created_at: String,
+    pub accepted_at: Option<String>,
+}
+
+/// What a login is checked against.
+#[derive(Debug, Clone)]
+pub struct LoginCandidate {
+    pub user: User,
+    pub password_hash: Option<String>,
+    pub failed_logins: i64,
+    pub locked_until: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: String,
+    /// Who: `user:<email>`, `apikey:<name>` or `cli`.
+    pub actor: String,
+    pub action: String,
+    pub detail: String,
 }
 
 /// What a load records about itself, committed with its data.
@@ -132,6 +165,62 @@ pub trait Store: Send + Sync {
         &self,
         secret_hash: &str,
     ) -> Result<Option<(Tenant, ApiKey)>, StoreError>;
+
+    /// Invites `email` with `role`, within the tenant's seats; inviting a pending
+    /// address again replaces its invitation.
+    async fn invite_user(
+        &self,
+        tenant: &Tenant,
+        email: &str,
+        role: &str,
+        token_hash: &str,
+        expires_at: &str,
+    ) -> Result<User, StoreError>;
+    /// Uses a live invitation once: sets the password and activates the user.
+    async fn accept_invitation(
+        &self,
+        token_hash: &str,
+        password_hash: &str,
+    ) -> Result<(Tenant, User), StoreError>;
+    async fn users(&self, tenant: &Tenant) -> Result<Vec<User>, StoreError>;
+    async fn login_candidate(&self, email: &str) -> Result<Option<LoginCandidate>, StoreError>;
+    /// Records a login attempt: success clears failures, a failure counts and may lock.
+    async fn record_login(
+        &self,
+        user_id: &str,
+        success: bool,
+        locked_until: Option<&str>,
+    ) -> Result<(), StoreError>;
+    async fn create_session(
+        &self,
+        user_id: &str,
+        token_hash: &str,
+        expires_at: &str,
+    ) -> Result<(), StoreError>;
+    /// The tenant and active user of a live session.
+    async fn session(&self, token_hash: &str) -> Result<Option<(Tenant, User)>, StoreError>;
+    async fn end_session(&self, token_hash: &str) -> Result<(), StoreError>;
+    async fn set_user_role(
+        &self,
+        tenant: &Tenant,
+        user_id: &str,
+        role: &str,
+    ) -> Result<User, StoreError>;
+    async fn remove_user(&self, tenant: &Tenant, user_id: &str) -> Result<(), StoreError>;
+    /// Live keys, without their secrets.
+    async fn api_keys(&self, tenant: &Tenant) -> Result<Vec<ApiKey>, StoreError>;
+    async fn revoke_api_key(&self, tenant: &Tenant, key_id: &str) -> Result<(), StoreError>;
+    async fn set_plan(&self, tenant: &Tenant, plan: &str, seats: i64)
+        -> Result<Tenant, StoreError>;
+    async fn audit(
+        &self,
+        tenant_id: &str,
+        actor: &str,
+        action: &str,
+        detail: &str,
+    ) -> Result<(), StoreError>;
+    /// The newest entries first.
+    async fn audit_log(&self, tenant: &Tenant, limit: i64) -> Result<Vec<AuditEntry>, StoreError>;
 
     async fn upsert_accounts(
         &self,

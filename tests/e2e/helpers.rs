@@ -4,8 +4,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::NaiveDate;
+use ledgersync::api::AppState;
 use ledgersync::import::ImportOptions;
 use ledgersync::{keys, tenants, Application};
+use ledgersync_config::DaemonConfig;
 use ledgersync_schemas::{Amount, Posting};
 use ledgersync_store::{Store, Tenant};
 use sqlx::Connection;
@@ -26,7 +28,7 @@ pub async fn sqlite_store() -> TestStore {
 }
 
 fn postgres_base() -> String {
-    std::env::var("LEDGERSYNC_TEST_POSTGRES")
+    std::env::var("LS_TEST_POSTGRES")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
@@ -98,19 +100,30 @@ pub fn posting(key: &str, date: &str, branch: &str, account: &str, value: &str) 
     }
 }
 
-/// A served API over `store`, with a tenant and a read key.
+/// A served API over `store`, with a tenant and a read key; mail goes to `outbox`.
 pub struct TestApp {
     pub address: String,
     pub store: Arc<dyn Store>,
     pub tenant: Tenant,
     pub key: String,
     pub client: reqwest::Client,
+    pub outbox: TempDir,
+}
+
+/// The daemon's default configuration, with mail written to `outbox`.
+pub fn config_with_outbox(outbox: &Path) -> DaemonConfig {
+    let mut config = DaemonConfig::default();
+    config.mail.outbox = outbox.to_path_buf();
+    config.mail.public_url = "http://dashboard.test".into();
+    config
 }
 
 pub async fn spawn_app(store: Arc<dyn Store>) -> TestApp {
     let tenant = provision(store.as_ref(), "pro").await;
     let key = new_key(store.as_ref(), &tenant, "read").await;
-    let app = Application::build(store.clone(), "127.0.0.1:0".parse().unwrap())
+    let outbox = tempfile::tempdir().unwrap();
+    let state = AppState::new(store.clone(), &config_with_outbox(outbox.path())).unwrap();
+    let app = Application::build(state, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
     let address = format!("http://{}", app.local_addr());
@@ -121,6 +134,7 @@ pub async fn spawn_app(store: Arc<dyn Store>) -> TestApp {
         tenant,
         key,
         client: reqwest::Client::new(),
+        outbox,
     }
 }
 

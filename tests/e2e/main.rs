@@ -1,7 +1,8 @@
 //! End-to-end tests: the real store on SQLite files and on the PostgreSQL server at
-//! `LEDGERSYNC_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432`), real
+//! `LS_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432`), real
 //! CSV files, real HTTP, and hledger as the independent judge of the numbers.
 
+mod access;
 mod api;
 mod helpers;
 mod hledger;

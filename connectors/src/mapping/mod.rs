@@ -259,7 +259,10 @@ impl Mapper {
                     .column(&format!("__amount_{t}_{p}"))
                     .map_err(polars_error)?
                     .dtype();
-                if !matches!(dtype, DataType::Decimal(..)) && !dtype.is_integer() && !dtype.is_null() {
+                if !matches!(dtype, DataType::Decimal(..))
+                    && !dtype.is_integer()
+                    && !dtype.is_null()
+                {
                     return Err(MappingError::InexactAmount {
                         stream: self.def.name.clone(),
                         expr: posting.amount_text.clone(),
@@ -405,7 +408,11 @@ struct FrameView<'a> {
 }
 
 impl<'a> FrameView<'a> {
-    fn new(frame: &'a DataFrame, def: &'a StreamDef, templates: &[CompiledTemplate]) -> PolarsResult<Self> {
+    fn new(
+        frame: &'a DataFrame,
+        def: &'a StreamDef,
+        templates: &[CompiledTemplate],
+    ) -> PolarsResult<Self> {
         let mut texts = HashMap::new();
         for column in frame.columns() {
             if let Ok(strings) = column.str() {
@@ -430,11 +437,13 @@ impl<'a> FrameView<'a> {
                 template_accounts.push(frame.column(&format!("__account_{t}_{p}"))?.str()?);
                 let column = frame.column(&format!("__amount_{t}_{p}"))?;
                 template_amounts.push(match column.dtype() {
-                    DataType::Decimal(_, scale) => AmountColumn::Decimal(column.decimal()?, *scale as u32),
+                    DataType::Decimal(_, scale) => {
+                        AmountColumn::Decimal(column.decimal()?, *scale as u32)
+                    }
                     DataType::Null => AmountColumn::Null,
                     dtype if dtype.is_integer() => {
                         AmountColumn::Integer(column.cast(&DataType::Int64)?.i64()?.clone())
-                    },
+                    }
                     // Refused by the caller before any row is read.
                     _ => AmountColumn::Null,
                 });
@@ -459,7 +468,8 @@ impl<'a> FrameView<'a> {
     fn bad_number(&self, row: usize) -> Option<(&'a str, &'a str)> {
         self.numeric_nulls.iter().find_map(|(column, nulls)| {
             if nulls.get(row).unwrap_or(true) {
-                self.text(&text_column(column), row).map(|text| (*column, text))
+                self.text(&text_column(column), row)
+                    .map(|text| (*column, text))
             } else {
                 None
             }
@@ -476,12 +486,16 @@ impl<'a> FrameView<'a> {
 
     fn amount(&self, t: usize, p: usize, row: usize) -> Result<Option<Amount>, String> {
         let value = match &self.amounts[t][p] {
-            AmountColumn::Decimal(decimals, scale) => decimals.physical().get(row).map(|m| (m, *scale)),
+            AmountColumn::Decimal(decimals, scale) => {
+                decimals.physical().get(row).map(|m| (m, *scale))
+            }
             AmountColumn::Integer(integers) => integers.get(row).map(|v| (i128::from(v), 0)),
             AmountColumn::Null => None,
         };
         value
-            .map(|(mantissa, scale)| Amount::from_scaled(mantissa, scale).map_err(|e| e.to_string()))
+            .map(|(mantissa, scale)| {
+                Amount::from_scaled(mantissa, scale).map_err(|e| e.to_string())
+            })
             .transpose()
     }
 }

@@ -82,7 +82,7 @@ async fn pool(file: &Path) -> Result<AnyPool, StoreError> {
                 conn.execute(
                     "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                      PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; \
-                     PRAGMA temp_store = MEMORY; PRAGMA cache_size = -65536;",
+                     PRAGMA cache_size = -65536;",
                 )
                 .await?;
                 Ok(())
