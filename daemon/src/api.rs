@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, State};
 use axum::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, COOKIE, SET_COOKIE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
@@ -361,6 +361,53 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// A JSON body whose rejection is a problem document.
+pub struct Body<T>(pub T);
+
+impl<T, S> FromRequest<S> for Body<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request(
+        request: axum::extract::Request,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Json::<T>::from_request(request, state)
+            .await
+            .map(|Json(value)| Body(value))
+            .map_err(|rejection| {
+                Problem::new(rejection.status(), "invalid-body", rejection.body_text())
+            })
+    }
+}
+
+/// Query parameters whose rejection is a problem document.
+pub struct Params<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Params<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(value)| Params(value))
+            .map_err(|rejection| {
+                Problem::new(
+                    rejection.status(),
+                    "invalid-parameter",
+                    rejection.body_text(),
+                )
+            })
+    }
+}
+
 /// A caller already checked against the route's entry in [`ROUTES`].
 macro_rules! checked {
     ($caller:expr, $method:literal, $path:literal) => {{
@@ -390,7 +437,7 @@ fn session_cookie(state: &AppState, token: &str, max_age_secs: i64) -> String {
 
 async fn login(
     State(state): State<AppState>,
-    Json(body): Json<LoginBody>,
+    Body(body): Body<LoginBody>,
 ) -> Result<Response, Problem> {
     if body.email.len() > 254 || body.password.len() > 1024 {
         return Err(Problem::new(
@@ -440,7 +487,7 @@ struct AcceptBody {
 async fn accept_invitation(
     State(state): State<AppState>,
     Path(token): Path<String>,
-    Json(body): Json<AcceptBody>,
+    Body(body): Body<AcceptBody>,
 ) -> Result<Json<User>, Problem> {
     match access::accept(state.store.as_ref(), &token, &body.password).await {
         Ok((_, user)) => Ok(Json(user)),
@@ -507,7 +554,7 @@ async fn report(
     State(state): State<AppState>,
     caller: Caller,
     Path(kind): Path<String>,
-    Query(params): Query<ReportParams>,
+    Params(params): Params<ReportParams>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     checked!(caller, "GET", "/v1/reports/{kind}");
@@ -612,7 +659,7 @@ struct ImportParams {
 async fn upload_import(
     State(state): State<AppState>,
     caller: Caller,
-    Query(params): Query<ImportParams>,
+    Params(params): Params<ImportParams>,
     body: axum::body::Bytes,
 ) -> Result<Response, Problem> {
     checked!(caller, "POST", "/v1/imports");
@@ -726,7 +773,7 @@ struct InviteBody {
 async fn invite_user(
     State(state): State<AppState>,
     caller: Caller,
-    Json(body): Json<InviteBody>,
+    Body(body): Body<InviteBody>,
 ) -> Result<Response, Problem> {
     checked!(caller, "POST", "/v1/users/invitations");
     let role: Role = body
@@ -765,7 +812,7 @@ async fn change_role(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Json(body): Json<RoleBody>,
+    Body(body): Body<RoleBody>,
 ) -> Result<Json<User>, Problem> {
     checked!(caller, "PATCH", "/v1/users/{id}");
     let role: Role = body
@@ -827,7 +874,7 @@ struct KeyBody {
 async fn create_key(
     State(state): State<AppState>,
     caller: Caller,
-    Json(body): Json<KeyBody>,
+    Body(body): Body<KeyBody>,
 ) -> Result<Response, Problem> {
     checked!(caller, "POST", "/v1/apikeys");
     let (secret, key) = crate::cli::create_key(
@@ -869,7 +916,7 @@ struct AuditParams {
 async fn audit_log(
     State(state): State<AppState>,
     caller: Caller,
-    Query(params): Query<AuditParams>,
+    Params(params): Params<AuditParams>,
 ) -> Result<Json<Vec<ledgersync_store::AuditEntry>>, Problem> {
     checked!(caller, "GET", "/v1/audit");
     let limit = params.limit.unwrap_or(100).clamp(1, 1000);

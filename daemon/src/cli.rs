@@ -70,6 +70,13 @@ pub enum Command {
         #[command(subcommand)]
         action: ApikeyAction,
     },
+    /// The runbook's post-deployment checklist; exits non-zero unless every check passes.
+    Verify {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Serve the HTTP API.
     Serve,
     /// Create (once) a demo coffee chain with two years of data, then serve it.
@@ -483,6 +490,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     entry.at, entry.actor, entry.action, entry.detail
                 );
             }
+        }
+        Command::Verify { tenant, json } => {
+            let tenant = tenants::find(store.as_ref(), &tenant).await?;
+            let checks = crate::verify::verify(store.as_ref(), &tenant).await?;
+            let failed = checks.iter().filter(|c| !c.ok).count();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "tenant": tenant.slug, "ok": failed == 0, "checks": checks })
+                );
+            } else {
+                for c in &checks {
+                    println!(
+                        "{} {:<28} {}",
+                        if c.ok { "✓" } else { "✗" },
+                        c.check,
+                        c.detail
+                    );
+                }
+            }
+            anyhow::ensure!(failed == 0, "{failed} of {} check(s) failed", checks.len());
         }
         Command::Serve => serve(store, &config).await?,
         Command::Demo { no_serve } => demo(store, &config, &import_options, no_serve).await?,

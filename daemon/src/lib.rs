@@ -12,5 +12,6 @@ pub mod keys;
 pub mod mail;
 pub mod reports;
 pub mod tenants;
+pub mod verify;
 
 pub use api::Application;

@@ -14,8 +14,8 @@ use crate::control::{now, SqlStore};
 use crate::error::{Context, LoadRejected, StoreError};
 use crate::{aggregates, dates};
 use crate::{
-    ApiKey, AuditEntry, LoadRecord, LoadSession, LoadSummary, LoginCandidate, NewTenant, PastLoad,
-    Store, Tenant, User,
+    ApiKey, AuditEntry, LedgerTotals, LoadRecord, LoadSession, LoadSummary, LoginCandidate,
+    NewTenant, PastLoad, Store, Tenant, User,
 };
 
 const STAGE_COLUMNS: &str = "source_key TEXT NOT NULL, line BIGINT NOT NULL, seq BIGINT NOT NULL, \
@@ -281,12 +281,13 @@ fn past_load(row: &sqlx::any::AnyRow) -> Result<PastLoad, StoreError> {
         rows_read: row.try_get("rows_read").map_err(get)?,
         transactions: row.try_get("transactions").map_err(get)?,
         postings: row.try_get("postings").map_err(get)?,
+        control_sum: Amount::from_units(row.try_get("control_sum").map_err(get)?),
         loaded_at: row.try_get("loaded_at").map_err(get)?,
     })
 }
 
 const LOAD_COLUMNS: &str =
-    "id, source, stream, origin, rows_read, transactions, postings, loaded_at";
+    "id, source, stream, origin, rows_read, transactions, postings, control_sum, loaded_at";
 
 #[async_trait]
 impl Store for SqlStore {
@@ -511,6 +512,26 @@ impl Store for SqlStore {
             .await
             .context("listing loads")?;
         rows.iter().map(past_load).collect()
+    }
+
+    async fn load_totals(&self, tenant: &Tenant, load_id: i64) -> Result<LedgerTotals, StoreError> {
+        let mut tx = self.backend.begin(&tenant.id).await?;
+        let row = sqlx::query(
+            "SELECT COUNT(DISTINCT t.id) AS transactions, COUNT(p.txn_id) AS postings, \
+             CAST(COALESCE(SUM(ABS(p.amount)), 0) AS BIGINT) AS control_sum \
+             FROM transactions t JOIN postings p ON p.txn_id = t.id WHERE t.load_id = $1",
+        )
+        .bind(load_id)
+        .fetch_one(&mut *tx)
+        .await
+        .context("totalling a load in the ledger")?;
+        Ok(LedgerTotals {
+            transactions: row.try_get("transactions").context("totalling a load")?,
+            postings: row.try_get("postings").context("totalling a load")?,
+            control_sum: Amount::from_units(
+                row.try_get("control_sum").context("totalling a load")?,
+            ),
+        })
     }
 
     async fn sync_cursor(

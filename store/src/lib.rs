@@ -133,7 +133,17 @@ pub struct PastLoad {
     pub rows_read: i64,
     pub transactions: i64,
     pub postings: i64,
+    /// Sum of the absolute amounts loaded.
+    pub control_sum: Amount,
     pub loaded_at: String,
+}
+
+/// What the ledger holds today of one load's transactions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LedgerTotals {
+    pub transactions: i64,
+    pub postings: i64,
+    pub control_sum: Amount,
 }
 
 #[async_trait]
@@ -237,6 +247,8 @@ pub trait Store: Send + Sync {
         fingerprint: &str,
     ) -> Result<Option<PastLoad>, StoreError>;
     async fn loads(&self, tenant: &Tenant) -> Result<Vec<PastLoad>, StoreError>;
+    /// Transactions, postings and absolute amount sum still in the ledger from a load.
+    async fn load_totals(&self, tenant: &Tenant, load_id: i64) -> Result<LedgerTotals, StoreError>;
     async fn sync_cursor(
         &self,
         tenant: &Tenant,

@@ -1,0 +1,154 @@
+//! The deployment runbook's checklist, as checks a machine can run.
+
+use ledgersync_store::{Store, Tenant};
+use serde::Serialize;
+
+use crate::tenants::plan_allows;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub check: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+fn check(name: impl Into<String>, ok: bool, detail: impl Into<String>) -> Check {
+    Check {
+        check: name.into(),
+        ok,
+        detail: detail.into(),
+    }
+}
+
+pub async fn verify(store: &dyn Store, tenant: &Tenant) -> anyhow::Result<Vec<Check>> {
+    let mut checks = Vec::new();
+
+    let admin = store.login_candidate(&tenant.admin_email).await?;
+    checks.push(match admin {
+        Some(c)
+            if c.user.tenant_id == tenant.id
+                && c.user.status == "active"
+                && c.password_hash.is_some() =>
+        {
+            let locked = c
+                .locked_until
+                .as_deref()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .is_some_and(|t| t > chrono::Utc::now());
+            if locked {
+                check(
+                    "admin can log in",
+                    false,
+                    format!("{} is locked out after failed logins", c.user.email),
+                )
+            } else {
+                check(
+                    "admin can log in",
+                    true,
+                    format!(
+                        "{} accepted the invitation and has a password",
+                        c.user.email
+                    ),
+                )
+            }
+        }
+        Some(c) if c.user.tenant_id == tenant.id => check(
+            "admin can log in",
+            false,
+            format!(
+                "{} has not accepted the invitation yet (`ledgersync user invite` sends a new one)",
+                c.user.email
+            ),
+        ),
+        _ => check(
+            "admin can log in",
+            false,
+            format!("no user {} in this tenant", tenant.admin_email),
+        ),
+    });
+
+    let postings = store.posting_count(tenant).await?;
+    let loads = store.loads(tenant).await?;
+    checks.push(match loads.last() {
+        Some(last) if postings > 0 => check(
+            "data loaded",
+            true,
+            format!(
+                "{postings} postings; last load {} ({}) at {} succeeded",
+                last.origin, last.stream, last.loaded_at
+            ),
+        ),
+        _ => check(
+            "data loaded",
+            false,
+            "no data yet: import a file, push records or sync a source",
+        ),
+    });
+
+    let features = &tenant.settings.features;
+    let enabled = [
+        ("pl", features.pl),
+        ("cashFlow", features.cash_flow),
+        ("cogs", features.cogs),
+        ("staff", features.staff),
+    ];
+    let mut problems = Vec::new();
+    for (name, on) in enabled {
+        let purchased = plan_allows(&tenant.plan, if name == "staff" { "staff" } else { name });
+        if purchased && !on {
+            problems.push(format!("{name} is purchased but disabled"));
+        }
+        if !purchased && on {
+            problems.push(format!(
+                "{name} is enabled but not in the {} plan",
+                tenant.plan
+            ));
+        }
+    }
+    checks.push(if problems.is_empty() {
+        let on: Vec<&str> = enabled
+            .iter()
+            .filter(|(_, on)| *on)
+            .map(|(n, _)| *n)
+            .collect();
+        check(
+            "features match the plan",
+            true,
+            format!("{} plan: {}", tenant.plan, on.join(", ")),
+        )
+    } else {
+        check("features match the plan", false, problems.join("; "))
+    });
+
+    let users = store.users(tenant).await?;
+    let active = users.iter().filter(|u| u.status == "active").count();
+    let invited = users.len() - active;
+    checks.push(check(
+        "users within seats",
+        users.len() as i64 <= tenant.seats && active > 0,
+        format!(
+            "{active} active and {invited} invited of {} seat(s)",
+            tenant.seats
+        ),
+    ));
+
+    let mut last_per_source = std::collections::BTreeMap::new();
+    for load in &loads {
+        last_per_source.insert(load.source.clone(), load);
+    }
+    for (source, load) in last_per_source {
+        let held = store.load_totals(tenant, load.id).await?;
+        let ok = held.transactions == load.transactions
+            && held.postings == load.postings
+            && held.control_sum == load.control_sum;
+        checks.push(check(
+            format!("{source} reconciles"),
+            ok,
+            format!(
+                "last load read {} row(s) into {} transaction(s), {} posting(s), control sum {}; the ledger holds {}, {}, {}",
+                load.rows_read, load.transactions, load.postings, load.control_sum, held.transactions, held.postings, held.control_sum
+            ),
+        ));
+    }
+    Ok(checks)
+}
