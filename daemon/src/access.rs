@@ -203,12 +203,13 @@ pub enum AccessError {
     Internal(anyhow::Error),
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Session {
     pub token: String,
     pub expires_at: String,
     pub user: User,
     #[serde(skip)]
+    #[schemars(skip)]
     pub tenant: Tenant,
 }
 

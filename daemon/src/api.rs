@@ -130,6 +130,7 @@ pub const ROUTES: &[RouteSpec] = &[
     route("POST", "/v1/apikeys", Need::Role(Role::Admin)),
     route("DELETE", "/v1/apikeys/{id}", Need::Role(Role::Admin)),
     route("GET", "/v1/audit", Need::Role(Role::Admin)),
+    route("GET", "/v1/openapi.json", Need::Nobody),
 ];
 
 fn handler_for(method: &str, path: &str) -> MethodRouter<AppState> {
@@ -152,6 +153,7 @@ fn handler_for(method: &str, path: &str) -> MethodRouter<AppState> {
         ("POST", "/v1/apikeys") => on(MethodFilter::POST, create_key),
         ("DELETE", "/v1/apikeys/{id}") => on(MethodFilter::DELETE, revoke_key),
         ("GET", "/v1/audit") => on(MethodFilter::GET, audit_log),
+        ("GET", "/v1/openapi.json") => on(MethodFilter::GET, openapi),
         (method, path) => panic!("ROUTES lists {method} {path} but no handler serves it"),
     }
 }
@@ -169,6 +171,10 @@ pub fn router(state: AppState) -> Router {
 
 async fn healthz() -> &'static str {
     "ok"
+}
+
+async fn openapi() -> Json<serde_json::Value> {
+    Json(crate::openapi::document())
 }
 
 async fn not_found() -> Problem {
@@ -419,9 +425,9 @@ macro_rules! checked {
     }};
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct LoginBody {
+pub struct LoginBody {
     email: String,
     password: String,
 }
@@ -478,9 +484,9 @@ async fn login(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct AcceptBody {
+pub struct AcceptBody {
     password: String,
 }
 
@@ -531,7 +537,7 @@ async fn me(caller: Caller) -> Result<Json<serde_json::Value>, Problem> {
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReportParams {
     from: String,
@@ -648,9 +654,9 @@ async fn put_settings(
     Ok(Json(tenant.settings))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ImportParams {
+pub struct ImportParams {
     stream: Option<String>,
     /// File name, for messages.
     name: Option<String>,
@@ -763,9 +769,9 @@ async fn list_users(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct InviteBody {
+pub struct InviteBody {
     email: String,
     role: String,
 }
@@ -802,9 +808,9 @@ async fn invite_user(
         .into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RoleBody {
+pub struct RoleBody {
     role: String,
 }
 
@@ -864,9 +870,9 @@ async fn list_keys(
     Ok(Json(state.store.api_keys(&caller.tenant).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct KeyBody {
+pub struct KeyBody {
     name: String,
     scope: String,
 }
@@ -907,9 +913,9 @@ async fn revoke_key(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct AuditParams {
+pub struct AuditParams {
     limit: Option<i64>,
 }
 

@@ -25,7 +25,7 @@ pub enum Mailer {
 }
 
 /// Where a message went.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 #[serde(tag = "via", rename_all = "snake_case")]
 pub enum Delivery {
     Smtp { server: String },

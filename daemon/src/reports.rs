@@ -32,7 +32,7 @@ pub enum ReportError {
     Store(#[from] ledgersync_store::StoreError),
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum Rows {
     Pnl(Vec<PnlRow>),
@@ -41,7 +41,7 @@ pub enum Rows {
     Staff(Vec<StaffRow>),
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Report {
     pub kind: ReportKind,
     pub tenant: String,

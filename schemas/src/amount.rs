@@ -152,6 +152,23 @@ impl<'de> Deserialize<'de> for Amount {
     }
 }
 
+/// A decimal string such as `"-755.0125"`: never a JSON number, so no client reads it
+/// into a float.
+impl schemars::JsonSchema for Amount {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Amount".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^-?[0-9]+(\\.[0-9]{1,4})?$",
+            "description": "Exact decimal amount in the tenant's base currency, at most 4 fractional digits.",
+            "examples": ["45900.9", "-755.0125"]
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,7 +32,7 @@ pub mod metric {
 /// The expense category counted as labour (wages, payroll taxes, benefits).
 pub const LABOUR: &str = "labour";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ReportKind {
     Pnl,
@@ -113,7 +113,7 @@ impl MonthMetrics {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct PnlRow {
     pub period: String,
     pub revenue: Amount,
@@ -149,7 +149,7 @@ impl PnlRow {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct CashFlowRow {
     pub period: String,
     pub opening_cash: Amount,
@@ -191,7 +191,7 @@ impl CashFlowRow {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct CogsRow {
     pub period: String,
     pub category: String,
@@ -233,7 +233,7 @@ impl CogsRow {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct StaffRow {
     pub period: String,
     pub labour_cost: Amount,

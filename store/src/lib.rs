@@ -56,7 +56,7 @@ pub struct NewTenant {
     pub settings: TenantSettings,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct ApiKey {
     pub id: String,
     pub tenant_id: String,
@@ -68,7 +68,7 @@ pub struct ApiKey {
 
 /// A person of a tenant. Roles: `viewer`, `manager`, `admin`; status `invited` until
 /// the invitation is accepted, then `active`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct User {
     pub id: String,
     pub tenant_id: String,
@@ -88,7 +88,7 @@ pub struct LoginCandidate {
     pub locked_until: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct AuditEntry {
     pub id: i64,
     pub at: String,
@@ -113,7 +113,7 @@ pub struct LoadRecord {
     pub cursor: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct LoadSummary {
     pub load_id: i64,
     pub transactions: i64,
@@ -124,7 +124,7 @@ pub struct LoadSummary {
     pub buckets_recomputed: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct PastLoad {
     pub id: i64,
     pub source: String,
@@ -139,7 +139,7 @@ pub struct PastLoad {
 }
 
 /// What the ledger holds today of one load's transactions.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct LedgerTotals {
     pub transactions: i64,
     pub postings: i64,

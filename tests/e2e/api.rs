@@ -179,3 +179,75 @@ async fn periods_group_months_by_quarter_and_fiscal_year() {
     assert_eq!(ytd["rows"][3]["period"], "2025-03");
     assert_eq!(ytd["rows"][3]["revenue"], "1000.5");
 }
+
+#[tokio::test]
+async fn the_api_describes_every_route() {
+    let test = sqlite_store().await;
+    let app = spawn_app(test.store.clone()).await;
+    let doc: Value = app
+        .client
+        .get(format!("{}/v1/openapi.json", app.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    for route in ledgersync::api::ROUTES {
+        let operation = &doc["paths"][route.path][route.method.to_lowercase()];
+        assert!(
+            operation.is_object(),
+            "{} {} is missing from openapi.json",
+            route.method,
+            route.path
+        );
+        assert!(
+            operation["responses"]["default"]["content"]["application/problem+json"].is_object()
+        );
+        let public = route.need == ledgersync::api::Need::Nobody;
+        assert_eq!(
+            operation["security"].as_array().unwrap().is_empty(),
+            public,
+            "{}",
+            route.path
+        );
+        for name in route
+            .path
+            .split('/')
+            .filter_map(|p| p.strip_prefix('{')?.strip_suffix('}'))
+        {
+            let params = operation["parameters"].as_array().unwrap();
+            assert!(
+                params
+                    .iter()
+                    .any(|p| p["name"] == name && p["in"] == "path"),
+                "{} lacks {name}",
+                route.path
+            );
+        }
+    }
+    // Every reference resolves, and the report parameters and amounts are described.
+    let text = doc.to_string();
+    for reference in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+        let name = &reference[..reference.find('"').unwrap()];
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "unresolved schema {name}"
+        );
+    }
+    let report = &doc["paths"]["/v1/reports/{kind}"]["get"];
+    let params: Vec<&str> = report["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for name in ["kind", "from", "to", "branch", "by"] {
+        assert!(params.contains(&name), "{params:?}");
+    }
+    assert_eq!(doc["components"]["schemas"]["Amount"]["type"], "string");
+    assert!(
+        doc["components"]["schemas"]["TenantSettings"]["properties"]["fiscalYearStart"].is_object()
+    );
+}
