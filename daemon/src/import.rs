@@ -84,6 +84,8 @@ fn file_hash(path: &Path) -> anyhow::Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
+/// Imports a file; a refused file is recorded as a failed load (nothing loaded) so
+/// that sync status and `verify` show it.
 pub async fn import_csv(
     store: Arc<dyn Store>,
     tenant: &Tenant,
@@ -96,6 +98,51 @@ pub async fn import_csv(
     if let Some(past) = store.find_load(tenant, &source, &fingerprint).await? {
         return Ok(ImportOutcome::AlreadyLoaded(past));
     }
+    let stream_name = stream.name.clone();
+    let outcome = load_csv(
+        store.clone(),
+        tenant,
+        stream,
+        path,
+        options,
+        &source,
+        &fingerprint,
+    )
+    .await;
+    if let Err(error) = &outcome {
+        let problem = match error.downcast_ref::<FileRejected>() {
+            Some(rejected) => format!(
+                "{} bad row(s); first: line {}: {}",
+                rejected.total,
+                rejected.errors.first().map_or(0, |e| e.line),
+                rejected.errors.first().map_or("", |e| e.reason.as_str())
+            ),
+            None => format!("{error:#}"),
+        };
+        let record = LoadRecord {
+            source,
+            fingerprint,
+            stream: stream_name,
+            origin: path.display().to_string(),
+            rows_read: 0,
+            cursor: None,
+        };
+        if let Err(e) = store.record_failed_load(tenant, &record, &problem).await {
+            tracing::warn!(error = %e, "Could not record a failed load.");
+        }
+    }
+    outcome
+}
+
+async fn load_csv(
+    store: Arc<dyn Store>,
+    tenant: &Tenant,
+    stream: StreamDef,
+    path: &Path,
+    options: &ImportOptions,
+    source: &str,
+    fingerprint: &str,
+) -> anyhow::Result<ImportOutcome> {
     let mapper = Arc::new(Mapper::compile(
         stream,
         map_context(store.as_ref(), tenant).await?,
@@ -159,8 +206,8 @@ pub async fn import_csv(
         .into());
     }
     let record = LoadRecord {
-        source,
-        fingerprint,
+        source: source.to_string(),
+        fingerprint: fingerprint.to_string(),
         stream: mapper.stream_name().to_string(),
         origin: path.display().to_string(),
         rows_read: rows_read as i64,

@@ -68,8 +68,19 @@ pub async fn verify(store: &dyn Store, tenant: &Tenant) -> anyhow::Result<Vec<Ch
     });
 
     let postings = store.posting_count(tenant).await?;
-    let loads = store.loads(tenant).await?;
-    checks.push(match loads.last() {
+    let all_loads = store.loads(tenant).await?;
+    checks.push(match all_loads.last() {
+        Some(last) if last.status != "succeeded" => check(
+            "data loaded",
+            false,
+            format!(
+                "{postings} postings, but the last load {} ({}) at {} failed: {}",
+                last.origin,
+                last.stream,
+                last.loaded_at,
+                last.problem.as_deref().unwrap_or("no reason recorded")
+            ),
+        ),
         Some(last) if postings > 0 => check(
             "data loaded",
             true,
@@ -133,7 +144,7 @@ pub async fn verify(store: &dyn Store, tenant: &Tenant) -> anyhow::Result<Vec<Ch
     ));
 
     let mut last_per_source = std::collections::BTreeMap::new();
-    for load in &loads {
+    for load in all_loads.iter().filter(|l| l.status == "succeeded") {
         last_per_source.insert(load.source.clone(), load);
     }
     for (source, load) in last_per_source {

@@ -283,11 +283,13 @@ fn past_load(row: &sqlx::any::AnyRow) -> Result<PastLoad, StoreError> {
         postings: row.try_get("postings").map_err(get)?,
         control_sum: Amount::from_units(row.try_get("control_sum").map_err(get)?),
         loaded_at: row.try_get("loaded_at").map_err(get)?,
+        status: row.try_get("status").map_err(get)?,
+        problem: row.try_get("problem").map_err(get)?,
     })
 }
 
 const LOAD_COLUMNS: &str =
-    "id, source, stream, origin, rows_read, transactions, postings, control_sum, loaded_at";
+    "id, source, stream, origin, rows_read, transactions, postings, control_sum, loaded_at, status, problem";
 
 #[async_trait]
 impl Store for SqlStore {
@@ -495,7 +497,7 @@ impl Store for SqlStore {
     ) -> Result<Option<PastLoad>, StoreError> {
         let mut tx = self.backend.begin(&tenant.id).await?;
         let row = sqlx::query(&format!(
-            "SELECT {LOAD_COLUMNS} FROM loads WHERE source = $1 AND fingerprint = $2"
+            "SELECT {LOAD_COLUMNS} FROM loads WHERE source = $1 AND fingerprint = $2 AND status = 'succeeded'"
         ))
         .bind(source)
         .bind(fingerprint)
@@ -512,6 +514,32 @@ impl Store for SqlStore {
             .await
             .context("listing loads")?;
         rows.iter().map(past_load).collect()
+    }
+
+    async fn record_failed_load(
+        &self,
+        tenant: &Tenant,
+        record: &LoadRecord,
+        problem: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.backend.begin(&tenant.id).await?;
+        let at = now();
+        sqlx::query(
+            "INSERT INTO loads (source, fingerprint, stream, origin, rows_read, transactions, postings, \
+             control_sum, loaded_at, status, problem) VALUES ($1, $2, $3, $4, $5, 0, 0, 0, $6, 'failed', $7)",
+        )
+        .bind(&record.source)
+        // Failed attempts of the same content may repeat; they never block a later success.
+        .bind(format!("failed:{}:{at}", record.fingerprint))
+        .bind(&record.stream)
+        .bind(&record.origin)
+        .bind(record.rows_read)
+        .bind(&at)
+        .bind(problem)
+        .execute(&mut *tx)
+        .await
+        .context("recording a failed load")?;
+        tx.commit().await.context("committing a failed load")
     }
 
     async fn load_totals(&self, tenant: &Tenant, load_id: i64) -> Result<LedgerTotals, StoreError> {

@@ -136,6 +136,10 @@ pub struct PastLoad {
     /// Sum of the absolute amounts loaded.
     pub control_sum: Amount,
     pub loaded_at: String,
+    /// `succeeded`, or `failed` for a refused load that changed nothing.
+    pub status: String,
+    /// Why a failed load was refused.
+    pub problem: Option<String>,
 }
 
 /// What the ledger holds today of one load's transactions.
@@ -239,7 +243,7 @@ pub trait Store: Send + Sync {
     ) -> Result<(), StoreError>;
     async fn accounts(&self, tenant: &Tenant) -> Result<Vec<Account>, StoreError>;
 
-    /// A load with this fingerprint already committed for the source, if any.
+    /// A load with this fingerprint already committed (successfully) for the source.
     async fn find_load(
         &self,
         tenant: &Tenant,
@@ -247,6 +251,13 @@ pub trait Store: Send + Sync {
         fingerprint: &str,
     ) -> Result<Option<PastLoad>, StoreError>;
     async fn loads(&self, tenant: &Tenant) -> Result<Vec<PastLoad>, StoreError>;
+    /// Records a refused load (nothing of it was loaded) and why.
+    async fn record_failed_load(
+        &self,
+        tenant: &Tenant,
+        record: &LoadRecord,
+        problem: &str,
+    ) -> Result<(), StoreError>;
     /// Transactions, postings and absolute amount sum still in the ledger from a load.
     async fn load_totals(&self, tenant: &Tenant, load_id: i64) -> Result<LedgerTotals, StoreError>;
     async fn sync_cursor(

@@ -120,7 +120,14 @@ async fn every_bad_row_is_reported_and_nothing_changes() {
         "{text}"
     );
     assert_eq!(store.posting_count(&tenant).await.unwrap(), 0);
-    assert!(store.loads(&tenant).await.unwrap().is_empty());
+    // The refused attempt is on record, with nothing loaded, and `verify` says so.
+    let loads = store.loads(&tenant).await.unwrap();
+    assert_eq!(loads.len(), 1);
+    assert_eq!((loads[0].status.as_str(), loads[0].postings), ("failed", 0));
+    assert!(loads[0].problem.as_deref().unwrap().starts_with("5 bad row(s); first: line 3: unknown account '9999'"));
+    let checks = ledgersync::verify::verify(store.as_ref(), &tenant).await.unwrap();
+    let data = checks.iter().find(|c| c.check == "data loaded").unwrap();
+    assert!(!data.ok && data.detail.contains("failed"), "{}", data.detail);
 
     let unbalanced = write(
         test.dir.path(),
