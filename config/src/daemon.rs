@@ -60,6 +60,10 @@ pub struct StoreConfig {
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// How long credentials and rendered reports may be served from memory. Changes
+    /// made through this process show at once; with several replicas, a change made
+    /// elsewhere (a revoked key, a new load) shows here within this time. 0 disables.
+    pub cache_ttl_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,6 +83,7 @@ impl Default for DaemonConfig {
             },
             server: ServerConfig {
                 listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+                cache_ttl_secs: 5,
             },
             import: ImportConfig {
                 batch_rows: 50_000,

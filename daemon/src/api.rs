@@ -4,8 +4,12 @@
 //! [`ROUTES`], which the router is built from. Reports read only precomputed
 //! aggregates. Errors are RFC 9457 problem details with a stable `type`.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
 
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, State};
 use axum::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, COOKIE, SET_COOKIE};
@@ -36,6 +40,96 @@ pub struct AppState {
     pub mailer: Arc<Mailer>,
     pub public_url: String,
     pub import: Arc<ImportOptions>,
+    pub cache: Arc<ReadCache>,
+}
+
+/// Short-lived memory of the read path: who a credential is, and rendered reports.
+/// Reports are keyed by the tenant's data generation, so a load, a settings or an
+/// accounts change through this process is seen at once; everything also expires
+/// after the TTL, which bounds staleness across replicas.
+pub struct ReadCache {
+    ttl: Duration,
+    callers: Mutex<HashMap<String, (Instant, Caller)>>,
+    reports: Mutex<HashMap<String, CachedReport>>,
+}
+
+/// When it was rendered, for which data generation, and the response.
+type CachedReport = (Instant, u64, Response<Bytes>);
+
+/// Entries kept per map before it is emptied; bounds memory under many distinct queries.
+const CACHE_ENTRIES: usize = 10_000;
+
+impl ReadCache {
+    pub fn new(ttl: Duration) -> ReadCache {
+        ReadCache {
+            ttl,
+            callers: Mutex::new(HashMap::new()),
+            reports: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn enabled(&self) -> bool {
+        !self.ttl.is_zero()
+    }
+
+    fn caller(&self, credential_hash: &str) -> Option<Caller> {
+        let callers = self.callers.lock().expect("cache lock");
+        callers
+            .get(credential_hash)
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, caller)| caller.clone())
+    }
+
+    fn remember_caller(&self, credential_hash: String, caller: &Caller) {
+        let mut callers = self.callers.lock().expect("cache lock");
+        if callers.len() >= CACHE_ENTRIES {
+            callers.clear();
+        }
+        callers.insert(credential_hash, (Instant::now(), caller.clone()));
+    }
+
+    /// Forgets every credential: after any change of users, keys, plans or settings.
+    fn forget_callers(&self) {
+        self.callers.lock().expect("cache lock").clear();
+    }
+
+    fn report(&self, key: &str, generation: u64) -> Option<Response<Bytes>> {
+        let reports = self.reports.lock().expect("cache lock");
+        reports
+            .get(key)
+            .filter(|(at, g, _)| *g == generation && at.elapsed() < self.ttl)
+            .map(|(_, _, response)| clone_response(response))
+    }
+
+    fn remember_report(&self, key: String, generation: u64, response: &Response<Bytes>) {
+        let mut reports = self.reports.lock().expect("cache lock");
+        if reports.len() >= CACHE_ENTRIES {
+            reports.clear();
+        }
+        reports.insert(key, (Instant::now(), generation, clone_response(response)));
+    }
+}
+
+fn clone_response(response: &Response<Bytes>) -> Response<Bytes> {
+    let mut copy = Response::new(response.body().clone());
+    *copy.status_mut() = response.status();
+    *copy.headers_mut() = response.headers().clone();
+    copy
+}
+
+/// Any request that may change users, keys, plans or settings invalidates the
+/// credential cache once it is answered.
+async fn forget_callers_after_changes(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let mutating = request.method() != axum::http::Method::GET;
+    let response = next.run(request).await;
+    if mutating {
+        state.cache.forget_callers();
+    }
+    response
 }
 
 impl AppState {
@@ -49,6 +143,9 @@ impl AppState {
                 max_reported_errors: config.import.max_reported_errors,
                 progress: false,
             }),
+            cache: Arc::new(ReadCache::new(Duration::from_secs(
+                config.server.cache_ttl_secs,
+            ))),
         })
     }
 }
@@ -165,6 +262,10 @@ pub fn router(state: AppState) -> Router {
     }
     router
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            forget_callers_after_changes,
+        ))
         .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
         .with_state(state)
 }
@@ -252,6 +353,7 @@ impl IntoResponse for Problem {
     }
 }
 
+#[derive(Clone)]
 pub enum Principal {
     User {
         user: User,
@@ -262,6 +364,7 @@ pub enum Principal {
 }
 
 /// The tenant and principal a request authenticated as.
+#[derive(Clone)]
 pub struct Caller {
     pub tenant: Tenant,
     pub principal: Principal,
@@ -337,7 +440,10 @@ impl FromRequestParts<AppState> for Caller {
             return Err(unauthorized());
         }
         let hash = keys::hash(&secret);
-        if secret.starts_with("lss_") {
+        if let Some(caller) = state.cache.caller(&hash) {
+            return Ok(caller);
+        }
+        let caller = if secret.starts_with("lss_") {
             let (tenant, user) = state
                 .store
                 .session(&hash)
@@ -345,25 +451,30 @@ impl FromRequestParts<AppState> for Caller {
                 .map_err(Problem::unavailable)?
                 .ok_or_else(unauthorized)?;
             let role = user.role.parse().map_err(|_| unauthorized())?;
-            return Ok(Caller {
+            Caller {
                 tenant,
                 principal: Principal::User {
                     user,
                     role,
-                    session_hash: hash,
+                    session_hash: hash.clone(),
                 },
-            });
+            }
+        } else {
+            let (tenant, key) = state
+                .store
+                .authenticate_api_key(&hash)
+                .await
+                .map_err(Problem::unavailable)?
+                .ok_or_else(unauthorized)?;
+            Caller {
+                tenant,
+                principal: Principal::Key(key),
+            }
+        };
+        if state.cache.enabled() {
+            state.cache.remember_caller(hash, &caller);
         }
-        let (tenant, key) = state
-            .store
-            .authenticate_api_key(&hash)
-            .await
-            .map_err(Problem::unavailable)?
-            .ok_or_else(unauthorized)?;
-        Ok(Caller {
-            tenant,
-            principal: Principal::Key(key),
-        })
+        Ok(caller)
     }
 }
 
@@ -594,6 +705,21 @@ async fn report(
     if params.branch.as_ref().is_some_and(|b| b.len() > 200) {
         return Err(Problem::bad("branch: longer than 200 characters"));
     }
+    let wants_csv = headers
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/csv"));
+    let cache_key = format!(
+        "{}|{kind:?}|{from}|{to}|{}|{by:?}|{wants_csv}",
+        caller.tenant.id,
+        params.branch.as_deref().unwrap_or("*")
+    );
+    let generation = state.store.generation(&caller.tenant.id);
+    if state.cache.enabled() {
+        if let Some(cached) = state.cache.report(&cache_key, generation) {
+            return Ok(cached.map(axum::body::Body::from));
+        }
+    }
     let query = ReportQuery {
         kind,
         from,
@@ -607,15 +733,25 @@ async fn report(
             ReportError::Store(store) => Problem::unavailable(store),
             other => Problem::bad(other.to_string()),
         })?;
-    let wants_csv = headers
-        .get(ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|accept| accept.contains("text/csv"));
-    Ok(if wants_csv {
-        ([(CONTENT_TYPE, "text/csv; charset=utf-8")], report.to_csv()).into_response()
+    let (content_type, body) = if wants_csv {
+        ("text/csv; charset=utf-8", Bytes::from(report.to_csv()))
     } else {
-        Json(report).into_response()
-    })
+        (
+            "application/json",
+            Bytes::from(serde_json::to_vec(&report).map_err(Problem::unavailable)?),
+        )
+    };
+    let mut response = Response::new(body);
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        axum::http::HeaderValue::from_static(content_type),
+    );
+    if state.cache.enabled() {
+        state
+            .cache
+            .remember_report(cache_key, generation, &response);
+    }
+    Ok(response.map(axum::body::Body::from))
 }
 
 async fn get_settings(caller: Caller) -> Result<Json<ledgersync_config::TenantSettings>, Problem> {

@@ -406,6 +406,7 @@ impl SqlStore {
             .execute(self.backend.control())
             .await
             .context("changing a plan")?;
+        self.generations.bump(&tenant.id);
         self.find_tenant(&tenant.id)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("tenant {} vanished", tenant.id)))

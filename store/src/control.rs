@@ -13,6 +13,28 @@ use crate::{ApiKey, NewTenant, Tenant};
 /// The one [`crate::Store`] implementation: shared SQL over a [`Backend`].
 pub(crate) struct SqlStore {
     pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) generations: Arc<Generations>,
+}
+
+/// Per tenant, a number that changes whenever this process commits something that
+/// changes what the tenant's reports say; readers cache against it.
+#[derive(Default)]
+pub(crate) struct Generations(std::sync::Mutex<std::collections::HashMap<String, u64>>);
+
+impl Generations {
+    pub(crate) fn bump(&self, tenant_id: &str) {
+        let mut map = self.0.lock().expect("generations lock");
+        *map.entry(tenant_id.to_string()).or_default() += 1;
+    }
+
+    pub(crate) fn get(&self, tenant_id: &str) -> u64 {
+        self.0
+            .lock()
+            .expect("generations lock")
+            .get(tenant_id)
+            .copied()
+            .unwrap_or(0)
+    }
 }
 
 pub(crate) fn now() -> String {

@@ -79,6 +79,8 @@ fn placeholders(rows: usize, width: usize, anonymous: bool) -> String {
 
 struct SqlLoad {
     backend: Arc<dyn Backend>,
+    generations: Arc<crate::control::Generations>,
+    tenant_id: String,
     tx: Transaction<'static, Any>,
     next_seq: i64,
 }
@@ -258,6 +260,7 @@ impl LoadSession for SqlLoad {
         }
         drop_temp(self.backend.as_ref(), tx, &["touched", "load_stage"]).await?;
         self.tx.commit().await.context("committing the load")?;
+        self.generations.bump(&self.tenant_id);
         Ok(LoadSummary {
             load_id,
             transactions,
@@ -319,6 +322,7 @@ impl Store for SqlStore {
         tx.commit()
             .await
             .context("committing re-dated transactions")?;
+        self.generations.bump(&tenant.id);
         let updated = self
             .find_tenant(&tenant.id)
             .await?
@@ -465,7 +469,9 @@ impl Store for SqlStore {
         }
         // A changed class or category changes what the aggregates say.
         rebuild_in(self.backend.as_ref(), &mut tx).await?;
-        tx.commit().await.context("committing accounts")
+        tx.commit().await.context("committing accounts")?;
+        self.generations.bump(&tenant.id);
+        Ok(())
     }
 
     async fn accounts(&self, tenant: &Tenant) -> Result<Vec<Account>, StoreError> {
@@ -588,6 +594,8 @@ impl Store for SqlStore {
         .await?;
         Ok(Box::new(SqlLoad {
             backend: self.backend.clone(),
+            generations: self.generations.clone(),
+            tenant_id: tenant.id.clone(),
             tx,
             next_seq: 0,
         }))
@@ -661,7 +669,12 @@ impl Store for SqlStore {
         let mut tx = self.backend.begin(&tenant.id).await?;
         let buckets = rebuild_in(self.backend.as_ref(), &mut tx).await?;
         tx.commit().await.context("committing aggregates")?;
+        self.generations.bump(&tenant.id);
         Ok(buckets as i64)
+    }
+
+    fn generation(&self, tenant_id: &str) -> u64 {
+        self.generations.get(tenant_id)
     }
 
     async fn posting_count(&self, tenant: &Tenant) -> Result<i64, StoreError> {

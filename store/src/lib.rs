@@ -288,6 +288,9 @@ pub trait Store: Send + Sync {
     async fn branches(&self, tenant: &Tenant) -> Result<Vec<String>, StoreError>;
     /// Recomputes every aggregate bucket from the postings.
     async fn rebuild_aggregates(&self, tenant: &Tenant) -> Result<i64, StoreError>;
+    /// Changes whenever this process commits a change to what the tenant's reports
+    /// say (loads, accounts, settings, plan); a cache key for readers.
+    fn generation(&self, tenant_id: &str) -> u64;
     /// Number of postings in the ledger.
     async fn posting_count(&self, tenant: &Tenant) -> Result<i64, StoreError>;
 }

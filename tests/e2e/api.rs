@@ -69,6 +69,27 @@ async fn reports_are_served_as_json_and_csv_to_the_key_holder_only() {
     assert_eq!(json["rows"][1]["cogs"], "400");
     assert_eq!(json["rows"][1]["net_profit"], "-400");
 
+    // A new load shows at once, cache or not.
+    let more = write(
+        app.outbox.path(),
+        "more.csv",
+        "date,txn_id,account,amount\n2025-01-20,S2,1000,99.5\n2025-01-20,S2,4010,-99.5\n",
+    );
+    import_csv(app.store.clone(), &app.tenant, StreamDef::journal(), &more, &options())
+        .await
+        .unwrap();
+    let json: Value = app
+        .client
+        .get(&url)
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(json["rows"][0]["revenue"], "1100");
+
     let csv = app
         .client
         .get(format!(

@@ -124,10 +124,20 @@ async fn every_bad_row_is_reported_and_nothing_changes() {
     let loads = store.loads(&tenant).await.unwrap();
     assert_eq!(loads.len(), 1);
     assert_eq!((loads[0].status.as_str(), loads[0].postings), ("failed", 0));
-    assert!(loads[0].problem.as_deref().unwrap().starts_with("5 bad row(s); first: line 3: unknown account '9999'"));
-    let checks = ledgersync::verify::verify(store.as_ref(), &tenant).await.unwrap();
+    assert!(loads[0]
+        .problem
+        .as_deref()
+        .unwrap()
+        .starts_with("5 bad row(s); first: line 3: unknown account '9999'"));
+    let checks = ledgersync::verify::verify(store.as_ref(), &tenant)
+        .await
+        .unwrap();
     let data = checks.iter().find(|c| c.check == "data loaded").unwrap();
-    assert!(!data.ok && data.detail.contains("failed"), "{}", data.detail);
+    assert!(
+        !data.ok && data.detail.contains("failed"),
+        "{}",
+        data.detail
+    );
 
     let unbalanced = write(
         test.dir.path(),

@@ -38,7 +38,10 @@ pub(crate) async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     } else {
         return Err(StoreError::UnsupportedUrl(redact(url)));
     };
-    Ok(Arc::new(SqlStore { backend }))
+    Ok(Arc::new(SqlStore {
+        backend,
+        generations: Default::default(),
+    }))
 }
 
 /// A URL fit for messages: any password replaced.
