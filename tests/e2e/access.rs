@@ -220,27 +220,17 @@ async fn invitations_logins_seats_and_throttling() {
         .await
         .unwrap();
     assert_eq!(out.status(), StatusCode::NO_CONTENT);
-    let after = app
-        .client
-        .get(format!("{}/v1/me", app.address))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let after = app.get(format!("{}/v1/me", app.address), &token).await;
     assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
 
     // Reports of features off the plan are refused with the reason; the audit trail
     // names who did what.
     let staff = app
-        .client
-        .get(format!(
-            "{}/v1/reports/staff?from=2025-01&to=2025-02",
-            app.address
-        ))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
+        .get(
+            format!("{}/v1/reports/staff?from=2025-01&to=2025-02", app.address),
+            &admin,
+        )
+        .await;
     assert_eq!(staff.status(), StatusCode::FORBIDDEN);
     assert!(staff.json::<Value>().await.unwrap()["type"]
         .as_str()
@@ -259,15 +249,8 @@ async fn invitations_logins_seats_and_throttling() {
     assert_eq!(upgrade.status(), StatusCode::FORBIDDEN);
     assert!(upgrade.text().await.unwrap().contains("upgrade"));
     let audit: Value = app
-        .client
-        .get(format!("{}/v1/audit", app.address))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(format!("{}/v1/audit", app.address), &admin)
+        .await;
     let actions: Vec<&str> = audit
         .as_array()
         .unwrap()
@@ -352,15 +335,8 @@ async fn every_route_checks_every_role_and_tenant() {
         );
     }
     let users: Value = app
-        .client
-        .get(format!("{}/v1/users", app.address))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(format!("{}/v1/users", app.address), &admin)
+        .await;
     let target_user = users["users"]
         .as_array()
         .unwrap()

@@ -54,16 +54,7 @@ async fn reports_are_served_as_json_and_csv_to_the_key_holder_only() {
     let problem: Value = anonymous.json().await.unwrap();
     assert!(problem["type"].as_str().unwrap().ends_with("/unauthorized"));
 
-    let json: Value = app
-        .client
-        .get(&url)
-        .bearer_auth(&app.key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let json: Value = app.get_json(&url, &app.key).await;
     assert_eq!(json["rows"][0]["period"], "2025-01");
     assert_eq!(json["rows"][0]["revenue"], "1000.5");
     assert_eq!(json["rows"][1]["cogs"], "400");
@@ -75,19 +66,16 @@ async fn reports_are_served_as_json_and_csv_to_the_key_holder_only() {
         "more.csv",
         "date,txn_id,account,amount\n2025-01-20,S2,1000,99.5\n2025-01-20,S2,4010,-99.5\n",
     );
-    import_csv(app.store.clone(), &app.tenant, StreamDef::journal(), &more, &options())
-        .await
-        .unwrap();
-    let json: Value = app
-        .client
-        .get(&url)
-        .bearer_auth(&app.key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    import_csv(
+        app.store.clone(),
+        &app.tenant,
+        StreamDef::journal(),
+        &more,
+        &options(),
+    )
+    .await
+    .unwrap();
+    let json: Value = app.get_json(&url, &app.key).await;
     assert_eq!(json["rows"][0]["revenue"], "1100");
 
     let csv = app
@@ -112,39 +100,20 @@ async fn reports_are_served_as_json_and_csv_to_the_key_holder_only() {
     // Another tenant's key sees that tenant's (empty) books, whatever it asks.
     let other = provision(app.store.as_ref(), "lite").await;
     let other_key = new_key(app.store.as_ref(), &other, "read").await;
-    let theirs: Value = app
-        .client
-        .get(&url)
-        .bearer_auth(&other_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let theirs: Value = app.get_json(&url, &other_key).await;
     assert_eq!(theirs["rows"][0]["revenue"], "0");
     assert_eq!(theirs["tenant"], other.slug.as_str());
 
     let ingest_key = new_key(app.store.as_ref(), &app.tenant, "ingest").await;
-    let forbidden = app
-        .client
-        .get(&url)
-        .bearer_auth(&ingest_key)
-        .send()
-        .await
-        .unwrap();
+    let forbidden = app.get(&url, &ingest_key).await;
     assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
 
     let bad = app
-        .client
-        .get(format!(
-            "{}/v1/reports/pnl?from=2025-13&to=2025-02",
-            app.address
-        ))
-        .bearer_auth(&app.key)
-        .send()
-        .await
-        .unwrap();
+        .get(
+            format!("{}/v1/reports/pnl?from=2025-13&to=2025-02", app.address),
+            &app.key,
+        )
+        .await;
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     let problem: Value = bad.json().await.unwrap();
     assert!(problem["detail"]
@@ -153,15 +122,14 @@ async fn reports_are_served_as_json_and_csv_to_the_key_holder_only() {
         .contains("from: '2025-13' is not a month"));
 
     let unknown = app
-        .client
-        .get(format!(
-            "{}/v1/reports/balance-sheet?from=2025-01&to=2025-02",
-            app.address
-        ))
-        .bearer_auth(&app.key)
-        .send()
-        .await
-        .unwrap();
+        .get(
+            format!(
+                "{}/v1/reports/balance-sheet?from=2025-01&to=2025-02",
+                app.address
+            ),
+            &app.key,
+        )
+        .await;
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
 }
 
@@ -175,15 +143,7 @@ async fn periods_group_months_by_quarter_and_fiscal_year() {
                 "{}/v1/reports/staff?from=2024-12&to=2025-03&by={by}",
                 app.address
             );
-            app.client
-                .get(url)
-                .bearer_auth(&app.key)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
+            app.get(url, &app.key).await.json::<Value>().await.unwrap()
         }
     };
     let quarters = get("quarter").await;

@@ -118,6 +118,27 @@ pub fn config_with_outbox(outbox: &Path) -> DaemonConfig {
     config
 }
 
+impl TestApp {
+    /// GET `url` with a bearer credential.
+    pub async fn get(&self, url: impl reqwest::IntoUrl, credential: &str) -> reqwest::Response {
+        self.client
+            .get(url)
+            .bearer_auth(credential)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// GET `url` with a bearer credential, as JSON.
+    pub async fn get_json(
+        &self,
+        url: impl reqwest::IntoUrl,
+        credential: &str,
+    ) -> serde_json::Value {
+        self.get(url, credential).await.json().await.unwrap()
+    }
+}
+
 pub async fn spawn_app(store: Arc<dyn Store>) -> TestApp {
     let tenant = provision(store.as_ref(), "pro").await;
     let key = new_key(store.as_ref(), &tenant, "read").await;
