@@ -765,28 +765,22 @@ async fn put_settings(
     body: String,
 ) -> Result<Json<ledgersync_config::TenantSettings>, Problem> {
     checked!(caller, "PUT", "/v1/settings");
-    let (tenant, moved) = tenants::configure(state.store.as_ref(), &caller.tenant, &body)
-        .await
-        .map_err(|e| match e.downcast::<StoreError>() {
-            Ok(store) => Problem::from(store),
-            Err(other) if other.to_string().contains("upgrade") => {
-                Problem::new(StatusCode::FORBIDDEN, "upgrade-required", other.to_string())
-            }
-            Err(other) => Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-settings",
-                other.to_string(),
-            ),
-        })?;
-    state
-        .store
-        .audit(
-            &tenant.id,
-            &caller.actor(),
-            "settings.changed",
-            &format!("{moved} transaction(s) re-dated"),
-        )
-        .await?;
+    let (tenant, _) =
+        tenants::configure(state.store.as_ref(), &caller.tenant, &body, &caller.actor())
+            .await
+            .map_err(|e| match e {
+                tenants::ConfigureError::Store(store) => Problem::from(store),
+                upgrade @ tenants::ConfigureError::UpgradeRequired { .. } => Problem::new(
+                    StatusCode::FORBIDDEN,
+                    "upgrade-required",
+                    upgrade.to_string(),
+                ),
+                invalid @ tenants::ConfigureError::Invalid(_) => Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid-settings",
+                    invalid.to_string(),
+                ),
+            })?;
     Ok(Json(tenant.settings))
 }
 

@@ -333,7 +333,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 let tenant = tenants::find(store.as_ref(), &tenant).await?;
                 let json = std::fs::read_to_string(&settings)
                     .with_context(|| format!("cannot read {}", settings.display()))?;
-                let (_, moved) = tenants::configure(store.as_ref(), &tenant, &json).await?;
+                let (_, moved) = tenants::configure(store.as_ref(), &tenant, &json, "cli").await?;
                 println!("settings saved; {moved} transaction(s) re-dated");
             }
         },

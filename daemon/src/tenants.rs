@@ -105,10 +105,7 @@ pub fn plan_allows(plan: &str, feature: &str) -> bool {
     }
 }
 
-/// Validates and applies settings in the runbook's JSON shape. A feature the plan
-/// does not include is refused with an upgrade message; a new timezone re-dates the
-/// ledger.
-/// Changes the plan and seat count; a feature the new plan lacks is switched off.
+/// Changes the plan and seat count; plan-gated features follow the plan.
 pub async fn set_plan(
     store: &dyn Store,
     tenant: &Tenant,
@@ -131,9 +128,11 @@ pub async fn set_plan(
         "{taken} users already hold seats; remove some before going down to {seats}"
     );
     let mut updated = store.set_plan(tenant, plan, seats).await?;
-    if updated.settings.features.staff && !plan_allows(plan, "staff") {
+    // A feature follows the plan: switched on when bought, off when no longer included.
+    let staff = plan_allows(plan, "staff");
+    if updated.settings.features.staff != staff {
         let mut settings = updated.settings.clone();
-        settings.features.staff = false;
+        settings.features.staff = staff;
         updated = store.update_settings(&updated, &settings).await?.0;
     }
     store
@@ -147,19 +146,44 @@ pub async fn set_plan(
     Ok(updated)
 }
 
+/// Why settings were refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigureError {
+    #[error("settings are not valid: {0}")]
+    Invalid(String),
+    #[error("settings field 'features.staff': the {plan} plan does not include staff cost; upgrade to pro with `ledgersync tenant set-plan`")]
+    UpgradeRequired { plan: String },
+    #[error(transparent)]
+    Store(#[from] ledgersync_store::StoreError),
+}
+
+/// Validates and applies settings in the runbook's JSON shape. A feature the plan
+/// does not include is refused with an upgrade message; a new timezone re-dates the
+/// ledger.
 pub async fn configure(
     store: &dyn Store,
     tenant: &Tenant,
     json: &str,
-) -> anyhow::Result<(Tenant, u64)> {
+    actor: &str,
+) -> Result<(Tenant, u64), ConfigureError> {
     let settings: TenantSettings =
-        serde_json::from_str(json).map_err(|e| anyhow::anyhow!("settings are not valid: {e}"))?;
-    settings.validate()?;
+        serde_json::from_str(json).map_err(|e| ConfigureError::Invalid(e.to_string()))?;
+    settings
+        .validate()
+        .map_err(|e| ConfigureError::Invalid(e.to_string()))?;
     if settings.features.staff && !plan_allows(&tenant.plan, "staff") {
-        anyhow::bail!(
-            "settings field 'features.staff': the {} plan does not include staff cost; upgrade to pro with `ledgersync tenant set-plan`",
-            tenant.plan
-        );
+        return Err(ConfigureError::UpgradeRequired {
+            plan: tenant.plan.clone(),
+        });
     }
-    Ok(store.update_settings(tenant, &settings).await?)
+    let (updated, moved) = store.update_settings(tenant, &settings).await?;
+    store
+        .audit(
+            &tenant.id,
+            actor,
+            "settings.changed",
+            &format!("{moved} transaction(s) re-dated"),
+        )
+        .await?;
+    Ok((updated, moved))
 }

@@ -255,20 +255,32 @@ async fn settings_name_the_bad_field_and_respect_the_plan() {
                "features":{{"pl":true,"cashFlow":true,"cogs":true,"staff":{staff}}}}}"#
         )
     };
-    let err =
-        ledgersync::tenants::configure(store.as_ref(), &tenant, &settings("Asia/Jakarta", true))
-            .await
-            .unwrap_err();
+    let err = ledgersync::tenants::configure(
+        store.as_ref(),
+        &tenant,
+        &settings("Asia/Jakarta", true),
+        "test",
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("upgrade to pro"), "{err}");
-    let err =
-        ledgersync::tenants::configure(store.as_ref(), &tenant, &settings("Java/Bandung", false))
-            .await
-            .unwrap_err();
+    let err = ledgersync::tenants::configure(
+        store.as_ref(),
+        &tenant,
+        &settings("Java/Bandung", false),
+        "test",
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("'timezone'"), "{err}");
-    let (updated, _) =
-        ledgersync::tenants::configure(store.as_ref(), &tenant, &settings("Asia/Makassar", false))
-            .await
-            .unwrap();
+    let (updated, _) = ledgersync::tenants::configure(
+        store.as_ref(),
+        &tenant,
+        &settings("Asia/Makassar", false),
+        "test",
+    )
+    .await
+    .unwrap();
     assert_eq!(updated.settings.fiscal_first_month().unwrap(), 4);
     assert_eq!(
         store
