@@ -262,6 +262,7 @@ pub fn router(state: AppState) -> Router {
     }
     router
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             forget_callers_after_changes,
@@ -280,6 +281,14 @@ async fn openapi() -> Json<serde_json::Value> {
 
 async fn not_found() -> Problem {
     Problem::new(StatusCode::NOT_FOUND, "not-found", "No such route.")
+}
+
+async fn method_not_allowed() -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "The route exists, but not with this method; see /v1/openapi.json.",
+    )
 }
 
 /// An RFC 9457 problem.
@@ -495,6 +504,26 @@ where
         Json::<T>::from_request(request, state)
             .await
             .map(|Json(value)| Body(value))
+            .map_err(|rejection| {
+                Problem::new(rejection.status(), "invalid-body", rejection.body_text())
+            })
+    }
+}
+
+/// A raw request body (an uploaded file) whose rejection, e.g. over the size limit,
+/// is a problem document.
+pub struct Upload(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Upload {
+    type Rejection = Problem;
+
+    async fn from_request(
+        request: axum::extract::Request,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Bytes::from_request(request, state)
+            .await
+            .map(Upload)
             .map_err(|rejection| {
                 Problem::new(rejection.status(), "invalid-body", rejection.body_text())
             })
@@ -796,7 +825,7 @@ async fn upload_import(
     State(state): State<AppState>,
     caller: Caller,
     Params(params): Params<ImportParams>,
-    body: axum::body::Bytes,
+    Upload(body): Upload,
 ) -> Result<Response, Problem> {
     checked!(caller, "POST", "/v1/imports");
     let stream = match params.stream.as_deref().unwrap_or("journal") {

@@ -210,6 +210,54 @@ async fn invitations_logins_seats_and_throttling() {
         StatusCode::UNAUTHORIZED
     );
 
+    // Malformed requests are answered with problem documents too.
+    let malformed = app
+        .client
+        .post(format!("{}/v1/auth/login", app.address))
+        .header("content-type", "application/json")
+        .body("{\"email\": 1}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        malformed.headers()["content-type"],
+        "application/problem+json"
+    );
+    let unknown_param = app
+        .get(
+            format!("{}/v1/audit?limit=5&colour=blue", app.address),
+            &admin,
+        )
+        .await;
+    assert_eq!(unknown_param.status(), StatusCode::BAD_REQUEST);
+    assert!(unknown_param.text().await.unwrap().contains("colour"));
+    let wrong_method = app
+        .client
+        .delete(format!("{}/v1/settings", app.address))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_method.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(
+        wrong_method.headers()["content-type"],
+        "application/problem+json"
+    );
+    let too_large = app
+        .client
+        .post(format!("{}/v1/imports", app.address))
+        .bearer_auth(&admin)
+        .body(vec![b'x'; (64 << 20) + 1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_large.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        too_large.headers()["content-type"],
+        "application/problem+json"
+    );
+
     // Logging out ends the session.
     let token = session(&app, "owner@kopi.example").await;
     let out = app
