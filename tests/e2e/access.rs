@@ -399,52 +399,62 @@ async fn every_route_checks_every_role_and_tenant() {
     new_key(app.store.as_ref(), &tenant, "read").await;
     let target_key = app.store.api_keys(&tenant).await.unwrap()[0].id.clone();
 
+    // The other tenant has one user of each role too.
     let (_, other_admin) = provisioned_admin(&app, "owner@other.example", "pro").await;
+    for (email, role) in [
+        ("manager@other.example", "manager"),
+        ("viewer@other.example", "viewer"),
+    ] {
+        assert_eq!(
+            invite(&app, &other_admin, email, role).await.status(),
+            StatusCode::CREATED
+        );
+        let token = token_from_mail(app.outbox.path(), email);
+        assert_eq!(
+            accept(&app, &token, PASSWORD).await.status(),
+            StatusCode::OK
+        );
+    }
     let read_key = new_key(app.store.as_ref(), &tenant, "read").await;
     let ingest_key = new_key(app.store.as_ref(), &tenant, "ingest").await;
 
     enum Who {
         Anonymous,
-        User(Role, String),
+        /// A user of a role, in this tenant (`own`) or the other one, by email.
+        User {
+            role: Role,
+            own: bool,
+            email: &'static str,
+        },
         ReadKey(String),
         IngestKey(String),
-        OtherTenantAdmin(String),
     }
-    // The admin goes last: it may delete the targets the others must fail to touch.
+    let user = |role, own, email| Who::User { role, own, email };
+    // This tenant's admin goes last: it may delete the targets no one else may touch.
     let principals = [
         Who::Anonymous,
-        Who::User(Role::Viewer, session(&app, "viewer@kopi.example").await),
-        Who::User(Role::Manager, session(&app, "manager@kopi.example").await),
+        user(Role::Viewer, true, "viewer@kopi.example"),
+        user(Role::Manager, true, "manager@kopi.example"),
         Who::ReadKey(read_key),
         Who::IngestKey(ingest_key),
-        Who::OtherTenantAdmin(other_admin),
-        Who::User(Role::Admin, admin),
+        user(Role::Viewer, false, "viewer@other.example"),
+        user(Role::Manager, false, "manager@other.example"),
+        user(Role::Admin, false, "owner@other.example"),
+        user(Role::Admin, true, "owner@kopi.example"),
     ];
     let mut checked = 0;
     for (p, who) in principals.iter().enumerate() {
+        let token = match who {
+            Who::User { email, .. } => Some(session(&app, email).await),
+            Who::ReadKey(key) | Who::IngestKey(key) => Some(key.clone()),
+            Who::Anonymous => None,
+        };
         for (r, route) in ROUTES.iter().enumerate() {
             let n = p * 100 + r;
-            // Logging out ends the session it is sent with: use a fresh one.
-            let credential = match who {
-                Who::Anonymous => None,
-                Who::User(role, _) if route.path == "/v1/auth/logout" => Some(
-                    session(
-                        &app,
-                        match role {
-                            Role::Viewer => "viewer@kopi.example",
-                            Role::Manager => "manager@kopi.example",
-                            Role::Admin => "owner@kopi.example",
-                        },
-                    )
-                    .await,
-                ),
-                Who::OtherTenantAdmin(_) if route.path == "/v1/auth/logout" => {
-                    Some(session(&app, "owner@other.example").await)
-                }
-                Who::User(_, token)
-                | Who::ReadKey(token)
-                | Who::IngestKey(token)
-                | Who::OtherTenantAdmin(token) => Some(token.clone()),
+            // Logging out ends the session it is sent with: log out a throwaway one.
+            let credential = match (who, route.path) {
+                (Who::User { email, .. }, "/v1/auth/logout") => Some(session(&app, email).await),
+                _ => token.clone(),
             };
             let mut builder = request(&app, route.method, route.path, &target_user, &target_key, n);
             if let Some(token) = &credential {
@@ -454,19 +464,19 @@ async fn every_route_checks_every_role_and_tenant() {
             let allowed = match (who, route.need) {
                 (_, Need::Nobody) => true,
                 (Who::Anonymous, _) => false,
-                (Who::User(role, _), Need::Role(needed)) => *role >= needed,
-                (Who::User(role, _), Need::Import) => *role >= Role::Manager,
+                (Who::User { role, .. }, Need::Role(needed)) => *role >= needed,
+                (Who::User { role, .. }, Need::Import) => *role >= Role::Manager,
                 (Who::ReadKey(_), Need::Role(Role::Viewer)) => true,
                 (Who::IngestKey(_), Need::Import) => true,
                 (Who::ReadKey(_) | Who::IngestKey(_), _) => false,
-                (Who::OtherTenantAdmin(_), _) => true,
             };
+            let other_tenant = matches!(who, Who::User { own: false, .. });
             let at = format!("{} {} as principal #{p}", route.method, route.path);
             match (who, allowed) {
                 (Who::Anonymous, false) => assert_eq!(status, StatusCode::UNAUTHORIZED, "{at}"),
                 (_, false) => assert_eq!(status, StatusCode::FORBIDDEN, "{at}"),
-                // Another tenant's admin never reaches this tenant's users or keys.
-                (Who::OtherTenantAdmin(_), true) if route.path.contains("{id}") => {
+                // Another tenant's users never reach this tenant's users or keys.
+                (_, true) if other_tenant && route.path.contains("{id}") => {
                     assert_eq!(status, StatusCode::NOT_FOUND, "{at}")
                 }
                 (_, true) => assert!(
