@@ -595,7 +595,7 @@ async fn login(
     match access::login(state.store.as_ref(), &body.email, &body.password).await {
         Ok(session) => {
             let cookie = session_cookie(&state, &session.token, access::SESSION_HOURS * 3600);
-            let _ = state
+            if let Err(error) = state
                 .store
                 .audit(
                     &session.tenant.id,
@@ -603,7 +603,10 @@ async fn login(
                     "user.login",
                     "",
                 )
-                .await;
+                .await
+            {
+                tracing::warn!(error = %error, "Could not write a login to the audit trail.");
+            }
             Ok(([(SET_COOKIE, cookie)], Json(session)).into_response())
         }
         Err(AccessError::Throttled { retry_after_secs }) => {

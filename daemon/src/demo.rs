@@ -417,9 +417,8 @@ pub fn generate(spec: &DemoSpec, dir: &Path) -> std::io::Result<DemoFiles> {
             Some(amount(2_500_000)),
         ),
     ];
-    for (index, &month) in months.iter().enumerate().skip(2) {
+    for &month in months.iter().skip(2) {
         financing.push(("", day(month, 5), "repayment", amount(15_000_000), None));
-        let _ = index;
     }
     for (n, (id, date, kind, value, fee)) in financing.into_iter().enumerate() {
         let id = if id.is_empty() {
