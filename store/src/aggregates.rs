@@ -6,16 +6,21 @@
 //! postings of each transaction that touches a cash account: every non-cash posting
 //! moves cash by minus its amount, netted per section within the transaction, so a
 //! transfer between two cash accounts is no flow and the flows always add up to the
-//! change in cash. Branch `*` then holds each touched month's total.
+//! change in cash. Branch `*` then holds each touched month's total, and
+//! `month_rollups` one JSON row per bucket for reads.
 
 use sqlx::{Any, Executor, Transaction};
 
+use crate::backend::Backend;
 use crate::error::{Context, StoreError};
 
 const IN_TOUCHED: &str =
     "EXISTS (SELECT 1 FROM touched b WHERE b.month = t.month AND b.branch = t.branch)";
 
-pub(crate) async fn recompute(tx: &mut Transaction<'static, Any>) -> Result<u64, StoreError> {
+pub(crate) async fn recompute(
+    backend: &dyn Backend,
+    tx: &mut Transaction<'static, Any>,
+) -> Result<u64, StoreError> {
     let statements = [
         "DELETE FROM month_metrics WHERE EXISTS \
          (SELECT 1 FROM touched b WHERE b.month = month_metrics.month AND b.branch = month_metrics.branch)"
@@ -54,6 +59,18 @@ pub(crate) async fn recompute(tx: &mut Transaction<'static, Any>) -> Result<u64,
          WHERE branch <> '*' AND month IN (SELECT month FROM touched) \
          GROUP BY month, metric, key"
             .to_string(),
+        "DELETE FROM month_rollups WHERE EXISTS \
+         (SELECT 1 FROM touched b WHERE b.month = month_rollups.month AND b.branch = month_rollups.branch) \
+         OR (branch = '*' AND month IN (SELECT month FROM touched))"
+            .to_string(),
+        format!(
+            "INSERT INTO month_rollups (month, branch, metrics) \
+             SELECT m.month, m.branch, {} FROM month_metrics m \
+             WHERE EXISTS (SELECT 1 FROM touched b WHERE b.month = m.month AND b.branch = m.branch) \
+             OR (m.branch = '*' AND m.month IN (SELECT month FROM touched)) \
+             GROUP BY m.month, m.branch",
+            backend.json_object_agg("m.metric || ':' || m.key", "m.amount")
+        ),
     ];
     for statement in &statements {
         tx.execute(statement.as_str())

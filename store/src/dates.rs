@@ -83,7 +83,7 @@ pub(crate) async fn align(
                     .await
                     .context("re-dating a transaction")?;
             }
-            aggregates::recompute(tx).await?;
+            aggregates::recompute(backend, tx).await?;
             drop_temp(backend, tx, &["touched"]).await?;
             moved = changes.len() as u64;
         }

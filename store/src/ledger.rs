@@ -245,7 +245,7 @@ impl LoadSession for SqlLoad {
         .await
         .context("writing postings")?;
 
-        let buckets = aggregates::recompute(tx).await?;
+        let buckets = aggregates::recompute(self.backend.as_ref(), tx).await?;
         if let Some(cursor) = &record.cursor {
             sqlx::query(
                 "INSERT INTO sync_cursors (source, position, updated_at) VALUES ($1, $2, $3) \
@@ -610,8 +610,7 @@ impl Store for SqlStore {
     ) -> Result<BTreeMap<Month, MonthMetrics>, StoreError> {
         let mut tx = self.backend.begin(&tenant.id).await?;
         let rows = sqlx::query(
-            "SELECT month, metric, key, amount FROM month_metrics \
-             WHERE branch = $1 AND month >= $2 AND month <= $3",
+            "SELECT month, metrics FROM month_rollups WHERE branch = $1 AND month >= $2 AND month <= $3",
         )
         .bind(branch)
         .bind(from.to_string())
@@ -625,13 +624,15 @@ impl Store for SqlStore {
             let month: Month = month
                 .parse()
                 .map_err(|e: ledgersync_schemas::MonthError| StoreError::Invalid(e.to_string()))?;
-            let metric: String = row.try_get("metric").context("reading aggregates")?;
-            let key: String = row.try_get("key").context("reading aggregates")?;
-            let amount: i64 = row.try_get("amount").context("reading aggregates")?;
-            months
-                .entry(month)
-                .or_default()
-                .add(&metric, &key, Amount::from_units(amount));
+            let text: String = row.try_get("metrics").context("reading aggregates")?;
+            let metrics: BTreeMap<String, i64> = serde_json::from_str(&text).map_err(|e| {
+                StoreError::Invalid(format!("stored aggregates of {month} are unreadable: {e}"))
+            })?;
+            let entry = months.entry(month).or_default();
+            for (name, units) in metrics {
+                let (metric, key) = name.split_once(':').unwrap_or((name.as_str(), ""));
+                entry.add(metric, key, Amount::from_units(units));
+            }
         }
         Ok(months)
     }
@@ -705,7 +706,7 @@ async fn rebuild_in(
     )
     .await
     .context("listing buckets")?;
-    let buckets = aggregates::recompute(tx).await?;
+    let buckets = aggregates::recompute(backend, tx).await?;
     drop_temp(backend, tx, &["touched"]).await?;
     Ok(buckets)
 }

@@ -27,6 +27,8 @@ pub(crate) trait Backend: Send + Sync {
     fn stage_chunk_rows(&self) -> usize;
     /// Whether large statements should use anonymous `?` parameters.
     fn anonymous_placeholders(&self) -> bool;
+    /// Aggregate expression building a JSON object text from `key` and `value`.
+    fn json_object_agg(&self, key: &str, value: &str) -> String;
 }
 
 pub(crate) async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {

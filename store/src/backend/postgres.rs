@@ -131,4 +131,8 @@ impl Backend for PostgresBackend {
     fn anonymous_placeholders(&self) -> bool {
         false
     }
+
+    fn json_object_agg(&self, key: &str, value: &str) -> String {
+        format!("json_object_agg({key}, {value})::text")
+    }
 }

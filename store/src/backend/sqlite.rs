@@ -134,4 +134,8 @@ impl Backend for SqliteBackend {
     fn anonymous_placeholders(&self) -> bool {
         true
     }
+
+    fn json_object_agg(&self, key: &str, value: &str) -> String {
+        format!("json_group_object({key}, {value})")
+    }
 }
