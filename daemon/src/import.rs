@@ -94,7 +94,13 @@ pub async fn import_csv(
     options: &ImportOptions,
 ) -> anyhow::Result<ImportOutcome> {
     let source = format!("file:{}", stream.name);
-    let fingerprint = file_hash(path)?;
+    // Hashing reads the whole file: off the async workers.
+    let fingerprint = {
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || file_hash(&path))
+            .await
+            .context("the hashing task failed")??
+    };
     if let Some(past) = store.find_load(tenant, &source, &fingerprint).await? {
         return Ok(ImportOutcome::AlreadyLoaded(past));
     }
