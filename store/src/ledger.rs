@@ -82,6 +82,8 @@ struct SqlLoad {
     generations: Arc<crate::control::Generations>,
     tenant_id: String,
     tx: Transaction<'static, Any>,
+    /// Held until the session commits or is dropped: loads of a tenant queue.
+    _guard: Option<tokio::sync::OwnedMutexGuard<()>>,
     next_seq: i64,
 }
 
@@ -582,7 +584,15 @@ impl Store for SqlStore {
     }
 
     async fn begin_load(&self, tenant: &Tenant) -> Result<Box<dyn LoadSession>, StoreError> {
+        let guard = self.backend.load_lock(&tenant.id).await;
         let mut tx = self.backend.begin(&tenant.id).await?;
+        if let Some(statement) = self.backend.load_lock_statement() {
+            sqlx::query(statement)
+                .bind(&tenant.id)
+                .execute(&mut *tx)
+                .await
+                .context("waiting for the tenant's load lock")?;
+        }
         dates::align(self.backend.as_ref(), &mut tx, &tenant.settings.timezone).await?;
         create_temp(
             self.backend.as_ref(),
@@ -598,6 +608,7 @@ impl Store for SqlStore {
             tenant_id: tenant.id.clone(),
             tx,
             next_seq: 0,
+            _guard: guard,
         }))
     }
 

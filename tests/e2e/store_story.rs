@@ -29,6 +29,7 @@ on_both_backends!(
     cursor_commits_with_its_data,
     tenants_are_isolated_and_provisioning_is_idempotent,
     a_new_timezone_redates_the_ledger,
+    concurrent_loads_queue_and_agree,
 );
 
 fn record(fingerprint: &str, cursor: Option<&str>) -> LoadRecord {
@@ -359,4 +360,76 @@ async fn a_new_timezone_redates_the_ledger(store: &dyn Store) {
 
     settings.timezone = "Mars/Olympus".into();
     assert!(store.update_settings(&tenant, &settings).await.is_err());
+}
+
+async fn concurrent_loads_queue_and_agree(store: &dyn Store) {
+    let tenant = provision(store, "lite").await;
+    // Four loads into the same buckets at once, each with its own sales and one
+    // shared, corrected sale: loads must queue, or their aggregates would each miss
+    // the others' postings (or collide on the same aggregate rows).
+    let batch = |n: usize| -> Vec<ledgersync_schemas::Posting> {
+        let mut postings = Vec::new();
+        for i in 0..150 {
+            let key = format!("L{n}-{i}");
+            postings.push(posting(&key, "2025-01-15", "Kemang", "1000", "10"));
+            postings.push(posting(&key, "2025-01-15", "Kemang", "4000", "-10"));
+        }
+        let amount = format!("{}", 100 + n);
+        postings.push(posting("SHARED", "2025-01-20", "Kemang", "1000", &amount));
+        postings.push(posting(
+            "SHARED",
+            "2025-01-20",
+            "Kemang",
+            "4010",
+            &format!("-{amount}"),
+        ));
+        postings
+    };
+    // An earlier load, so the four below find a ledger already set up.
+    load(store, &tenant, &january_ledger(), record("first", None))
+        .await
+        .unwrap();
+    let (a, b, c, d) = (batch(1), batch(2), batch(3), batch(4));
+    let results = futures_join(store, &tenant, [&a, &b, &c, &d]).await;
+    for result in results {
+        result.unwrap();
+    }
+    assert_eq!(
+        store.posting_count(&tenant).await.unwrap(),
+        11 + 4 * 300 + 2
+    );
+    let incremental = store
+        .month_metrics(&tenant, BRANCH_TOTAL, month("2025-01"), month("2025-01"))
+        .await
+        .unwrap();
+    let revenue = incremental[&month("2025-01")].revenue();
+    // January's 100.4545, 4 x 150 sales of 10, and the shared sale as the last load wrote it.
+    let shared = revenue - amount("6100.4545");
+    assert!(
+        ["101", "102", "103", "104"]
+            .iter()
+            .any(|v| shared == amount(v)),
+        "{revenue}"
+    );
+    store.rebuild_aggregates(&tenant).await.unwrap();
+    let rebuilt = store
+        .month_metrics(&tenant, BRANCH_TOTAL, month("2025-01"), month("2025-01"))
+        .await
+        .unwrap();
+    assert_eq!(incremental, rebuilt);
+}
+
+async fn futures_join(
+    store: &dyn Store,
+    tenant: &Tenant,
+    batches: [&Vec<ledgersync_schemas::Posting>; 4],
+) -> [Result<ledgersync_store::LoadSummary, StoreError>; 4] {
+    let [a, b, c, d] = batches;
+    let (ra, rb, rc, rd) = tokio::join!(
+        load(store, tenant, a, record("a", None)),
+        load(store, tenant, b, record("b", None)),
+        load(store, tenant, c, record("c", None)),
+        load(store, tenant, d, record("d", None)),
+    );
+    [ra, rb, rc, rd]
 }

@@ -27,6 +27,12 @@ pub(crate) trait Backend: Send + Sync {
     fn stage_chunk_rows(&self) -> usize;
     /// Whether large statements should use anonymous `?` parameters.
     fn anonymous_placeholders(&self) -> bool;
+    /// Loads of one tenant run one at a time. An in-process lock taken before the
+    /// load's transaction begins (SQLite: one writer per file), if any …
+    async fn load_lock(&self, tenant_id: &str) -> Option<tokio::sync::OwnedMutexGuard<()>>;
+    /// … and a statement run first inside it, bound to the tenant id (PostgreSQL:
+    /// an advisory lock that also holds across replicas), if any.
+    fn load_lock_statement(&self) -> Option<&'static str>;
     /// Aggregate expression building a JSON object text from `key` and `value`.
     fn json_object_agg(&self, key: &str, value: &str) -> String;
 }

@@ -135,4 +135,13 @@ impl Backend for PostgresBackend {
     fn json_object_agg(&self, key: &str, value: &str) -> String {
         format!("json_object_agg({key}, {value})::text")
     }
+
+    async fn load_lock(&self, _tenant_id: &str) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        None
+    }
+
+    /// Held until the load's transaction ends, across every replica on the server.
+    fn load_lock_statement(&self) -> Option<&'static str> {
+        Some("SELECT pg_advisory_xact_lock(hashtext($1))")
+    }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use sqlx::any::AnyPoolOptions;
@@ -20,6 +21,7 @@ pub(crate) struct SqliteBackend {
     dir: PathBuf,
     control: AnyPool,
     tenants: Mutex<HashMap<String, AnyPool>>,
+    load_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 impl SqliteBackend {
@@ -46,6 +48,7 @@ impl SqliteBackend {
             dir,
             control,
             tenants: Mutex::new(HashMap::new()),
+            load_locks: Mutex::new(HashMap::new()),
         })
     }
 
@@ -137,5 +140,22 @@ impl Backend for SqliteBackend {
 
     fn json_object_agg(&self, key: &str, value: &str) -> String {
         format!("json_group_object({key}, {value})")
+    }
+
+    /// A second writer would wait on the file lock only up to the busy timeout, far
+    /// less than a large load takes; queue loads in the process instead.
+    async fn load_lock(&self, tenant_id: &str) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        let lock = self
+            .load_locks
+            .lock()
+            .await
+            .entry(tenant_id.to_string())
+            .or_default()
+            .clone();
+        Some(lock.lock_owned().await)
+    }
+
+    fn load_lock_statement(&self) -> Option<&'static str> {
+        None
     }
 }
