@@ -17,6 +17,21 @@ use crate::error::{Context, StoreError};
 const IN_TOUCHED: &str =
     "EXISTS (SELECT 1 FROM touched b WHERE b.month = t.month AND b.branch = t.branch)";
 
+/// Creates the empty `touched (month, branch)` table that [`recompute`] reads.
+pub(crate) async fn create_touched(
+    backend: &dyn Backend,
+    tx: &mut Transaction<'static, Any>,
+) -> Result<(), StoreError> {
+    crate::ledger::create_temp(
+        backend,
+        tx,
+        "touched",
+        "month TEXT NOT NULL, branch TEXT NOT NULL",
+        "month, branch",
+    )
+    .await
+}
+
 pub(crate) async fn recompute(
     backend: &dyn Backend,
     tx: &mut Transaction<'static, Any>,

@@ -12,7 +12,7 @@ use sqlx::{Any, Executor, Row, Transaction};
 use crate::aggregates;
 use crate::backend::Backend;
 use crate::error::{Context, StoreError};
-use crate::ledger::{create_temp, drop_temp};
+use crate::ledger::drop_temp;
 
 /// Re-dates the ledger into `timezone` if its dates are in another one; returns the
 /// number of transactions whose date changed.
@@ -58,14 +58,7 @@ pub(crate) async fn align(
             }
         }
         if !changes.is_empty() {
-            create_temp(
-                backend,
-                tx,
-                "touched",
-                "month TEXT NOT NULL, branch TEXT NOT NULL",
-                "month, branch",
-            )
-            .await?;
+            aggregates::create_touched(backend, tx).await?;
             for (id, old, new, branch) in &changes {
                 for day in [old, new] {
                     sqlx::query("INSERT INTO touched (month, branch) VALUES ($1, $2)")

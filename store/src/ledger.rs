@@ -203,14 +203,7 @@ impl LoadSession for SqlLoad {
         .await
         .context("recording the load")?;
 
-        create_temp(
-            self.backend.as_ref(),
-            tx,
-            "touched",
-            "month TEXT NOT NULL, branch TEXT NOT NULL",
-            "month, branch",
-        )
-        .await?;
+        aggregates::create_touched(self.backend.as_ref(), tx).await?;
         let merge = [
             "INSERT INTO touched (month, branch) \
              SELECT month, branch FROM transactions \
@@ -703,14 +696,7 @@ async fn rebuild_in(
     backend: &dyn Backend,
     tx: &mut Transaction<'static, Any>,
 ) -> Result<u64, StoreError> {
-    create_temp(
-        backend,
-        tx,
-        "touched",
-        "month TEXT NOT NULL, branch TEXT NOT NULL",
-        "month, branch",
-    )
-    .await?;
+    aggregates::create_touched(backend, tx).await?;
     tx.execute(
         "INSERT INTO touched (month, branch) SELECT DISTINCT month, branch FROM transactions \
          UNION SELECT DISTINCT month, branch FROM month_metrics WHERE branch <> '*'",

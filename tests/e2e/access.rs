@@ -100,6 +100,16 @@ async fn invite(app: &TestApp, admin: &str, email: &str, role: &str) -> reqwest:
         .unwrap()
 }
 
+/// Invites `email` with `role` as `admin` and accepts through the mailed link.
+async fn add_user(app: &TestApp, admin: &str, email: &str, role: &str) {
+    assert_eq!(
+        invite(app, admin, email, role).await.status(),
+        StatusCode::CREATED
+    );
+    let token = token_from_mail(app.outbox.path(), email);
+    assert_eq!(accept(app, &token, PASSWORD).await.status(), StatusCode::OK);
+}
+
 #[tokio::test]
 async fn invitations_logins_seats_and_throttling() {
     let test = sqlite_store().await;
@@ -372,15 +382,7 @@ async fn every_route_checks_every_role_and_tenant() {
         ("viewer@kopi.example", "viewer"),
         ("target@kopi.example", "viewer"),
     ] {
-        assert_eq!(
-            invite(&app, &admin, email, role).await.status(),
-            StatusCode::CREATED
-        );
-        let token = token_from_mail(app.outbox.path(), email);
-        assert_eq!(
-            accept(&app, &token, PASSWORD).await.status(),
-            StatusCode::OK
-        );
+        add_user(&app, &admin, email, role).await;
     }
     let users: Value = app
         .get_json(format!("{}/v1/users", app.address), &admin)
@@ -405,15 +407,7 @@ async fn every_route_checks_every_role_and_tenant() {
         ("manager@other.example", "manager"),
         ("viewer@other.example", "viewer"),
     ] {
-        assert_eq!(
-            invite(&app, &other_admin, email, role).await.status(),
-            StatusCode::CREATED
-        );
-        let token = token_from_mail(app.outbox.path(), email);
-        assert_eq!(
-            accept(&app, &token, PASSWORD).await.status(),
-            StatusCode::OK
-        );
+        add_user(&app, &other_admin, email, role).await;
     }
     let read_key = new_key(app.store.as_ref(), &tenant, "read").await;
     let ingest_key = new_key(app.store.as_ref(), &tenant, "ingest").await;
