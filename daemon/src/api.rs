@@ -33,6 +33,8 @@ use crate::{keys, tenants};
 const SESSION_COOKIE: &str = "ledgersync_session";
 /// Largest accepted upload; bigger files go through the CLI or a watched folder.
 const MAX_UPLOAD_BYTES: usize = 64 << 20;
+/// Largest accepted JSON body (logins, settings, invitations …).
+const MAX_JSON_BYTES: usize = 64 << 10;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -180,9 +182,24 @@ impl Application {
     }
 }
 
+/// Ctrl-C, or SIGTERM from a service manager: finish the requests in flight, then stop.
 async fn shutdown_signal() {
-    let _ = tokio::signal::ctrl_c().await;
-    tracing::info!("Shutting down on interrupt.");
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "Cannot listen for SIGTERM; only Ctrl-C stops the server.");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = terminate => {},
+    }
+    tracing::info!("Shutting down: finishing requests in flight.");
 }
 
 /// What a route needs from its caller.
@@ -240,7 +257,9 @@ fn handler_for(method: &str, path: &str) -> MethodRouter<AppState> {
         ("GET", "/v1/reports/{kind}") => on(MethodFilter::GET, report),
         ("GET", "/v1/settings") => on(MethodFilter::GET, get_settings),
         ("PUT", "/v1/settings") => on(MethodFilter::PUT, put_settings),
-        ("POST", "/v1/imports") => on(MethodFilter::POST, upload_import),
+        ("POST", "/v1/imports") => {
+            on(MethodFilter::POST, upload_import).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
+        }
         ("GET", "/v1/loads") => on(MethodFilter::GET, list_loads),
         ("GET", "/v1/users") => on(MethodFilter::GET, list_users),
         ("POST", "/v1/users/invitations") => on(MethodFilter::POST, invite_user),
@@ -267,7 +286,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             forget_callers_after_changes,
         ))
-        .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
+        .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         .with_state(state)
 }
 

@@ -254,6 +254,18 @@ async fn invitations_logins_seats_and_throttling() {
         wrong_method.headers()["content-type"],
         "application/problem+json"
     );
+    let huge_login = app
+        .client
+        .post(format!("{}/v1/auth/login", app.address))
+        .header("content-type", "application/json")
+        .body(format!(
+            "{{\"email\": \"{}\", \"password\": \"x\"}}",
+            "a".repeat(100_000)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge_login.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let too_large = app
         .client
         .post(format!("{}/v1/imports", app.address))
