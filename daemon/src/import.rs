@@ -220,7 +220,20 @@ async fn load_csv(
         cursor: None,
     };
     let staged_in = started.elapsed();
-    match session.commit(record, options.max_reported_errors).await {
+    // Validating, merging and recomputing aggregates take a while on large files too.
+    let committing = if options.progress {
+        let spinner = ProgressBar::new_spinner();
+        spinner.set_message(format!(
+            "validating {rows_read} rows, merging and recomputing aggregates"
+        ));
+        spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+        spinner
+    } else {
+        ProgressBar::hidden()
+    };
+    let committed = session.commit(record, options.max_reported_errors).await;
+    committing.finish_and_clear();
+    match committed {
         Ok(summary) => {
             tracing::info!(
                 file = %path.display(),

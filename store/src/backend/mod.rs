@@ -37,6 +37,19 @@ pub(crate) trait Backend: Send + Sync {
     fn json_object_agg(&self, key: &str, value: &str) -> String;
 }
 
+/// Connection options for a URL. Statements slower than a second are logged at debug
+/// level, not as warnings: large loads are slow by nature, and operators read the
+/// load's own timing line instead.
+pub(crate) fn connect_options(url: &str) -> Result<sqlx::any::AnyConnectOptions, StoreError> {
+    use sqlx::ConnectOptions;
+    let options: sqlx::any::AnyConnectOptions =
+        url.parse().map_err(|source| StoreError::Database {
+            context: "reading the store URL",
+            source,
+        })?;
+    Ok(options.log_slow_statements(log::LevelFilter::Debug, std::time::Duration::from_secs(1)))
+}
+
 pub(crate) async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     sqlx::any::install_default_drivers();
     let backend: Arc<dyn Backend> = if let Some(dir) = url.strip_prefix("sqlite://") {

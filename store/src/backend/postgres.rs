@@ -40,7 +40,7 @@ impl PostgresBackend {
                     Ok(())
                 })
             })
-            .connect(url)
+            .connect_with(super::connect_options(url)?)
             .await
             .context("connecting to PostgreSQL")?;
         pool.execute(format!("CREATE SCHEMA IF NOT EXISTS {CONTROL_SCHEMA}").as_str())

@@ -91,7 +91,7 @@ async fn pool(file: &Path) -> Result<AnyPool, StoreError> {
                 Ok(())
             })
         })
-        .connect(&url)
+        .connect_with(super::connect_options(&url)?)
         .await
         .context("opening a SQLite database")
 }
