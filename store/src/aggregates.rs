@@ -41,19 +41,25 @@ pub(crate) async fn recompute(
          (SELECT 1 FROM touched b WHERE b.month = month_metrics.month AND b.branch = month_metrics.branch)"
             .to_string(),
         "DELETE FROM month_metrics WHERE branch = '*' AND month IN (SELECT month FROM touched)".to_string(),
+        // One pass over the postings to per-account sums; classes and categories
+        // are then a small join over those.
         format!(
-            "INSERT INTO month_metrics (month, branch, metric, key, amount) \
-             SELECT t.month, t.branch, 'class', a.class, SUM(p.amount) \
-             FROM postings p JOIN transactions t ON t.id = p.txn_id JOIN accounts a ON a.code = p.account \
-             WHERE {IN_TOUCHED} GROUP BY t.month, t.branch, a.class"
+            "INSERT INTO bucket_accounts (month, branch, account, amount) \
+             SELECT t.month, t.branch, p.account, SUM(p.amount) \
+             FROM postings p JOIN transactions t ON t.id = p.txn_id \
+             WHERE {IN_TOUCHED} GROUP BY t.month, t.branch, p.account"
         ),
-        format!(
-            "INSERT INTO month_metrics (month, branch, metric, key, amount) \
-             SELECT t.month, t.branch, a.class, COALESCE(a.category, ''), SUM(p.amount) \
-             FROM postings p JOIN transactions t ON t.id = p.txn_id JOIN accounts a ON a.code = p.account \
-             WHERE a.class IN ('revenue', 'cogs', 'expense') AND {IN_TOUCHED} \
-             GROUP BY t.month, t.branch, a.class, COALESCE(a.category, '')"
-        ),
+        "INSERT INTO month_metrics (month, branch, metric, key, amount) \
+         SELECT b.month, b.branch, 'class', a.class, SUM(b.amount) \
+         FROM bucket_accounts b JOIN accounts a ON a.code = b.account \
+         GROUP BY b.month, b.branch, a.class"
+            .to_string(),
+        "INSERT INTO month_metrics (month, branch, metric, key, amount) \
+         SELECT b.month, b.branch, a.class, COALESCE(a.category, ''), SUM(b.amount) \
+         FROM bucket_accounts b JOIN accounts a ON a.code = b.account \
+         WHERE a.class IN ('revenue', 'cogs', 'expense') \
+         GROUP BY b.month, b.branch, a.class, COALESCE(a.category, '')"
+            .to_string(),
         format!(
             "INSERT INTO month_metrics (month, branch, metric, key, amount) \
              SELECT month, branch, 'cash_flow', section || direction, SUM(flow) FROM ( \
@@ -87,11 +93,20 @@ pub(crate) async fn recompute(
             backend.json_object_agg("m.metric || ':' || m.key", "m.amount")
         ),
     ];
+    crate::ledger::create_temp(
+        backend,
+        tx,
+        "bucket_accounts",
+        "month TEXT NOT NULL, branch TEXT NOT NULL, account TEXT NOT NULL, amount BIGINT NOT NULL",
+        "account",
+    )
+    .await?;
     for statement in &statements {
         tx.execute(statement.as_str())
             .await
             .context("recomputing aggregates")?;
     }
+    crate::ledger::drop_temp(backend, tx, &["bucket_accounts"]).await?;
     let buckets: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM touched")
         .fetch_one(&mut **tx)
         .await

@@ -44,11 +44,9 @@ pub(crate) async fn drop_temp(
     names: &[&str],
 ) -> Result<(), StoreError> {
     for name in names {
-        if let Some(statement) = backend.drop_temp(name) {
-            tx.execute(statement.as_str())
-                .await
-                .context("dropping a staging table")?;
-        }
+        tx.execute(backend.drop_temp(name).as_str())
+            .await
+            .context("dropping a staging table")?;
     }
     Ok(())
 }
@@ -127,41 +125,40 @@ impl LoadSession for SqlLoad {
     ) -> Result<LoadSummary, StoreError> {
         let tx = &mut self.tx;
         let mut errors = Vec::new();
-        let unbalanced = sqlx::query(
-            "SELECT source_key, MIN(line) AS line, CAST(SUM(amount) AS BIGINT) AS total FROM load_stage \
-             GROUP BY source_key HAVING SUM(amount) <> 0",
+        // One pass over the staged postings finds both kinds of broken transaction.
+        let broken = sqlx::query(
+            "SELECT source_key, MIN(line) AS line, CAST(SUM(amount) AS BIGINT) AS total, \
+             CASE WHEN COUNT(DISTINCT date) > 1 OR COUNT(DISTINCT branch) > 1 THEN 1 ELSE 0 END AS mixed \
+             FROM load_stage GROUP BY source_key \
+             HAVING SUM(amount) <> 0 OR COUNT(DISTINCT date) > 1 OR COUNT(DISTINCT branch) > 1",
         )
         .fetch_all(&mut **tx)
         .await
-        .context("checking balances")?;
-        for row in unbalanced {
-            let key: String = row.try_get("source_key").context("checking balances")?;
-            let total: i64 = row.try_get("total").context("checking balances")?;
-            errors.push(RowError {
-                line: row.try_get::<i64, _>("line").context("checking balances")? as u64,
-                reason: format!(
-                    "unbalanced transaction '{key}': its postings sum to {}",
-                    Amount::from_units(total)
-                ),
-            });
-        }
-        let mixed = sqlx::query(
-            "SELECT source_key, MIN(line) AS line FROM load_stage GROUP BY source_key \
-             HAVING COUNT(DISTINCT date) > 1 OR COUNT(DISTINCT branch) > 1",
-        )
-        .fetch_all(&mut **tx)
-        .await
-        .context("checking transaction dates")?;
-        for row in mixed {
-            let key: String = row
-                .try_get("source_key")
-                .context("checking transaction dates")?;
-            errors.push(RowError {
-                line: row
-                    .try_get::<i64, _>("line")
-                    .context("checking transaction dates")? as u64,
-                reason: format!("transaction '{key}' has postings on different dates or branches"),
-            });
+        .context("checking transactions")?;
+        for row in broken {
+            let key: String = row.try_get("source_key").context("checking transactions")?;
+            let line = row
+                .try_get::<i64, _>("line")
+                .context("checking transactions")? as u64;
+            let total: i64 = row.try_get("total").context("checking transactions")?;
+            let mixed: i32 = row.try_get("mixed").context("checking transactions")?;
+            if total != 0 {
+                errors.push(RowError {
+                    line,
+                    reason: format!(
+                        "unbalanced transaction '{key}': its postings sum to {}",
+                        Amount::from_units(total)
+                    ),
+                });
+            }
+            if mixed != 0 {
+                errors.push(RowError {
+                    line,
+                    reason: format!(
+                        "transaction '{key}' has postings on different dates or branches"
+                    ),
+                });
+            }
         }
         if !errors.is_empty() {
             errors.sort_by_key(|e| e.line);

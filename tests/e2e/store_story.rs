@@ -358,6 +358,25 @@ async fn a_new_timezone_redates_the_ledger(store: &dyn Store) {
         .unwrap();
     assert_eq!(revenue(&months, "2025-02"), amount("110"));
 
+    // A load that finds the ledger dated in another timezone than the tenant's (a
+    // settings change interrupted midway) finishes the change first, in its own
+    // transaction: Jakarta back to UTC here.
+    let mut drifted = tenant.clone();
+    drifted.settings.timezone = "UTC".into();
+    let late = vec![
+        posting("S2", "2025-01-10", "Kemang", "1000", "5"),
+        posting("S2", "2025-01-10", "Kemang", "4000", "-5"),
+    ];
+    load(store, &drifted, &late, record("b", None))
+        .await
+        .unwrap();
+    let months = store
+        .month_metrics(&drifted, BRANCH_TOTAL, month("2025-01"), month("2025-02"))
+        .await
+        .unwrap();
+    assert_eq!(revenue(&months, "2025-01"), amount("115"));
+    assert_eq!(revenue(&months, "2025-02"), amount("0"));
+
     settings.timezone = "Mars/Olympus".into();
     assert!(store.update_settings(&tenant, &settings).await.is_err());
 }

@@ -19,10 +19,11 @@ pub(crate) trait Backend: Send + Sync {
     async fn prepare_tenant(&self, tenant_id: &str) -> Result<(), StoreError>;
     /// Begins a transaction that sees the tenant's tables.
     async fn begin(&self, tenant_id: &str) -> Result<Transaction<'static, Any>, StoreError>;
-    /// Statements creating an empty temporary table, dropped at the end of the
-    /// transaction or by [`Backend::drop_temp`], with an index on `indexed`.
+    /// Statements creating an empty temporary table (replacing one of the same name),
+    /// dropped at the end of the transaction or by [`Backend::drop_temp`], with an
+    /// index on `indexed`.
     fn create_temp(&self, name: &str, columns: &str, indexed: &str) -> Vec<String>;
-    fn drop_temp(&self, name: &str) -> Option<String>;
+    fn drop_temp(&self, name: &str) -> String;
     /// Rows per multi-row INSERT when staging.
     fn stage_chunk_rows(&self) -> usize;
     /// Whether large statements should use anonymous `?` parameters.

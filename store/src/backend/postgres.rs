@@ -115,13 +115,15 @@ impl Backend for PostgresBackend {
 
     fn create_temp(&self, name: &str, columns: &str, indexed: &str) -> Vec<String> {
         vec![
+            format!("DROP TABLE IF EXISTS pg_temp.{name}"),
             format!("CREATE TEMP TABLE {name} ({columns}) ON COMMIT DROP"),
             format!("CREATE INDEX ON {name} ({indexed})"),
         ]
     }
 
-    fn drop_temp(&self, _name: &str) -> Option<String> {
-        None
+    /// Dropped at commit anyway; dropping early lets one transaction create it again.
+    fn drop_temp(&self, name: &str) -> String {
+        format!("DROP TABLE IF EXISTS pg_temp.{name}")
     }
 
     fn stage_chunk_rows(&self) -> usize {

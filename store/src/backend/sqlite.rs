@@ -122,8 +122,8 @@ impl Backend for SqliteBackend {
         ]
     }
 
-    fn drop_temp(&self, name: &str) -> Option<String> {
-        Some(format!("DROP TABLE IF EXISTS temp.{name}"))
+    fn drop_temp(&self, name: &str) -> String {
+        format!("DROP TABLE IF EXISTS temp.{name}")
     }
 
     /// Under SQLite's 32766 bound parameters per statement.
