@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use ledgersync_config::{StreamDef, TenantSettings};
 use ledgersync_connectors::file::CsvBatches;
-use ledgersync_connectors::{MapContext, Mapper};
+use ledgersync_connectors::{MapContext, MappedBatch, Mapper};
 use ledgersync_schemas::RowError;
 use ledgersync_store::{LoadRecord, LoadSummary, PastLoad, Store, StoreError, Tenant};
 use sha2::{Digest, Sha256};
@@ -176,21 +176,36 @@ async fn load_csv(
     let mut errors: Vec<RowError> = Vec::new();
     let mut total_errors = 0usize;
     let mut rows_read = 0usize;
-    loop {
-        // Reading and mapping block (file I/O, polars): keep them off the async
-        // workers. The reader travels into the blocking task and back.
+    // Reading and mapping (file I/O, polars) run on a blocking thread one batch ahead
+    // of staging (database I/O): the two overlap, and at most three batches are in
+    // memory at once (being mapped, waiting, being staged).
+    let (sender, mut receiver) =
+        tokio::sync::mpsc::channel::<anyhow::Result<(MappedBatch, u64)>>(1);
+    let producer = {
         let mapper = mapper.clone();
-        let (reader, mapped) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            let mapped = match batches.next_batch()? {
-                Some(batch) => Some(mapper.map(batch)?),
-                None => None,
+        tokio::task::spawn_blocking(move || loop {
+            let next = batches
+                .next_batch()
+                .map_err(anyhow::Error::from)
+                .and_then(|batch| {
+                    batch
+                        .map(|b| mapper.map(b).map_err(anyhow::Error::from))
+                        .transpose()
+                });
+            let item = match next {
+                Ok(Some(mapped)) => Ok((mapped, batches.progress().0)),
+                Ok(None) => break,
+                Err(error) => Err(error),
             };
-            Ok((batches, mapped))
+            let failed = item.is_err();
+            // A closed channel means the consumer gave up: stop reading.
+            if sender.blocking_send(item).is_err() || failed {
+                break;
+            }
         })
-        .await
-        .context("the mapping task failed")??;
-        batches = reader;
-        let Some(mapped) = mapped else { break };
+    };
+    while let Some(item) = receiver.recv().await {
+        let (mapped, position) = item?;
         rows_read += mapped.rows;
         total_errors += mapped.errors.len();
         let room = options.max_reported_errors.saturating_sub(errors.len());
@@ -200,8 +215,9 @@ async fn load_csv(
         if total_errors == 0 {
             session.stage(&mapped.postings).await?;
         }
-        progress.set_position(batches.progress().0);
+        progress.set_position(position);
     }
+    producer.await.context("the mapping task failed")?;
     progress.finish_and_clear();
     if total_errors > 0 {
         return Err(FileRejected {
