@@ -224,7 +224,7 @@ const fn route(method: &'static str, path: &'static str, need: Need) -> RouteSpe
 }
 
 /// Every route, and what it needs. The router is built from this table, so a route
-/// cannot exist without an entry.
+/// cannot exist without an entry, and each non-public route is guarded by it.
 pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/healthz", Need::Nobody),
     route("POST", "/v1/auth/login", Need::Nobody),
@@ -277,7 +277,17 @@ fn handler_for(method: &str, path: &str) -> MethodRouter<AppState> {
 pub fn router(state: AppState) -> Router {
     let mut router = Router::new();
     for spec in ROUTES {
-        router = router.route(spec.path, handler_for(spec.method, spec.path));
+        let mut handler = handler_for(spec.method, spec.path);
+        if spec.need != Need::Nobody {
+            let need = spec.need;
+            handler = handler.layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                move |State(state): State<AppState>, request, next| {
+                    guard(state, need, request, next)
+                },
+            ));
+        }
+        router = router.route(spec.path, handler);
     }
     router
         .fallback(not_found)
@@ -449,60 +459,85 @@ fn bearer_or_cookie(headers: &HeaderMap) -> Option<String> {
         })
 }
 
-impl FromRequestParts<AppState> for Caller {
+/// Who sent a request, from its session or API key (cached for the TTL).
+async fn authenticate(headers: &HeaderMap, state: &AppState) -> Result<Caller, Problem> {
+    let unauthorized = || {
+        Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Log in (POST /v1/auth/login) or send an API key as `Authorization: Bearer lsk_…`.",
+        )
+    };
+    let secret = bearer_or_cookie(headers).ok_or_else(unauthorized)?;
+    if secret.len() > 200 {
+        return Err(unauthorized());
+    }
+    let hash = keys::hash(&secret);
+    if let Some(caller) = state.cache.caller(&hash) {
+        return Ok(caller);
+    }
+    let caller = if secret.starts_with("lss_") {
+        let (tenant, user) = state
+            .store
+            .session(&hash)
+            .await
+            .map_err(Problem::unavailable)?
+            .ok_or_else(unauthorized)?;
+        let role = user.role.parse().map_err(|_| unauthorized())?;
+        Caller {
+            tenant,
+            principal: Principal::User {
+                user,
+                role,
+                session_hash: hash.clone(),
+            },
+        }
+    } else {
+        let (tenant, key) = state
+            .store
+            .authenticate_api_key(&hash)
+            .await
+            .map_err(Problem::unavailable)?
+            .ok_or_else(unauthorized)?;
+        Caller {
+            tenant,
+            principal: Principal::Key(key),
+        }
+    };
+    if state.cache.enabled() {
+        state.cache.remember_caller(hash, &caller);
+    }
+    Ok(caller)
+}
+
+/// The guard every non-public route gets from [`ROUTES`]: authenticates the request,
+/// checks what the route needs, and hands the caller to the handler.
+async fn guard(
+    state: AppState,
+    need: Need,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let caller = match authenticate(request.headers(), &state).await {
+        Ok(caller) => caller,
+        Err(problem) => return problem.into_response(),
+    };
+    if let Err(problem) = caller.require(need) {
+        return problem.into_response();
+    }
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = Problem;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let unauthorized = || {
-            Problem::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "Log in (POST /v1/auth/login) or send an API key as `Authorization: Bearer lsk_…`.",
-            )
-        };
-        let secret = bearer_or_cookie(&parts.headers).ok_or_else(unauthorized)?;
-        if secret.len() > 200 {
-            return Err(unauthorized());
-        }
-        let hash = keys::hash(&secret);
-        if let Some(caller) = state.cache.caller(&hash) {
-            return Ok(caller);
-        }
-        let caller = if secret.starts_with("lss_") {
-            let (tenant, user) = state
-                .store
-                .session(&hash)
-                .await
-                .map_err(Problem::unavailable)?
-                .ok_or_else(unauthorized)?;
-            let role = user.role.parse().map_err(|_| unauthorized())?;
-            Caller {
-                tenant,
-                principal: Principal::User {
-                    user,
-                    role,
-                    session_hash: hash.clone(),
-                },
-            }
-        } else {
-            let (tenant, key) = state
-                .store
-                .authenticate_api_key(&hash)
-                .await
-                .map_err(Problem::unavailable)?
-                .ok_or_else(unauthorized)?;
-            Caller {
-                tenant,
-                principal: Principal::Key(key),
-            }
-        };
-        if state.cache.enabled() {
-            state.cache.remember_caller(hash, &caller);
-        }
-        Ok(caller)
+    /// The caller the route's guard authenticated and authorised.
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
+            tracing::error!(path = %parts.uri.path(), "A handler asked for the caller on a public route.");
+            Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "This route has no caller.")
+        })
     }
 }
 
@@ -571,17 +606,6 @@ where
                 )
             })
     }
-}
-
-/// A caller already checked against the route's entry in [`ROUTES`].
-macro_rules! checked {
-    ($caller:expr, $method:literal, $path:literal) => {{
-        let spec = ROUTES
-            .iter()
-            .find(|r| r.method == $method && r.path == $path)
-            .expect("the route is listed in ROUTES");
-        $caller.require(spec.need)?;
-    }};
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -674,7 +698,6 @@ async fn accept_invitation(
 }
 
 async fn logout(State(state): State<AppState>, caller: Caller) -> Result<Response, Problem> {
-    checked!(caller, "POST", "/v1/auth/logout");
     let Principal::User { session_hash, .. } = &caller.principal else {
         return Err(Problem::bad(
             "API keys have no session; revoke the key instead.",
@@ -689,7 +712,6 @@ async fn logout(State(state): State<AppState>, caller: Caller) -> Result<Respons
 }
 
 async fn me(caller: Caller) -> Result<Json<serde_json::Value>, Problem> {
-    checked!(caller, "GET", "/v1/me");
     let who = match &caller.principal {
         Principal::User { user, .. } => serde_json::json!({ "user": user }),
         Principal::Key(key) => serde_json::json!({ "apiKey": key }),
@@ -725,7 +747,6 @@ async fn report(
     Params(params): Params<ReportParams>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
-    checked!(caller, "GET", "/v1/reports/{kind}");
     let kind: ReportKind = kind
         .parse()
         .map_err(|e: String| Problem::new(StatusCode::NOT_FOUND, "unknown-report", e))?;
@@ -806,7 +827,6 @@ async fn report(
 }
 
 async fn get_settings(caller: Caller) -> Result<Json<ledgersync_config::TenantSettings>, Problem> {
-    checked!(caller, "GET", "/v1/settings");
     Ok(Json(caller.tenant.settings.clone()))
 }
 
@@ -815,7 +835,6 @@ async fn put_settings(
     caller: Caller,
     body: String,
 ) -> Result<Json<ledgersync_config::TenantSettings>, Problem> {
-    checked!(caller, "PUT", "/v1/settings");
     let (tenant, _) =
         tenants::configure(state.store.as_ref(), &caller.tenant, &body, &caller.actor())
             .await
@@ -849,7 +868,6 @@ async fn upload_import(
     Params(params): Params<ImportParams>,
     Upload(body): Upload,
 ) -> Result<Response, Problem> {
-    checked!(caller, "POST", "/v1/imports");
     let stream = match params.stream.as_deref().unwrap_or("journal") {
         "journal" => StreamDef::journal(),
         other => {
@@ -935,7 +953,6 @@ async fn list_loads(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<Vec<ledgersync_store::PastLoad>>, Problem> {
-    checked!(caller, "GET", "/v1/loads");
     Ok(Json(state.store.loads(&caller.tenant).await?))
 }
 
@@ -943,7 +960,6 @@ async fn list_users(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<serde_json::Value>, Problem> {
-    checked!(caller, "GET", "/v1/users");
     let users = state.store.users(&caller.tenant).await?;
     Ok(Json(
         serde_json::json!({ "seats": caller.tenant.seats, "users": users }),
@@ -962,7 +978,6 @@ async fn invite_user(
     caller: Caller,
     Body(body): Body<InviteBody>,
 ) -> Result<Response, Problem> {
-    checked!(caller, "POST", "/v1/users/invitations");
     let role: Role = body
         .role
         .parse()
@@ -1001,7 +1016,6 @@ async fn change_role(
     Path(id): Path<String>,
     Body(body): Body<RoleBody>,
 ) -> Result<Json<User>, Problem> {
-    checked!(caller, "PATCH", "/v1/users/{id}");
     let role: Role = body
         .role
         .parse()
@@ -1027,7 +1041,6 @@ async fn remove_user(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, Problem> {
-    checked!(caller, "DELETE", "/v1/users/{id}");
     if matches!(&caller.principal, Principal::User { user, .. } if user.id == id) {
         return Err(Problem::new(
             StatusCode::CONFLICT,
@@ -1047,7 +1060,6 @@ async fn list_keys(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<Vec<ApiKey>>, Problem> {
-    checked!(caller, "GET", "/v1/apikeys");
     Ok(Json(state.store.api_keys(&caller.tenant).await?))
 }
 
@@ -1063,7 +1075,6 @@ async fn create_key(
     caller: Caller,
     Body(body): Body<KeyBody>,
 ) -> Result<Response, Problem> {
-    checked!(caller, "POST", "/v1/apikeys");
     let (secret, key) = crate::cli::create_key(
         state.store.as_ref(),
         &caller.tenant,
@@ -1085,7 +1096,6 @@ async fn revoke_key(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, Problem> {
-    checked!(caller, "DELETE", "/v1/apikeys/{id}");
     state.store.revoke_api_key(&caller.tenant, &id).await?;
     state
         .store
@@ -1105,7 +1115,6 @@ async fn audit_log(
     caller: Caller,
     Params(params): Params<AuditParams>,
 ) -> Result<Json<Vec<ledgersync_store::AuditEntry>>, Problem> {
-    checked!(caller, "GET", "/v1/audit");
     let limit = params.limit.unwrap_or(100).clamp(1, 1000);
     Ok(Json(state.store.audit_log(&caller.tenant, limit).await?))
 }
