@@ -883,8 +883,12 @@ async fn upload_import(
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
         .take(100)
         .collect();
-    let dir = tempfile_dir().map_err(Problem::unavailable)?;
-    let path = dir.join(if name.is_empty() {
+    // Removed when dropped, whatever happens below.
+    let dir = tempfile::Builder::new()
+        .prefix("ledgersync-upload-")
+        .tempdir()
+        .map_err(Problem::unavailable)?;
+    let path = dir.path().join(if name.is_empty() {
         "upload.csv".to_string()
     } else {
         name
@@ -898,7 +902,7 @@ async fn upload_import(
         &state.import,
     )
     .await;
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
     match outcome {
         Ok(ImportOutcome::Loaded(summary)) => {
             state
@@ -938,15 +942,6 @@ async fn upload_import(
             )),
         },
     }
-}
-
-fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!(
-        "ledgersync-upload-{}",
-        keys::generate_with_prefix("")
-    ));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }
 
 async fn list_loads(

@@ -602,13 +602,16 @@ async fn demo(
     let tenant = outcome.tenant;
     if store.loads(&tenant).await?.is_empty() {
         let spec = demo::DemoSpec::default();
-        let dir = std::env::temp_dir().join(format!("ledgersync-demo-{}", std::process::id()));
-        let files = demo::generate(&spec, &dir)?;
+        // The generated files go once they are imported, or if the import fails.
+        let dir = tempfile::Builder::new()
+            .prefix("ledgersync-demo-")
+            .tempdir()?;
+        let files = demo::generate(&spec, dir.path())?;
         println!(
             "Generated {} source rows for {} outlets in {}",
             files.rows,
             spec.outlets,
-            dir.display()
+            dir.path().display()
         );
         let pos = StreamDef::from_toml(demo::POS_SALES_STREAM)?;
         let financing = StreamDef::from_toml(demo::FINANCING_STREAM)?;
@@ -622,7 +625,6 @@ async fn demo(
         )
         .await?;
         import_one(store.clone(), &tenant, financing, &files.financing, options).await?;
-        let _ = std::fs::remove_dir_all(&dir);
     } else {
         println!("Demo tenant '{}' already has data.", tenant.slug);
     }

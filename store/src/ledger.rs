@@ -264,22 +264,19 @@ impl LoadSession for SqlLoad {
 }
 
 fn past_load(row: &sqlx::any::AnyRow) -> Result<PastLoad, StoreError> {
-    let get = |e| StoreError::Database {
-        context: "reading a load",
-        source: e,
-    };
+    const READING: &str = "reading a load";
     Ok(PastLoad {
-        id: row.try_get("id").map_err(get)?,
-        source: row.try_get("source").map_err(get)?,
-        stream: row.try_get("stream").map_err(get)?,
-        origin: row.try_get("origin").map_err(get)?,
-        rows_read: row.try_get("rows_read").map_err(get)?,
-        transactions: row.try_get("transactions").map_err(get)?,
-        postings: row.try_get("postings").map_err(get)?,
-        control_sum: Amount::from_units(row.try_get("control_sum").map_err(get)?),
-        loaded_at: row.try_get("loaded_at").map_err(get)?,
-        status: row.try_get("status").map_err(get)?,
-        problem: row.try_get("problem").map_err(get)?,
+        id: row.try_get("id").context(READING)?,
+        source: row.try_get("source").context(READING)?,
+        stream: row.try_get("stream").context(READING)?,
+        origin: row.try_get("origin").context(READING)?,
+        rows_read: row.try_get("rows_read").context(READING)?,
+        transactions: row.try_get("transactions").context(READING)?,
+        postings: row.try_get("postings").context(READING)?,
+        control_sum: Amount::from_units(row.try_get("control_sum").context(READING)?),
+        loaded_at: row.try_get("loaded_at").context(READING)?,
+        status: row.try_get("status").context(READING)?,
+        problem: row.try_get("problem").context(READING)?,
     })
 }
 
