@@ -27,12 +27,7 @@ struct Operation {
 
 /// A free-form object, for responses assembled ad hoc.
 fn object(description: &str) -> Option<Schema> {
-    Some(Schema::from(
-        json!({ "type": "object", "description": description })
-            .as_object()
-            .cloned()
-            .unwrap_or_default(),
-    ))
+    Some(schemars::json_schema!({ "type": "object", "description": description }))
 }
 
 fn describe(method: &str, path: &str, g: &mut SchemaGenerator) -> Operation {
@@ -85,9 +80,7 @@ fn describe(method: &str, path: &str, g: &mut SchemaGenerator) -> Operation {
         ("POST", "/v1/imports") => op(
             "Import a CSV body through a stream; all rows or none",
             inline::<ImportParams>(g),
-            Some(Schema::from(
-                json!({ "type": "string", "contentMediaType": "text/csv" }).as_object().cloned().unwrap_or_default(),
-            )),
+            Some(schemars::json_schema!({ "type": "string", "contentMediaType": "text/csv" })),
             201,
             object("status and the load summary"),
         ),
@@ -167,12 +160,7 @@ pub fn document() -> Value {
         };
         responses.insert(operation.status.to_string(), success);
         let mut problem = json_body(
-            Schema::from(
-                json!({ "$ref": "#/components/schemas/Problem" })
-                    .as_object()
-                    .cloned()
-                    .unwrap_or_default(),
-            ),
+            schemars::json_schema!({ "$ref": "#/components/schemas/Problem" }),
             "application/problem+json",
         );
         problem["description"] = json!("An RFC 9457 problem: 400 invalid input, 401 no or bad credentials, 403 not allowed, 404 not found, 409 conflict or seat limit, 422 rejected rows or settings, 429 login throttled, 503 store unavailable");
