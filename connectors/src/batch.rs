@@ -42,6 +42,20 @@ impl RowBatch {
         })
     }
 
+    /// Builds a batch from text columns of `height` rows.
+    pub fn from_columns(
+        height: usize,
+        columns: Vec<Column>,
+        origin_lines: Vec<u64>,
+        errors: Vec<RowError>,
+    ) -> PolarsResult<RowBatch> {
+        Ok(RowBatch {
+            frame: DataFrame::new(height, columns)?,
+            origin_lines,
+            errors,
+        })
+    }
+
     pub fn len(&self) -> usize {
         self.origin_lines.len()
     }

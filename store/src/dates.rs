@@ -1,18 +1,21 @@
 //! Keeping transaction dates in the tenant's timezone when that timezone changes.
 //!
-//! Dates are tenant-local. Transactions that kept their source instant
-//! (`occurred_at`) are re-dated in the new timezone and the buckets they leave and
-//! enter are recomputed, in the caller's transaction; `ledger_meta.timezone` records
-//! the timezone the dates are in, so an interrupted change is completed next time.
+//! Dates are tenant-local. Postings that kept their source instant (`occurred_at`)
+//! are re-dated in the new timezone and the months they leave and enter are
+//! recomputed, in the caller's transaction; `ledger_meta.timezone` records the
+//! timezone the dates are in, so an interrupted change is completed next time.
 
-use chrono::{DateTime, NaiveDate};
+use std::collections::{BTreeSet, HashSet};
+
+use chrono::DateTime;
 use chrono_tz::Tz;
-use sqlx::{Any, Executor, Row, Transaction};
+use polars::prelude::*;
+use sqlx::{Any, Executor, Transaction};
 
 use crate::aggregates;
 use crate::backend::Backend;
 use crate::error::{Context, StoreError};
-use crate::ledger::drop_temp;
+use crate::segments::{self, polars_error, DATE, MONTH, OCCURRED_AT, TXN};
 
 /// Re-dates the ledger into `timezone` if its dates are in another one; returns the
 /// number of transactions whose date changed.
@@ -35,50 +38,17 @@ pub(crate) async fn align(
     let mut moved = 0u64;
     // A ledger without a recorded timezone was dated in the current one.
     if current.is_some() {
-        let rows = sqlx::query(
-            "SELECT id, date, branch, occurred_at FROM transactions WHERE occurred_at IS NOT NULL",
-        )
-        .fetch_all(&mut **tx)
-        .await
-        .context("reading source instants")?;
-        let mut changes = Vec::new();
-        for row in rows {
-            let id: i64 = row.try_get("id").context("reading source instants")?;
-            let date: String = row.try_get("date").context("reading source instants")?;
-            let branch: String = row.try_get("branch").context("reading source instants")?;
-            let instant: String = row
-                .try_get("occurred_at")
-                .context("reading source instants")?;
-            let instant = DateTime::parse_from_rfc3339(&instant)
-                .map_err(|e| StoreError::Invalid(format!("stored instant '{instant}': {e}")))?;
-            let local: NaiveDate = instant.with_timezone(&tz).date_naive();
-            let local = local.to_string();
-            if local != date {
-                changes.push((id, date, local, branch));
-            }
+        let mut months = BTreeSet::new();
+        for id in segments::ids(tx, "1 = 1", &[]).await? {
+            let stored = segments::read(tx, id, None).await?;
+            let Some((frame, changed)) = redated(stored.frame, tz, &mut months)? else {
+                continue;
+            };
+            moved += changed;
+            segments::rewrite(tx, stored.id, frame).await?;
         }
-        if !changes.is_empty() {
-            aggregates::create_touched(backend, tx).await?;
-            for (id, old, new, branch) in &changes {
-                for day in [old, new] {
-                    sqlx::query("INSERT INTO touched (month, branch) VALUES ($1, $2)")
-                        .bind(&day[..7])
-                        .bind(branch)
-                        .execute(&mut **tx)
-                        .await
-                        .context("noting re-dated buckets")?;
-                }
-                sqlx::query("UPDATE transactions SET date = $1, month = $2 WHERE id = $3")
-                    .bind(new)
-                    .bind(&new[..7])
-                    .bind(id)
-                    .execute(&mut **tx)
-                    .await
-                    .context("re-dating a transaction")?;
-            }
-            aggregates::recompute(backend, tx).await?;
-            drop_temp(backend, tx, &["touched"]).await?;
-            moved = changes.len() as u64;
+        if !months.is_empty() {
+            aggregates::recompute(backend, tx, Some(&months), None, Default::default()).await?;
         }
     }
     tx.execute(
@@ -91,4 +61,57 @@ pub(crate) async fn align(
     .await
     .context("recording the ledger's timezone")?;
     Ok(moved)
+}
+
+/// The segment with its postings re-dated in `tz` and the number of transactions
+/// that moved, or `None` if none did; adds the months left and entered to `months`.
+fn redated(
+    mut frame: DataFrame,
+    tz: Tz,
+    months: &mut BTreeSet<String>,
+) -> Result<Option<(DataFrame, u64)>, StoreError> {
+    let failed = polars_error("re-dating postings");
+    let instants = frame.column(OCCURRED_AT).and_then(|c| c.str().cloned());
+    let dates = frame.column(DATE).and_then(|c| c.str().cloned());
+    let txns = frame.column(TXN).and_then(|c| c.u32().cloned());
+    let (instants, dates, txns) = (
+        instants.map_err(&failed)?,
+        dates.map_err(&failed)?,
+        txns.map_err(&failed)?,
+    );
+    let mut new_dates: Vec<String> = Vec::with_capacity(frame.height());
+    let mut moved = HashSet::new();
+    for ((instant, date), txn) in instants
+        .iter()
+        .zip(dates.iter())
+        .zip(txns.into_no_null_iter())
+    {
+        let date = date.unwrap_or_default();
+        let Some(instant) = instant else {
+            new_dates.push(date.to_string());
+            continue;
+        };
+        let local = DateTime::parse_from_rfc3339(instant)
+            .map_err(|e| StoreError::Invalid(format!("stored instant '{instant}': {e}")))?
+            .with_timezone(&tz)
+            .date_naive()
+            .to_string();
+        if local != date {
+            months.insert(date[..7.min(date.len())].to_string());
+            months.insert(local[..7].to_string());
+            moved.insert(txn);
+        }
+        new_dates.push(local);
+    }
+    if moved.is_empty() {
+        return Ok(None);
+    }
+    let new_months: Vec<&str> = new_dates.iter().map(|d| &d[..7]).collect();
+    frame
+        .with_column(Column::new(MONTH.into(), new_months))
+        .map_err(&failed)?;
+    frame
+        .with_column(Column::new(DATE.into(), &new_dates))
+        .map_err(&failed)?;
+    Ok(Some((frame, moved.len() as u64)))
 }

@@ -1,58 +1,28 @@
 //! A tenant's ledger: accounts, loads (stage → validate → merge → aggregate, in one
 //! transaction) and aggregate reads. The [`Store`] implementation lives here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chrono::Datelike;
 use ledgersync_config::TenantSettings;
 use ledgersync_schemas::{Account, AccountClass, Amount, Month, MonthMetrics, Posting, RowError};
-use sqlx::{Any, Executor, Row, Transaction};
+use sqlx::{Any, Row, Transaction};
 
 use crate::backend::Backend;
 use crate::control::{now, SqlStore};
 use crate::error::{Context, LoadRejected, StoreError};
+use crate::segments::{self, polars_error};
 use crate::{aggregates, dates};
 use crate::{
     ApiKey, AuditEntry, LedgerTotals, LoadRecord, LoadSession, LoadSummary, LoginCandidate,
     NewTenant, PastLoad, Store, Tenant, User,
 };
-
-const STAGE_COLUMNS: &str = "source_key TEXT NOT NULL, line BIGINT NOT NULL, seq BIGINT NOT NULL, \
-    date TEXT NOT NULL, branch TEXT NOT NULL, memo TEXT NOT NULL, occurred_at TEXT, account TEXT NOT NULL, \
-    amount BIGINT NOT NULL, currency TEXT NOT NULL, original_amount BIGINT NOT NULL";
-const STAGE_WIDTH: usize = 11;
-
-pub(crate) async fn create_temp(
-    backend: &dyn Backend,
-    tx: &mut Transaction<'static, Any>,
-    name: &str,
-    columns: &str,
-    indexed: &str,
-) -> Result<(), StoreError> {
-    for statement in backend.create_temp(name, columns, indexed) {
-        tx.execute(statement.as_str())
-            .await
-            .context("creating a staging table")?;
-    }
-    Ok(())
-}
-
-pub(crate) async fn drop_temp(
-    backend: &dyn Backend,
-    tx: &mut Transaction<'static, Any>,
-    names: &[&str],
-) -> Result<(), StoreError> {
-    for name in names {
-        tx.execute(backend.drop_temp(name).as_str())
-            .await
-            .context("dropping a staging table")?;
-    }
-    Ok(())
-}
+use polars::prelude::*;
 
 /// `($1, …, $width), ($width+1, …)` for `rows` rows, or `(?, …)` when `anonymous`.
-fn placeholders(rows: usize, width: usize, anonymous: bool) -> String {
+pub(crate) fn placeholders(rows: usize, width: usize, anonymous: bool) -> String {
     let mut sql = String::with_capacity(rows * width * 5);
     for row in 0..rows {
         if row > 0 {
@@ -75,6 +45,24 @@ fn placeholders(rows: usize, width: usize, anonymous: bool) -> String {
     sql
 }
 
+/// What a load knows of one of its transactions while staging: kept small, as a
+/// load holds one per transaction (its key lives only in [`SqlLoad::numbers`]).
+struct StagedTxn {
+    /// Sum of its postings so far; must end at zero.
+    sum: i64,
+    first_line: u64,
+    date: chrono::NaiveDate,
+    /// Index into [`SqlLoad::branches`].
+    branch: u32,
+    /// The batch it was first and last seen in.
+    first_batch: u32,
+    last_batch: u32,
+    /// Postings on another date or branch than the first.
+    mixed: bool,
+    /// Reduced as complete in some batch (see [`SqlLoad::note`]).
+    closed: bool,
+}
+
 struct SqlLoad {
     backend: Arc<dyn Backend>,
     generations: Arc<crate::control::Generations>,
@@ -82,40 +70,150 @@ struct SqlLoad {
     tx: Transaction<'static, Any>,
     /// Held until the session commits or is dropped: loads of a tenant queue.
     _guard: Option<tokio::sync::OwnedMutexGuard<()>>,
-    next_seq: i64,
+    chart: aggregates::Chart,
+    /// Transaction number by source key, and what is known of each.
+    numbers: HashMap<Box<str>, u32>,
+    txns: Vec<StagedTxn>,
+    branches: Vec<String>,
+    batches: u32,
+    postings: i64,
+    control_sum: i64,
+    /// This load's contribution to the aggregates, reduced batch by batch.
+    partials: aggregates::Partials,
+    /// A transaction reduced as complete turned up again in a later batch: the
+    /// partials are wrong and the commit recomputes from the stored segments.
+    reread: bool,
+}
+
+impl SqlLoad {
+    /// Numbers the postings' transactions, checks them as far as one batch can, and
+    /// tells which are open: seen in an earlier batch, or the batch's last one (its
+    /// rows may go on in the next). The others are reduced as complete; files keep a
+    /// transaction's rows together, and when one does not, the commit notices.
+    fn note(&mut self, postings: &[Posting]) -> (Vec<u32>, HashSet<u32>) {
+        let batch = self.batches;
+        let mut numbers = Vec::with_capacity(postings.len());
+        let mut open = HashSet::new();
+        let mut last: Option<(&str, u32)> = None;
+        for posting in postings {
+            let number = match last {
+                Some((key, number)) if key == posting.source_key => number,
+                _ => match self.numbers.get(posting.source_key.as_str()) {
+                    Some(&number) => number,
+                    None => {
+                        let number = self.txns.len() as u32;
+                        self.numbers
+                            .insert(posting.source_key.as_str().into(), number);
+                        let branch = self.branch_index(&posting.branch);
+                        self.txns.push(StagedTxn {
+                            sum: 0,
+                            first_line: posting.origin_line,
+                            date: posting.date,
+                            branch,
+                            first_batch: batch,
+                            last_batch: batch,
+                            mixed: false,
+                            closed: false,
+                        });
+                        number
+                    }
+                },
+            };
+            last = Some((&posting.source_key, number));
+            let same_branch =
+                self.branches[self.txns[number as usize].branch as usize] == posting.branch;
+            let txn = &mut self.txns[number as usize];
+            txn.sum += posting.amount.units();
+            txn.first_line = txn.first_line.min(posting.origin_line);
+            txn.mixed |= txn.date != posting.date || !same_branch;
+            if txn.last_batch != batch {
+                txn.last_batch = batch;
+                self.reread |= txn.closed;
+            }
+            if txn.first_batch != batch {
+                open.insert(number);
+            }
+            self.control_sum += posting.amount.units().abs();
+            numbers.push(number);
+        }
+        if let Some((_, number)) = last {
+            open.insert(number);
+        }
+        for &number in &numbers {
+            if !open.contains(&number) {
+                self.txns[number as usize].closed = true;
+            }
+        }
+        self.postings += postings.len() as i64;
+        self.batches += 1;
+        (numbers, open)
+    }
+
+    fn branch_index(&mut self, branch: &str) -> u32 {
+        match self.branches.iter().position(|b| b == branch) {
+            Some(index) => index as u32,
+            None => {
+                self.branches.push(branch.to_string());
+                (self.branches.len() - 1) as u32
+            }
+        }
+    }
+
+    fn errors(&self) -> Vec<RowError> {
+        let broken: HashSet<u32> = (0..self.txns.len() as u32)
+            .filter(|&n| self.txns[n as usize].sum != 0 || self.txns[n as usize].mixed)
+            .collect();
+        if broken.is_empty() {
+            return Vec::new();
+        }
+        let mut errors = Vec::new();
+        for (key, &number) in &self.numbers {
+            if !broken.contains(&number) {
+                continue;
+            }
+            let txn = &self.txns[number as usize];
+            if txn.sum != 0 {
+                errors.push(RowError {
+                    line: txn.first_line,
+                    reason: format!(
+                        "unbalanced transaction '{key}': its postings sum to {}",
+                        Amount::from_units(txn.sum)
+                    ),
+                });
+            }
+            if txn.mixed {
+                errors.push(RowError {
+                    line: txn.first_line,
+                    reason: format!(
+                        "transaction '{key}' has postings on different dates or branches"
+                    ),
+                });
+            }
+        }
+        errors.sort_by_key(|e| e.line);
+        errors
+    }
 }
 
 #[async_trait]
 impl LoadSession for SqlLoad {
     async fn stage(&mut self, postings: &[Posting]) -> Result<(), StoreError> {
-        for chunk in postings.chunks(self.backend.stage_chunk_rows()) {
-            let sql = format!(
-                "INSERT INTO load_stage (source_key, line, seq, date, branch, memo, occurred_at, account, \
-                 amount, currency, original_amount) VALUES {}",
-                placeholders(chunk.len(), STAGE_WIDTH, self.backend.anonymous_placeholders())
-            );
-            let mut query = sqlx::query(&sql);
-            for posting in chunk {
-                self.next_seq += 1;
-                query = query
-                    .bind(posting.source_key.as_str())
-                    .bind(posting.origin_line as i64)
-                    .bind(self.next_seq)
-                    .bind(posting.date.to_string())
-                    .bind(posting.branch.as_str())
-                    .bind(posting.memo.as_str())
-                    .bind(posting.occurred_at.as_deref())
-                    .bind(posting.account.as_str())
-                    .bind(posting.amount.units())
-                    .bind(posting.currency.as_str())
-                    .bind(posting.original_amount.units());
-            }
-            query
-                .execute(&mut *self.tx)
-                .await
-                .context("staging postings")?;
+        if postings.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let (numbers, open) = self.note(postings);
+        let frame = segments::frame(postings, numbers).map_err(polars_error("staging postings"))?;
+        let chart = self.chart.clone();
+        let mut partials = std::mem::take(&mut self.partials);
+        let (partials, frame) = segments::blocking("staging postings", move || {
+            let aggregated = frame.select(segments::AGGREGATED)?;
+            // The load's own number is not known yet; 0 is no load's.
+            partials.add(aggregated, 0, Some(&open), &chart)?;
+            Ok((partials, frame))
+        })
+        .await?;
+        self.partials = partials;
+        segments::insert(&mut self.tx, None, frame).await
     }
 
     async fn commit(
@@ -123,66 +221,15 @@ impl LoadSession for SqlLoad {
         record: LoadRecord,
         max_errors: usize,
     ) -> Result<LoadSummary, StoreError> {
-        let tx = &mut self.tx;
-        let mut errors = Vec::new();
-        // One pass over the staged postings finds both kinds of broken transaction.
-        let broken = sqlx::query(
-            "SELECT source_key, MIN(line) AS line, CAST(SUM(amount) AS BIGINT) AS total, \
-             CASE WHEN COUNT(DISTINCT date) > 1 OR COUNT(DISTINCT branch) > 1 THEN 1 ELSE 0 END AS mixed \
-             FROM load_stage GROUP BY source_key \
-             HAVING SUM(amount) <> 0 OR COUNT(DISTINCT date) > 1 OR COUNT(DISTINCT branch) > 1",
-        )
-        .fetch_all(&mut **tx)
-        .await
-        .context("checking transactions")?;
-        for row in broken {
-            let key: String = row.try_get("source_key").context("checking transactions")?;
-            let line = row
-                .try_get::<i64, _>("line")
-                .context("checking transactions")? as u64;
-            let total: i64 = row.try_get("total").context("checking transactions")?;
-            let mixed: i32 = row.try_get("mixed").context("checking transactions")?;
-            if total != 0 {
-                errors.push(RowError {
-                    line,
-                    reason: format!(
-                        "unbalanced transaction '{key}': its postings sum to {}",
-                        Amount::from_units(total)
-                    ),
-                });
-            }
-            if mixed != 0 {
-                errors.push(RowError {
-                    line,
-                    reason: format!(
-                        "transaction '{key}' has postings on different dates or branches"
-                    ),
-                });
-            }
-        }
+        let mut errors = self.errors();
         if !errors.is_empty() {
-            errors.sort_by_key(|e| e.line);
             let total = errors.len();
             errors.truncate(max_errors);
             // Dropping the transaction rolls it back.
             return Err(LoadRejected { errors, total }.into());
         }
-
-        let totals = sqlx::query(
-            "SELECT COUNT(DISTINCT source_key) AS transactions, COUNT(*) AS postings, \
-             CAST(COALESCE(SUM(ABS(amount)), 0) AS BIGINT) AS control_sum FROM load_stage",
-        )
-        .fetch_one(&mut **tx)
-        .await
-        .context("totalling the load")?;
-        let transactions: i64 = totals
-            .try_get("transactions")
-            .context("totalling the load")?;
-        let postings: i64 = totals.try_get("postings").context("totalling the load")?;
-        let control_sum: i64 = totals
-            .try_get("control_sum")
-            .context("totalling the load")?;
-
+        let transactions = self.txns.len() as i64;
+        let tx = &mut self.tx;
         let load_id: i64 = sqlx::query_scalar(
             "INSERT INTO loads (source, fingerprint, stream, origin, rows_read, transactions, postings, \
              control_sum, loaded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
@@ -193,51 +240,119 @@ impl LoadSession for SqlLoad {
         .bind(&record.origin)
         .bind(record.rows_read)
         .bind(transactions)
-        .bind(postings)
-        .bind(control_sum)
+        .bind(self.postings)
+        .bind(self.control_sum)
         .bind(now())
         .fetch_one(&mut **tx)
         .await
         .context("recording the load")?;
-
-        aggregates::create_touched(self.backend.as_ref(), tx).await?;
-        let merge = [
-            "INSERT INTO touched (month, branch) \
-             SELECT month, branch FROM transactions \
-             WHERE source = $1 AND source_key IN (SELECT source_key FROM load_stage) \
-             UNION SELECT substr(date, 1, 7), branch FROM load_stage",
-            "DELETE FROM postings WHERE txn_id IN (SELECT id FROM transactions \
-             WHERE source = $1 AND source_key IN (SELECT source_key FROM load_stage))",
-            "DELETE FROM transactions WHERE source = $1 AND source_key IN (SELECT source_key FROM load_stage)",
-        ];
-        for statement in merge {
-            sqlx::query(statement)
-                .bind(&record.source)
-                .execute(&mut **tx)
-                .await
-                .context("replacing the source's transactions")?;
+        sqlx::query("UPDATE ledger_segments SET source = $1, load_id = $2 WHERE load_id IS NULL")
+            .bind(&record.source)
+            .bind(load_id)
+            .execute(&mut **tx)
+            .await
+            .context("claiming the load's postings")?;
+        for (number, txn) in self.txns.iter().enumerate() {
+            if txn.first_batch != txn.last_batch {
+                sqlx::query("INSERT INTO split_transactions (load_id, txn) VALUES ($1, $2)")
+                    .bind(load_id)
+                    .bind(number as i64)
+                    .execute(&mut **tx)
+                    .await
+                    .context("noting transactions split across segments")?;
+            }
         }
-        sqlx::query(
-            "INSERT INTO transactions (source, source_key, date, month, branch, memo, occurred_at, load_id) \
-             SELECT $1, source_key, MIN(date), substr(MIN(date), 1, 7), MIN(branch), MIN(memo), \
-             MIN(occurred_at), $2 FROM load_stage GROUP BY source_key",
-        )
-        .bind(&record.source)
-        .bind(load_id)
-        .execute(&mut **tx)
-        .await
-        .context("writing transactions")?;
-        sqlx::query(
-            "INSERT INTO postings (txn_id, seq, account, amount, currency, original_amount) \
-             SELECT t.id, s.seq, s.account, s.amount, s.currency, s.original_amount \
-             FROM load_stage s JOIN transactions t ON t.source = $1 AND t.source_key = s.source_key",
-        )
-        .bind(&record.source)
-        .execute(&mut **tx)
-        .await
-        .context("writing postings")?;
 
-        let buckets = aggregates::recompute(self.backend.as_ref(), tx).await?;
+        // Buckets this load writes to, and those its replaced transactions leave.
+        let mut buckets: BTreeSet<(String, String)> = {
+            let distinct: HashSet<(i32, u32, u32)> = self
+                .txns
+                .iter()
+                .map(|t| (t.date.year(), t.date.month(), t.branch))
+                .collect();
+            distinct
+                .into_iter()
+                .map(|(year, month, branch)| {
+                    (
+                        format!("{year:04}-{month:02}"),
+                        self.branches[branch as usize].clone(),
+                    )
+                })
+                .collect()
+        };
+        let replaced = segments::ids(
+            tx,
+            &format!("source = $1 AND load_id <> {load_id}"),
+            &[record.source.as_str()],
+        )
+        .await?;
+        for id in replaced {
+            let stored = segments::read(tx, id, None).await?;
+            let keys = stored
+                .frame
+                .column(segments::KEY)
+                .and_then(|c| c.str().cloned())
+                .map_err(polars_error("replacing transactions"))?;
+            let gone: BooleanChunked = keys
+                .iter()
+                .map(|k| k.is_some_and(|k| self.numbers.contains_key(k)))
+                .collect();
+            if !gone.any() {
+                continue;
+            }
+            let removed = stored
+                .frame
+                .filter(&gone)
+                .map_err(polars_error("replacing transactions"))?;
+            let (months, branches) = (
+                removed
+                    .column(segments::MONTH)
+                    .and_then(|c| c.str().cloned()),
+                removed
+                    .column(segments::BRANCH)
+                    .and_then(|c| c.str().cloned()),
+            );
+            let (months, branches) = (
+                months.map_err(polars_error("replacing transactions"))?,
+                branches.map_err(polars_error("replacing transactions"))?,
+            );
+            for (month, branch) in months.iter().zip(branches.iter()) {
+                buckets.insert((
+                    month.unwrap_or_default().to_string(),
+                    branch.unwrap_or_default().to_string(),
+                ));
+            }
+            let kept = stored
+                .frame
+                .filter(&!&gone)
+                .map_err(polars_error("replacing transactions"))?;
+            segments::rewrite(tx, stored.id, kept).await?;
+        }
+
+        let months: BTreeSet<String> = buckets.iter().map(|(m, _)| m.clone()).collect();
+        let partials = std::mem::take(&mut self.partials);
+        if self.reread {
+            log::debug!(
+                "A transaction's rows were apart in the file; aggregating the load from storage."
+            );
+            aggregates::recompute(
+                self.backend.as_ref(),
+                tx,
+                Some(&months),
+                None,
+                Default::default(),
+            )
+            .await?;
+        } else {
+            aggregates::recompute(
+                self.backend.as_ref(),
+                tx,
+                Some(&months),
+                Some(load_id),
+                partials,
+            )
+            .await?;
+        }
         if let Some(cursor) = &record.cursor {
             sqlx::query(
                 "INSERT INTO sync_cursors (source, position, updated_at) VALUES ($1, $2, $3) \
@@ -250,15 +365,14 @@ impl LoadSession for SqlLoad {
             .await
             .context("advancing the sync cursor")?;
         }
-        drop_temp(self.backend.as_ref(), tx, &["touched", "load_stage"]).await?;
         self.tx.commit().await.context("committing the load")?;
         self.generations.bump(&self.tenant_id);
         Ok(LoadSummary {
             load_id,
             transactions,
-            postings,
-            control_sum: Amount::from_units(control_sum),
-            buckets_recomputed: buckets as i64,
+            postings: self.postings,
+            control_sum: Amount::from_units(self.control_sum),
+            buckets_recomputed: buckets.len() as i64,
         })
     }
 }
@@ -539,22 +653,34 @@ impl Store for SqlStore {
 
     async fn load_totals(&self, tenant: &Tenant, load_id: i64) -> Result<LedgerTotals, StoreError> {
         let mut tx = self.backend.begin(&tenant.id).await?;
-        let row = sqlx::query(
-            "SELECT COUNT(DISTINCT t.id) AS transactions, COUNT(p.txn_id) AS postings, \
-             CAST(COALESCE(SUM(ABS(p.amount)), 0) AS BIGINT) AS control_sum \
-             FROM transactions t JOIN postings p ON p.txn_id = t.id WHERE t.load_id = $1",
-        )
-        .bind(load_id)
-        .fetch_one(&mut *tx)
-        .await
-        .context("totalling a load in the ledger")?;
-        Ok(LedgerTotals {
-            transactions: row.try_get("transactions").context("totalling a load")?,
-            postings: row.try_get("postings").context("totalling a load")?,
-            control_sum: Amount::from_units(
-                row.try_get("control_sum").context("totalling a load")?,
-            ),
-        })
+        let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM ledger_segments WHERE load_id = $1")
+            .bind(load_id)
+            .fetch_all(&mut *tx)
+            .await
+            .context("finding a load's postings")?;
+        let mut txns = HashSet::new();
+        let mut totals = LedgerTotals {
+            transactions: 0,
+            postings: 0,
+            control_sum: Amount::ZERO,
+        };
+        let mut control_sum = 0i64;
+        for id in ids {
+            let stored =
+                segments::read(&mut tx, id, Some(&[segments::TXN, segments::AMOUNT])).await?;
+            let columns = stored.frame.columns();
+            let (numbers, amounts) = (columns[0].u32(), columns[1].i64());
+            let (numbers, amounts) = (
+                numbers.map_err(polars_error("totalling a load"))?,
+                amounts.map_err(polars_error("totalling a load"))?,
+            );
+            txns.extend(numbers.into_no_null_iter());
+            control_sum += amounts.into_no_null_iter().map(i64::abs).sum::<i64>();
+            totals.postings += stored.frame.height() as i64;
+        }
+        totals.transactions = txns.len() as i64;
+        totals.control_sum = Amount::from_units(control_sum);
+        Ok(totals)
     }
 
     async fn sync_cursor(
@@ -581,21 +707,22 @@ impl Store for SqlStore {
                 .context("waiting for the tenant's load lock")?;
         }
         dates::align(self.backend.as_ref(), &mut tx, &tenant.settings.timezone).await?;
-        create_temp(
-            self.backend.as_ref(),
-            &mut tx,
-            "load_stage",
-            STAGE_COLUMNS,
-            "source_key",
-        )
-        .await?;
+        let chart = aggregates::Chart::read(&mut tx).await?;
         Ok(Box::new(SqlLoad {
             backend: self.backend.clone(),
             generations: self.generations.clone(),
             tenant_id: tenant.id.clone(),
             tx,
-            next_seq: 0,
             _guard: guard,
+            chart,
+            numbers: HashMap::new(),
+            txns: Vec::new(),
+            branches: Vec::new(),
+            reread: false,
+            batches: 0,
+            postings: 0,
+            control_sum: 0,
+            partials: aggregates::Partials::default(),
         }))
     }
 
@@ -643,8 +770,8 @@ impl Store for SqlStore {
     ) -> Result<Amount, StoreError> {
         let mut tx = self.backend.begin(&tenant.id).await?;
         let units: i64 = sqlx::query_scalar(
-            "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM month_metrics \
-             WHERE branch = $1 AND month < $2 AND metric = 'class' AND key = 'cash'",
+            "SELECT CAST(COALESCE(SUM(cash), 0) AS BIGINT) FROM month_rollups \
+             WHERE branch = $1 AND month < $2",
         )
         .bind(branch)
         .bind(month.to_string())
@@ -657,7 +784,7 @@ impl Store for SqlStore {
     async fn branches(&self, tenant: &Tenant) -> Result<Vec<String>, StoreError> {
         let mut tx = self.backend.begin(&tenant.id).await?;
         sqlx::query_scalar(
-            "SELECT DISTINCT branch FROM month_metrics WHERE branch <> '*' ORDER BY branch",
+            "SELECT DISTINCT branch FROM month_rollups WHERE branch <> '*' ORDER BY branch",
         )
         .fetch_all(&mut *tx)
         .await
@@ -678,28 +805,19 @@ impl Store for SqlStore {
 
     async fn posting_count(&self, tenant: &Tenant) -> Result<i64, StoreError> {
         let mut tx = self.backend.begin(&tenant.id).await?;
-        sqlx::query_scalar("SELECT COUNT(*) FROM postings")
+        sqlx::query_scalar("SELECT CAST(COALESCE(SUM(postings), 0) AS BIGINT) FROM ledger_segments")
             .fetch_one(&mut *tx)
             .await
             .context("counting postings")
     }
 }
 
-/// Recomputes every bucket that has postings or had aggregates.
+/// Recomputes every rollup from the postings.
 async fn rebuild_in(
     backend: &dyn Backend,
     tx: &mut Transaction<'static, Any>,
 ) -> Result<u64, StoreError> {
-    aggregates::create_touched(backend, tx).await?;
-    tx.execute(
-        "INSERT INTO touched (month, branch) SELECT DISTINCT month, branch FROM transactions \
-         UNION SELECT DISTINCT month, branch FROM month_metrics WHERE branch <> '*'",
-    )
-    .await
-    .context("listing buckets")?;
-    let buckets = aggregates::recompute(backend, tx).await?;
-    drop_temp(backend, tx, &["touched"]).await?;
-    Ok(buckets)
+    aggregates::recompute(backend, tx, None, None, aggregates::Partials::default()).await
 }
 
 #[cfg(test)]

@@ -16,6 +16,8 @@ mod control;
 mod dates;
 mod error;
 mod ledger;
+mod legacy;
+mod segments;
 
 use control::SqlStore;
 

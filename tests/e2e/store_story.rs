@@ -30,6 +30,7 @@ on_both_backends!(
     tenants_are_isolated_and_provisioning_is_idempotent,
     a_new_timezone_redates_the_ledger,
     concurrent_loads_queue_and_agree,
+    transactions_split_across_batches_keep_their_cash_flow,
 );
 
 fn record(fingerprint: &str, cursor: Option<&str>) -> LoadRecord {
@@ -451,4 +452,83 @@ async fn futures_join(
         load(store, tenant, d, record("d", None)),
     );
     [ra, rb, rc, rd]
+}
+
+/// A batch boundary may fall inside a transaction, and a file need not keep a
+/// transaction's rows together: the cash flow of such a transaction needs all of its
+/// postings, at load time and when everything is rebuilt from storage.
+async fn transactions_split_across_batches_keep_their_cash_flow(store: &dyn Store) {
+    let ledger = january_ledger();
+    // The sale's cash posting ends the first batch, its revenue and tax start the
+    // second: the usual cut at a batch boundary.
+    let boundary = provision(store, "lite").await;
+    let mut session = store.begin_load(&boundary).await.unwrap();
+    session.stage(&ledger[..1]).await.unwrap();
+    session.stage(&ledger[1..]).await.unwrap();
+    session.commit(record("boundary", None), 10).await.unwrap();
+    let cut = store
+        .month_metrics(&boundary, BRANCH_TOTAL, month("2025-01"), month("2025-02"))
+        .await
+        .unwrap();
+    assert_eq!(
+        cut[&month("2025-01")].get("cash_flow", "operating_in"),
+        amount("110.5")
+    );
+
+    // The sale's rows apart in the file: its cash posting in the first batch, its
+    // revenue and tax in the last, other transactions around and between them.
+    let tenant = provision(store, "lite").await;
+    let mut session = store.begin_load(&tenant).await.unwrap();
+    session
+        .stage(&[ledger[0].clone(), ledger[3].clone(), ledger[4].clone()])
+        .await
+        .unwrap();
+    session.stage(&ledger[5..]).await.unwrap();
+    session.stage(&ledger[1..3]).await.unwrap();
+    let summary = session.commit(record("split", None), 10).await.unwrap();
+    assert_eq!((summary.transactions, summary.postings), (5, 11));
+
+    let loaded = store
+        .month_metrics(&tenant, BRANCH_TOTAL, month("2025-01"), month("2025-02"))
+        .await
+        .unwrap();
+    let jan = &loaded[&month("2025-01")];
+    assert_eq!(jan.get("cash_flow", "operating_in"), amount("110.5"));
+    assert_eq!(jan.cash_change(), amount("1110.5"));
+    assert_eq!(loaded, cut);
+
+    store.rebuild_aggregates(&tenant).await.unwrap();
+    let rebuilt = store
+        .month_metrics(&tenant, BRANCH_TOTAL, month("2025-01"), month("2025-02"))
+        .await
+        .unwrap();
+    assert_eq!(loaded, rebuilt);
+
+    // Replacing the split sale by a corrected one leaves no trace of the old one.
+    let corrected: Vec<_> = ledger
+        .iter()
+        .filter(|p| p.source_key == "S1")
+        .cloned()
+        .map(|mut p| {
+            p.amount = -p.amount;
+            p.original_amount = p.amount;
+            p
+        })
+        .collect();
+    load(store, &tenant, &corrected, record("refund", None))
+        .await
+        .unwrap();
+    let months = store
+        .month_metrics(&tenant, BRANCH_TOTAL, month("2025-01"), month("2025-01"))
+        .await
+        .unwrap();
+    assert_eq!(
+        months[&month("2025-01")].get("cash_flow", "operating_in"),
+        amount("0")
+    );
+    assert_eq!(
+        months[&month("2025-01")].get("cash_flow", "operating_out"),
+        amount("-110.5")
+    );
+    assert_eq!(store.posting_count(&tenant).await.unwrap(), 11);
 }

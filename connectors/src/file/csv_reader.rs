@@ -7,6 +7,7 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use crate::batch::{RowBatch, RowError};
+use polars::prelude::{IntoColumn, StringChunkedBuilder};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
@@ -88,10 +89,16 @@ impl CsvBatches {
             return Ok(None);
         }
         let width = self.columns.len();
-        let mut rows = Vec::with_capacity(self.batch_rows.min(65_536));
-        let mut lines = Vec::with_capacity(rows.capacity());
+        // Cells go straight into polars' string builders: no string per cell.
+        let capacity = self.batch_rows.min(65_536);
+        let mut cells: Vec<StringChunkedBuilder> = self
+            .columns
+            .iter()
+            .map(|name| StringChunkedBuilder::new(name.as_str().into(), capacity))
+            .collect();
+        let mut lines = Vec::with_capacity(capacity);
         let mut errors = Vec::new();
-        while rows.len() < self.batch_rows {
+        while lines.len() < self.batch_rows {
             let more = self
                 .reader
                 .read_record(&mut self.record)
@@ -114,13 +121,23 @@ impl CsvBatches {
                 });
                 continue;
             }
-            rows.push(self.record.iter().map(str::to_string).collect());
+            for (builder, cell) in cells.iter_mut().zip(self.record.iter()) {
+                if cell.is_empty() {
+                    builder.append_null();
+                } else {
+                    builder.append_value(cell);
+                }
+            }
             lines.push(line);
         }
-        if rows.is_empty() && errors.is_empty() {
+        if lines.is_empty() && errors.is_empty() {
             return Ok(None);
         }
-        RowBatch::from_rows(&self.columns, rows, lines, errors)
+        let columns = cells
+            .into_iter()
+            .map(|builder| builder.finish().into_column())
+            .collect();
+        RowBatch::from_columns(lines.len(), columns, lines, errors)
             .map(Some)
             .map_err(|source| FileError::Frame {
                 path: self.path.clone(),

@@ -274,8 +274,10 @@ impl Mapper {
         let view = FrameView::new(&evaluated, &self.def, &self.templates).map_err(polars_error)?;
 
         let mut postings = Vec::with_capacity(origin_lines.len() * 3);
+        // Sources repeat dates far more often than not: parse each text once a batch.
+        let mut dates = HashMap::new();
         for (row, &line) in origin_lines.iter().enumerate() {
-            match self.map_row(&view, row, line) {
+            match self.map_row(&view, &mut dates, row, line) {
                 Ok(mut row_postings) => postings.append(&mut row_postings),
                 Err(reason) => errors.push(RowError { line, reason }),
             }
@@ -288,7 +290,13 @@ impl Mapper {
         })
     }
 
-    fn map_row(&self, view: &FrameView<'_>, row: usize, line: u64) -> Result<Vec<Posting>, String> {
+    fn map_row<'a>(
+        &self,
+        view: &FrameView<'a>,
+        dates: &mut HashMap<&'a str, Result<dates::LocalDate, String>>,
+        row: usize,
+        line: u64,
+    ) -> Result<Vec<Posting>, String> {
         let def = &self.def;
         if let Some((column, text)) = view.bad_number(row) {
             return Err(format!("non-numeric amount '{text}' in column '{column}'"));
@@ -304,7 +312,10 @@ impl Mapper {
         let date_text = view
             .text(&def.date.column, row)
             .ok_or_else(|| format!("date column '{}' is empty", def.date.column))?;
-        let (date, instant) = self.dates.parse(date_text)?;
+        let (date, instant) = dates
+            .entry(date_text)
+            .or_insert_with(|| self.dates.parse(date_text))
+            .clone()?;
         let optional_text = |column: &Option<String>| {
             column
                 .as_deref()

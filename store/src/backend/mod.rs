@@ -19,13 +19,8 @@ pub(crate) trait Backend: Send + Sync {
     async fn prepare_tenant(&self, tenant_id: &str) -> Result<(), StoreError>;
     /// Begins a transaction that sees the tenant's tables.
     async fn begin(&self, tenant_id: &str) -> Result<Transaction<'static, Any>, StoreError>;
-    /// Statements creating an empty temporary table (replacing one of the same name),
-    /// dropped at the end of the transaction or by [`Backend::drop_temp`], with an
-    /// index on `indexed`.
-    fn create_temp(&self, name: &str, columns: &str, indexed: &str) -> Vec<String>;
-    fn drop_temp(&self, name: &str) -> String;
-    /// Rows per multi-row INSERT when staging.
-    fn stage_chunk_rows(&self) -> usize;
+    /// Rows per multi-row INSERT.
+    fn rows_per_insert(&self) -> usize;
     /// Whether large statements should use anonymous `?` parameters.
     fn anonymous_placeholders(&self) -> bool;
     /// Loads of one tenant run one at a time. An in-process lock taken before the
@@ -34,8 +29,6 @@ pub(crate) trait Backend: Send + Sync {
     /// … and a statement run first inside it, bound to the tenant id (PostgreSQL:
     /// an advisory lock that also holds across replicas), if any.
     fn load_lock_statement(&self) -> Option<&'static str>;
-    /// Aggregate expression building a JSON object text from `key` and `value`.
-    fn json_object_agg(&self, key: &str, value: &str) -> String;
 }
 
 /// Connection options for a URL. Statements slower than a second are logged at debug

@@ -84,6 +84,16 @@ impl PostgresBackend {
             what: format!("tenant {tenant_id}"),
             source,
         })?;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .context("beginning a tenant transaction")?;
+        tx.execute(format!("SET LOCAL search_path TO {schema}").as_str())
+            .await
+            .context("selecting a tenant schema")?;
+        crate::legacy::adopt_row_postings(&mut tx).await?;
+        tx.commit().await.context("committing moved postings")?;
         migrated.insert(tenant_id.to_string());
         Ok(())
     }
@@ -113,29 +123,12 @@ impl Backend for PostgresBackend {
         Ok(tx)
     }
 
-    fn create_temp(&self, name: &str, columns: &str, indexed: &str) -> Vec<String> {
-        vec![
-            format!("DROP TABLE IF EXISTS pg_temp.{name}"),
-            format!("CREATE TEMP TABLE {name} ({columns}) ON COMMIT DROP"),
-            format!("CREATE INDEX ON {name} ({indexed})"),
-        ]
-    }
-
-    /// Dropped at commit anyway; dropping early lets one transaction create it again.
-    fn drop_temp(&self, name: &str) -> String {
-        format!("DROP TABLE IF EXISTS pg_temp.{name}")
-    }
-
-    fn stage_chunk_rows(&self) -> usize {
+    fn rows_per_insert(&self) -> usize {
         1_000
     }
 
     fn anonymous_placeholders(&self) -> bool {
         false
-    }
-
-    fn json_object_agg(&self, key: &str, value: &str) -> String {
-        format!("json_object_agg({key}, {value})::text")
     }
 
     async fn load_lock(&self, _tenant_id: &str) -> Option<tokio::sync::OwnedMutexGuard<()>> {

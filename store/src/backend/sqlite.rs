@@ -69,6 +69,12 @@ impl SqliteBackend {
                 what: format!("tenant {tenant_id}"),
                 source,
             })?;
+        let mut tx = pool
+            .begin()
+            .await
+            .context("beginning a tenant transaction")?;
+        crate::legacy::adopt_row_postings(&mut tx).await?;
+        tx.commit().await.context("committing moved postings")?;
         tenants.insert(tenant_id.to_string(), pool.clone());
         Ok(pool)
     }
@@ -114,20 +120,8 @@ impl Backend for SqliteBackend {
             .context("beginning a tenant transaction")
     }
 
-    fn create_temp(&self, name: &str, columns: &str, indexed: &str) -> Vec<String> {
-        vec![
-            format!("DROP TABLE IF EXISTS temp.{name}"),
-            format!("CREATE TEMP TABLE {name} ({columns})"),
-            format!("CREATE INDEX temp.{name}_idx ON {name} ({indexed})"),
-        ]
-    }
-
-    fn drop_temp(&self, name: &str) -> String {
-        format!("DROP TABLE IF EXISTS temp.{name}")
-    }
-
     /// Under SQLite's 32766 bound parameters per statement.
-    fn stage_chunk_rows(&self) -> usize {
+    fn rows_per_insert(&self) -> usize {
         500
     }
 
@@ -136,10 +130,6 @@ impl Backend for SqliteBackend {
     /// ones bind in order at no such cost.
     fn anonymous_placeholders(&self) -> bool {
         true
-    }
-
-    fn json_object_agg(&self, key: &str, value: &str) -> String {
-        format!("json_group_object({key}, {value})")
     }
 
     /// A second writer would wait on the file lock only up to the busy timeout, far
