@@ -8,14 +8,17 @@
 //! transfer between two cash accounts is no flow and the flows always add up to the
 //! change in cash.
 //!
-//! polars computes them from postings in batches. Each batch reduces to partial sums
+//! They are computed from postings in batches. Each batch reduces to partial sums
 //! that add up across batches: per (month, branch, account), and per transaction and
 //! cash-flow section. A transaction's cash flow needs all of its postings, so a
 //! transaction that may continue in another batch stays open until
 //! [`Partials::finish`]; the others become flows at once, which keeps a rebuild's
 //! memory to a batch plus the few transactions a load split across segments.
+//! Complete transactions whose rows are together (as files and segments keep them)
+//! become flows in one pass; the sums polars groups are keyed by one integer each.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use polars::prelude::*;
 use sqlx::{Any, Executor, Row, Transaction};
@@ -25,13 +28,8 @@ use crate::error::{Context, StoreError};
 use crate::segments::{self, polars_error, ACCOUNT, AMOUNT, BRANCH, MONTH, TXN};
 
 const UID: &str = "uid";
-const CODE: &str = "code";
-const CLASS: &str = "class";
-const CATEGORY: &str = "category";
-/// The cash-flow section of an account, or `cash` for a cash account.
-const FLOW_SECTION: &str = "flow_section";
+const SECTION: &str = "section";
 const CASH: &str = "cash";
-const INFLOW: &str = "inflow";
 
 /// Rows of postings reduced at once when rebuilding: large enough for polars to use
 /// both cores well, small enough to keep a rebuild's memory flat.
@@ -40,9 +38,17 @@ const BATCH_ROWS: usize = 1 << 20;
 /// Metrics of one (month, branch): `metric:key` → ten-thousandths.
 pub(crate) type Rollups = BTreeMap<(String, String), BTreeMap<String, i64>>;
 
-/// The chart of accounts as aggregation needs it.
+/// The chart of accounts as aggregation needs it: accounts by number, each with
+/// its class, category and cash-flow section number (0 for cash accounts).
 #[derive(Clone)]
-pub(crate) struct Chart(DataFrame);
+pub(crate) struct Chart {
+    numbers: PlHashMap<String, u32>,
+    classes: Vec<String>,
+    categories: Vec<String>,
+    sections: Vec<u8>,
+    /// Section names by number; `cash` first.
+    section_names: Vec<String>,
+}
 
 impl Chart {
     pub(crate) async fn read(tx: &mut Transaction<'static, Any>) -> Result<Chart, StoreError> {
@@ -50,58 +56,89 @@ impl Chart {
             .fetch_all(&mut **tx)
             .await
             .context("reading accounts")?;
-        let mut codes = Vec::with_capacity(rows.len());
-        let mut classes = Vec::with_capacity(rows.len());
-        let mut categories = Vec::with_capacity(rows.len());
-        let mut sections = Vec::with_capacity(rows.len());
+        let mut chart = Chart {
+            numbers: PlHashMap::default(),
+            classes: Vec::with_capacity(rows.len()),
+            categories: Vec::with_capacity(rows.len()),
+            sections: Vec::with_capacity(rows.len()),
+            section_names: vec![CASH.to_string()],
+        };
         for row in rows {
+            let code: String = row.try_get("code").context("reading accounts")?;
             let class: String = row.try_get("class").context("reading accounts")?;
             let section: String = row
                 .try_get("cash_flow_section")
                 .context("reading accounts")?;
-            sections.push(if class == CASH {
-                CASH.to_string()
+            let number = if class == CASH {
+                0
             } else {
-                section
-            });
-            classes.push(class);
-            codes.push(
-                row.try_get::<String, _>("code")
-                    .context("reading accounts")?,
-            );
-            categories.push(
+                match chart.section_names.iter().position(|s| *s == section) {
+                    Some(number) => number,
+                    None => {
+                        chart.section_names.push(section);
+                        chart.section_names.len() - 1
+                    }
+                }
+            };
+            chart.numbers.insert(code, chart.classes.len() as u32);
+            chart.sections.push(number as u8);
+            chart.classes.push(class);
+            chart.categories.push(
                 row.try_get::<Option<String>, _>("category")
                     .context("reading accounts")?
                     .unwrap_or_default(),
             );
         }
-        let frame = DataFrame::new(
-            codes.len(),
-            vec![
-                Column::new(CODE.into(), codes),
-                Column::new(CLASS.into(), classes),
-                Column::new(CATEGORY.into(), categories),
-                Column::new(FLOW_SECTION.into(), sections),
-            ],
-        )
-        .map_err(polars_error("reading accounts"))?;
-        Ok(Chart(frame))
+        if chart.section_names.len() > 1 << SECTION_BITS {
+            return Err(StoreError::Invalid(format!(
+                "the chart has {} cash-flow sections; at most {} are supported",
+                chart.section_names.len() - 1,
+                (1 << SECTION_BITS) - 1
+            )));
+        }
+        Ok(chart)
     }
 }
 
-/// Postings reduced to sums that add up across batches.
+/// Bits of a key holding a cash-flow section number.
+const SECTION_BITS: u32 = 3;
+/// Bits of a key holding a branch or an account number.
+const NAME_BITS: u32 = 24;
+
+/// Postings reduced to sums that add up across batches. polars groups by one
+/// integer key per sum, which it does far faster than by several text columns, so
+/// months, branches, accounts and sections are numbered first:
+/// - a bucket is `month << 24 | branch` (months counted from year 0),
+/// - per account: `bucket << 24 | account`,
+/// - per transaction and section: `uid << 3 | section`, with the bucket beside it,
+/// - a flow: `bucket << 4 | section << 1 | inflow`.
 #[derive(Default)]
 pub(crate) struct Partials {
+    branch_numbers: PlHashMap<String, u32>,
+    branches: Vec<String>,
     per_account: Vec<DataFrame>,
-    /// Per transaction and flow section, of transactions that may continue elsewhere.
+    /// Per transaction and section, of transactions that may continue elsewhere.
     open: Vec<DataFrame>,
-    /// Finished cash flows per (month, branch, section, direction).
+    /// Finished cash flows.
     flows: Vec<DataFrame>,
 }
+
+const KEY: &str = "key";
+const BUCKET: &str = "bucket";
 
 /// A transaction's id across loads: its load's id and its number within the load.
 fn uid(load_id: i64, txn: u32) -> i64 {
     (load_id << 32) | i64::from(txn)
+}
+
+fn month_number(month: &str) -> Option<u64> {
+    let year: u64 = month.get(..4)?.parse().ok()?;
+    let month: u64 = month.get(5..7)?.parse().ok()?;
+    (1..=12).contains(&month).then_some(year * 12 + month - 1)
+}
+
+fn month_name(number: u64) -> String {
+    format!("{:04}-{:02}", number / 12, number % 12 + 1)
 }
 
 impl Partials {
@@ -132,6 +169,18 @@ impl Partials {
         self.reduce(postings, mask, chart)
     }
 
+    fn branch_number(&mut self, branch: &str) -> u32 {
+        if let Some(&number) = self.branch_numbers.get(branch) {
+            return number;
+        }
+        let number = self.branches.len() as u32;
+        self.branches.push(branch.to_string());
+        self.branch_numbers.insert(branch.to_string(), number);
+        number
+    }
+
+    /// Reduces postings with a `uid` column; `open` marks the rows of transactions
+    /// that may continue in other batches.
     fn reduce(
         &mut self,
         postings: DataFrame,
@@ -141,37 +190,94 @@ impl Partials {
         if postings.height() == 0 {
             return Ok(());
         }
+        let months = postings.column(MONTH)?.str()?;
+        let branches = postings.column(BRANCH)?.str()?;
+        let accounts = postings.column(ACCOUNT)?.str()?;
+        let amounts = postings.column(AMOUNT)?.i64()?;
+        let uids = postings.column(UID)?.i64()?;
+        let rows = postings.height();
+        let mut account_keys = Vec::with_capacity(rows);
+        let mut txn_keys = Vec::with_capacity(rows);
+        let mut buckets = Vec::with_capacity(rows);
+        let mut values = Vec::with_capacity(rows);
+        let mut kept = Vec::with_capacity(rows);
+        let mut last_month: (&str, u64) = ("", 0);
+        let mut last_branch: Option<(&str, u32)> = None;
+        for (((((month, branch), account), amount), uid), open) in months
+            .iter()
+            .zip(branches.iter())
+            .zip(accounts.iter())
+            .zip(amounts.iter())
+            .zip(uids.iter())
+            .zip(open.iter())
+        {
+            let (Some(month), Some(account), Some(amount), Some(uid)) =
+                (month, account, amount, uid)
+            else {
+                continue;
+            };
+            // Postings of accounts no longer in the chart count nowhere, as before.
+            let Some(&number) = chart.numbers.get(account) else {
+                continue;
+            };
+            if month != last_month.0 {
+                let parsed = month_number(month).ok_or_else(
+                    || polars_err!(ComputeError: "stored month '{month}' is not YYYY-MM"),
+                )?;
+                last_month = (month, parsed);
+            }
+            let branch = branch.unwrap_or_default();
+            let branch_number = match last_branch {
+                Some((name, number)) if name == branch => number,
+                _ => {
+                    let number = self.branch_number(branch);
+                    last_branch = Some((branch, number));
+                    number
+                }
+            };
+            let bucket = last_month.1 << NAME_BITS | u64::from(branch_number);
+            account_keys.push(bucket << NAME_BITS | u64::from(number));
+            txn_keys.push(uid << SECTION_BITS | i64::from(chart.sections[number as usize]));
+            buckets.push(bucket);
+            values.push(amount);
+            kept.push(open.unwrap_or(true));
+        }
+        let height = values.len();
+        let frame = DataFrame::new(
+            height,
+            vec![
+                Column::new(KEY.into(), account_keys),
+                Column::new(AMOUNT.into(), values.clone()),
+            ],
+        )?;
         self.per_account.push(
-            postings
-                .clone()
+            frame
                 .lazy()
-                .group_by([col(MONTH), col(BRANCH), col(ACCOUNT)])
+                .group_by([col(KEY)])
                 .agg([col(AMOUNT).sum()])
                 .collect()?,
         );
-        let per_txn = |frame: DataFrame| {
-            frame
-                .lazy()
-                .join(
-                    chart
-                        .0
-                        .clone()
-                        .lazy()
-                        .select([col(CODE), col(FLOW_SECTION)]),
-                    [col(ACCOUNT)],
-                    [col(CODE)],
-                    JoinArgs::new(JoinType::Inner),
-                )
-                .group_by([col(UID), col(MONTH), col(BRANCH), col(FLOW_SECTION)])
-                .agg([col(AMOUNT).sum()])
-        };
+        let per_txn = DataFrame::new(
+            height,
+            vec![
+                Column::new(KEY.into(), txn_keys),
+                Column::new(BUCKET.into(), buckets),
+                Column::new(AMOUNT.into(), values),
+            ],
+        )?;
+        let open: BooleanChunked = kept.into_iter().collect();
         let open_count = open.sum().unwrap_or(0) as usize;
         if open_count > 0 {
-            self.open.push(per_txn(postings.filter(&open)?).collect()?);
+            self.open
+                .push(by_txn(per_txn.filter(&open)?.lazy()).collect()?);
         }
-        if open_count < postings.height() {
-            let closed = postings.filter(&!&open)?;
-            self.flows.push(flows(per_txn(closed)).collect()?);
+        if open_count < height {
+            let closed = per_txn.filter(&!&open)?;
+            let flows = match runs_of_transactions(&closed)? {
+                Some(flows) => flows,
+                None => flows(by_txn(closed.lazy())).collect()?,
+            };
+            self.flows.push(flows);
         }
         self.compact()
     }
@@ -180,23 +286,11 @@ impl Partials {
     /// or rebuild holds does not grow with the number of batches.
     fn compact(&mut self) -> PolarsResult<()> {
         const MOST_FRAMES: usize = 8;
-        if self.per_account.len() > MOST_FRAMES {
-            let frames = std::mem::take(&mut self.per_account);
-            self.per_account.push(
-                stacked(frames)?
-                    .group_by([col(MONTH), col(BRANCH), col(ACCOUNT)])
-                    .agg([col(AMOUNT).sum()])
-                    .collect()?,
-            );
-        }
-        if self.flows.len() > MOST_FRAMES {
-            let frames = std::mem::take(&mut self.flows);
-            self.flows.push(
-                stacked(frames)?
-                    .group_by([col(MONTH), col(BRANCH), col(FLOW_SECTION), col(INFLOW)])
-                    .agg([col(AMOUNT).sum()])
-                    .collect()?,
-            );
+        for frames in [&mut self.per_account, &mut self.flows] {
+            if frames.len() > MOST_FRAMES {
+                let all = std::mem::take(frames);
+                frames.push(summed(stacked(all)?).collect()?);
+            }
         }
         Ok(())
     }
@@ -205,69 +299,47 @@ impl Partials {
     pub(crate) fn finish(mut self, chart: &Chart) -> PolarsResult<Rollups> {
         let mut rollups = Rollups::new();
         if !self.open.is_empty() {
-            let open = stacked(std::mem::take(&mut self.open))?
-                .group_by([col(UID), col(MONTH), col(BRANCH), col(FLOW_SECTION)])
-                .agg([col(AMOUNT).sum()]);
+            let open = by_txn(stacked(std::mem::take(&mut self.open))?);
             self.flows.push(flows(open).collect()?);
         }
+        let bucket_name = |bucket: u64| {
+            let branch = (bucket & ((1 << NAME_BITS) - 1)) as usize;
+            (
+                month_name(bucket >> NAME_BITS),
+                self.branches.get(branch).cloned().unwrap_or_default(),
+            )
+        };
         if !self.per_account.is_empty() {
-            let per_account = stacked(self.per_account)?
-                .group_by([col(MONTH), col(BRANCH), col(ACCOUNT)])
-                .agg([col(AMOUNT).sum()])
-                .join(
-                    chart.0.clone().lazy(),
-                    [col(ACCOUNT)],
-                    [col(CODE)],
-                    JoinArgs::new(JoinType::Inner),
-                );
-            let by_class = per_account
-                .clone()
-                .group_by([col(MONTH), col(BRANCH), col(CLASS)])
-                .agg([col(AMOUNT).sum()])
-                .collect()?;
-            add_rows(&mut rollups, &by_class, |row| format!("class:{}", row[0]))?;
-            let by_category = per_account
-                .filter(
-                    col(CLASS)
-                        .eq(lit("revenue"))
-                        .or(col(CLASS).eq(lit("cogs")))
-                        .or(col(CLASS).eq(lit("expense"))),
-                )
-                .group_by([col(MONTH), col(BRANCH), col(CLASS), col(CATEGORY)])
-                .agg([col(AMOUNT).sum()])
-                .select([
-                    col(MONTH),
-                    col(BRANCH),
-                    col(CLASS),
-                    col(CATEGORY),
-                    col(AMOUNT),
-                ])
-                .collect()?;
-            add_rows(&mut rollups, &by_category, |row| {
-                format!("{}:{}", row[0], row[1])
-            })?;
+            let sums = summed(stacked(std::mem::take(&mut self.per_account))?).collect()?;
+            let keys = sums.column(KEY)?.u64()?;
+            let amounts = sums.column(AMOUNT)?.i64()?;
+            for (key, amount) in keys.into_no_null_iter().zip(amounts.into_no_null_iter()) {
+                let account = (key & ((1 << NAME_BITS) - 1)) as usize;
+                let metrics = rollups.entry(bucket_name(key >> NAME_BITS)).or_default();
+                let class = &chart.classes[account];
+                *metrics.entry(format!("class:{class}")).or_default() += amount;
+                if matches!(class.as_str(), "revenue" | "cogs" | "expense") {
+                    *metrics
+                        .entry(format!("{class}:{}", chart.categories[account]))
+                        .or_default() += amount;
+                }
+            }
         }
         if !self.flows.is_empty() {
-            let flows = stacked(self.flows)?
-                .group_by([col(MONTH), col(BRANCH), col(FLOW_SECTION), col(INFLOW)])
-                .agg([col(AMOUNT).sum()])
-                .with_column(
-                    when(col(INFLOW))
-                        .then(lit("_in"))
-                        .otherwise(lit("_out"))
-                        .alias(INFLOW),
-                )
-                .select([
-                    col(MONTH),
-                    col(BRANCH),
-                    col(FLOW_SECTION),
-                    col(INFLOW),
-                    col(AMOUNT),
-                ])
-                .collect()?;
-            add_rows(&mut rollups, &flows, |row| {
-                format!("cash_flow:{}{}", row[0], row[1])
-            })?;
+            let sums = summed(stacked(std::mem::take(&mut self.flows))?).collect()?;
+            let keys = sums.column(KEY)?.u64()?;
+            let amounts = sums.column(AMOUNT)?.i64()?;
+            for (key, amount) in keys.into_no_null_iter().zip(amounts.into_no_null_iter()) {
+                let section =
+                    &chart.section_names[((key >> 1) & ((1 << SECTION_BITS) - 1)) as usize];
+                let direction = if key & 1 == 1 { "in" } else { "out" };
+                let metrics = rollups
+                    .entry(bucket_name(key >> (SECTION_BITS + 1)))
+                    .or_default();
+                *metrics
+                    .entry(format!("cash_flow:{section}_{direction}"))
+                    .or_default() += amount;
+            }
         }
         let mut totals: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
         for ((month, _), metrics) in &rollups {
@@ -286,12 +358,104 @@ impl Partials {
     }
 }
 
-/// Per-transaction sums (by flow section) → cash flows of the transactions that
-/// touch cash, per (month, branch, section, direction).
+/// Cash flows of complete transactions whose rows are together, as files and
+/// segments keep them: one pass, summing each transaction's sections as its rows
+/// go by. `None` if some transaction's rows are apart (its number comes again after
+/// higher ones of its load), for the grouping path.
+fn runs_of_transactions(closed: &DataFrame) -> PolarsResult<Option<DataFrame>> {
+    let keys = closed.column(KEY)?.i64()?;
+    let buckets = closed.column(BUCKET)?.u64()?;
+    let amounts = closed.column(AMOUNT)?.i64()?;
+    if keys.null_count() + buckets.null_count() + amounts.null_count() > 0 {
+        return Ok(None);
+    }
+    let mut highest: PlHashMap<i64, i64> = PlHashMap::default();
+    let mut previous = None;
+    for key in keys.into_no_null_iter() {
+        let uid = key >> SECTION_BITS;
+        if previous == Some(uid) {
+            continue;
+        }
+        previous = Some(uid);
+        let top = highest.entry(uid >> 32).or_insert(-1);
+        if uid & 0xFFFF_FFFF <= *top {
+            return Ok(None);
+        }
+        *top = uid & 0xFFFF_FFFF;
+    }
+    let mut flows: PlHashMap<u64, i64> = PlHashMap::default();
+    let mut sections = [0i64; 1 << SECTION_BITS];
+    let mut current: Option<(i64, u64)> = None;
+    let mut has_cash = false;
+    let mut finish = |bucket: u64, sections: &mut [i64], has_cash: bool| {
+        if has_cash {
+            for (section, sum) in sections.iter().enumerate().skip(1) {
+                let flow = -*sum;
+                if flow != 0 {
+                    let key =
+                        bucket << (SECTION_BITS + 1) | (section as u64) << 1 | u64::from(flow > 0);
+                    *flows.entry(key).or_default() += flow;
+                }
+            }
+        }
+        sections.fill(0);
+    };
+    for ((key, bucket), amount) in keys
+        .into_no_null_iter()
+        .zip(buckets.into_no_null_iter())
+        .zip(amounts.into_no_null_iter())
+    {
+        let uid = key >> SECTION_BITS;
+        match current {
+            Some((open, open_bucket)) if open != uid => {
+                finish(open_bucket, &mut sections, has_cash);
+                has_cash = false;
+                current = Some((uid, bucket));
+            }
+            None => current = Some((uid, bucket)),
+            _ => {}
+        }
+        let section = (key & ((1 << SECTION_BITS) - 1)) as usize;
+        has_cash |= section == 0;
+        sections[section] += amount;
+    }
+    if let Some((_, bucket)) = current {
+        finish(bucket, &mut sections, has_cash);
+    }
+    let (keys, sums): (Vec<u64>, Vec<i64>) = flows.into_iter().unzip();
+    DataFrame::new(
+        keys.len(),
+        vec![
+            Column::new(KEY.into(), keys),
+            Column::new(AMOUNT.into(), sums),
+        ],
+    )
+    .map(Some)
+}
+
+/// Sums by `key`.
+fn summed(frame: LazyFrame) -> LazyFrame {
+    frame.group_by([col(KEY)]).agg([col(AMOUNT).sum()])
+}
+
+/// Per-posting `key` (transaction and section), `bucket` and `amount` → sums per key.
+fn by_txn(frame: LazyFrame) -> LazyFrame {
+    frame
+        .group_by([col(KEY)])
+        .agg([col(AMOUNT).sum(), col(BUCKET).first()])
+}
+
+/// Per-transaction sums by section → cash flows of the transactions that touch
+/// cash (section 0), keyed by bucket, section and direction.
 fn flows(per_txn: LazyFrame) -> LazyFrame {
+    let sections = lit(1i64 << SECTION_BITS);
+    let per_txn = per_txn.with_columns([
+        col(KEY).floor_div(sections.clone()).alias(UID),
+        (col(KEY) % sections).alias(SECTION),
+    ]);
     let with_cash = per_txn
         .clone()
-        .filter(col(FLOW_SECTION).eq(lit(CASH)))
+        .filter(col(SECTION).eq(lit(0i64)))
         .select([col(UID)])
         .unique(None, UniqueKeepStrategy::Any);
     per_txn
@@ -301,11 +465,17 @@ fn flows(per_txn: LazyFrame) -> LazyFrame {
             [col(UID)],
             JoinArgs::new(JoinType::Inner),
         )
-        .filter(col(FLOW_SECTION).neq(lit(CASH)))
+        .filter(col(SECTION).neq(lit(0i64)))
         .with_column((lit(0i64) - col(AMOUNT)).alias(AMOUNT))
         .filter(col(AMOUNT).neq(lit(0i64)))
-        .with_column(col(AMOUNT).gt(lit(0i64)).alias(INFLOW))
-        .group_by([col(MONTH), col(BRANCH), col(FLOW_SECTION), col(INFLOW)])
+        .select([
+            ((col(BUCKET) * lit(1u64 << (SECTION_BITS + 1)))
+                + col(SECTION).cast(DataType::UInt64) * lit(2u64)
+                + col(AMOUNT).gt(lit(0i64)).cast(DataType::UInt64))
+            .alias(KEY),
+            col(AMOUNT),
+        ])
+        .group_by([col(KEY)])
         .agg([col(AMOUNT).sum()])
 }
 
@@ -314,37 +484,6 @@ fn stacked(frames: Vec<DataFrame>) -> PolarsResult<LazyFrame> {
         frames.into_iter().map(IntoLazy::lazy).collect::<Vec<_>>(),
         UnionArgs::default(),
     )
-}
-
-/// Adds a frame of `month, branch, <name parts…>, amount` rows to the rollups.
-fn add_rows(
-    rollups: &mut Rollups,
-    frame: &DataFrame,
-    name: impl Fn(&[&str]) -> String,
-) -> PolarsResult<()> {
-    let columns = frame.columns();
-    let months = columns[0].str()?;
-    let branches = columns[1].str()?;
-    let parts: Vec<&StringChunked> = columns[2..columns.len() - 1]
-        .iter()
-        .map(|c| c.str())
-        .collect::<PolarsResult<_>>()?;
-    let amounts = columns[columns.len() - 1].i64()?;
-    let mut values: Vec<&str> = Vec::with_capacity(parts.len());
-    for row in 0..frame.height() {
-        values.clear();
-        values.extend(parts.iter().map(|p| p.get(row).unwrap_or_default()));
-        let key = (
-            months.get(row).unwrap_or_default().to_string(),
-            branches.get(row).unwrap_or_default().to_string(),
-        );
-        *rollups
-            .entry(key)
-            .or_default()
-            .entry(name(&values))
-            .or_default() += amounts.get(row).unwrap_or_default();
-    }
-    Ok(())
 }
 
 /// Transactions of each load that were split across its segments.
@@ -378,7 +517,6 @@ pub(crate) async fn recompute(
 ) -> Result<u64, StoreError> {
     let chart = Chart::read(tx).await?;
     let split = split_transactions(tx).await?;
-    let none = HashSet::new();
     let except_clause = match except {
         Some(id) => format!(" AND load_id <> {id}"),
         None => String::new(),
@@ -397,73 +535,88 @@ pub(crate) async fn recompute(
         }
         None => segments::ids(tx, &format!("1 = 1{except_clause}"), &[]).await?,
     };
-    let wanted: Option<HashSet<&str>> = months.map(|m| m.iter().map(String::as_str).collect());
+    let wanted: Option<Arc<HashSet<String>>> =
+        months.map(|m| Arc::new(m.iter().cloned().collect()));
+    let split = Arc::new(split);
     let mut batch: Vec<DataFrame> = Vec::new();
     let mut batch_open: Vec<BooleanChunked> = Vec::new();
     let mut batch_rows = 0usize;
+    // Reducing a batch (polars, both cores) overlaps reading and decoding the next.
+    let mut reducing: Option<tokio::task::JoinHandle<PolarsResult<Partials>>> = None;
     for id in ids {
-        let stored = segments::read(tx, id, Some(&segments::AGGREGATED)).await?;
-        let mut frame = stored.frame;
-        if let Some(wanted) = &wanted {
-            let keep: BooleanChunked = frame
-                .column(MONTH)
-                .and_then(|c| c.str().cloned())
-                .map_err(polars_error("filtering months"))?
-                .iter()
-                .map(|m| m.is_some_and(|m| wanted.contains(m)))
-                .collect();
-            frame = frame
-                .filter(&keep)
-                .map_err(polars_error("filtering months"))?;
-        }
-        let open = split.get(&stored.load_id).unwrap_or(&none);
-        let txns = frame
-            .column(TXN)
-            .and_then(|c| c.u32().cloned())
-            .map_err(polars_error("reading transactions"))?;
-        batch_open.push(
-            txns.into_no_null_iter()
-                .map(|t| open.contains(&t))
-                .collect(),
-        );
-        let uids: Vec<i64> = txns
-            .into_no_null_iter()
-            .map(|txn| uid(stored.load_id, txn))
-            .collect();
-        frame
-            .with_column(Column::new(UID.into(), uids))
-            .map_err(polars_error("reading transactions"))?;
+        let (load_id, bytes) = segments::read_bytes(tx, id).await?;
+        let (wanted, split) = (wanted.clone(), split.clone());
+        let (frame, open) = segments::blocking("reading postings", move || {
+            prepared(bytes, load_id, wanted.as_deref(), split.get(&load_id))
+        })
+        .await?;
         batch_rows += frame.height();
         batch.push(frame);
+        batch_open.push(open);
         if batch_rows >= BATCH_ROWS {
-            partials = reduced(
+            if let Some(running) = reducing.take() {
+                partials = joined(running).await?;
+            }
+            reducing = Some(reduce_later(
                 partials,
                 std::mem::take(&mut batch),
                 std::mem::take(&mut batch_open),
-                &chart,
-            )
-            .await?;
+                chart.clone(),
+            ));
+            partials = Partials::default();
             batch_rows = 0;
         }
     }
-    let partials = reduced(partials, batch, batch_open, &chart).await?;
+    if let Some(running) = reducing.take() {
+        partials = joined(running).await?;
+    }
+    let partials = joined(reduce_later(partials, batch, batch_open, chart.clone())).await?;
     let rollups =
         segments::blocking("computing aggregates", move || partials.finish(&chart)).await?;
     write_rollups(backend, tx, months, &rollups).await
 }
 
-/// `partials` with a batch of postings (and which of their transactions are open) added.
-async fn reduced(
+/// A decoded segment's postings in `wanted` months, with their transactions' ids and
+/// which of them are `open` (split across segments).
+fn prepared(
+    bytes: Vec<u8>,
+    load_id: i64,
+    wanted: Option<&HashSet<String>>,
+    open: Option<&HashSet<u32>>,
+) -> PolarsResult<(DataFrame, BooleanChunked)> {
+    let mut frame = segments::decode(bytes, Some(&segments::AGGREGATED))?;
+    if let Some(wanted) = wanted {
+        let keep: BooleanChunked = frame
+            .column(MONTH)?
+            .str()?
+            .iter()
+            .map(|m| m.is_some_and(|m| wanted.contains(m)))
+            .collect();
+        frame = frame.filter(&keep)?;
+    }
+    let txns = frame.column(TXN)?.u32()?.clone();
+    let open: BooleanChunked = match open {
+        Some(open) => txns
+            .into_no_null_iter()
+            .map(|t| open.contains(&t))
+            .collect(),
+        None => BooleanChunked::full("open".into(), false, frame.height()),
+    };
+    let uids: Vec<i64> = txns
+        .into_no_null_iter()
+        .map(|txn| uid(load_id, txn))
+        .collect();
+    frame.with_column(Column::new(UID.into(), uids))?;
+    Ok((frame, open))
+}
+
+fn reduce_later(
     mut partials: Partials,
     frames: Vec<DataFrame>,
     open: Vec<BooleanChunked>,
-    chart: &Chart,
-) -> Result<Partials, StoreError> {
-    if frames.is_empty() {
-        return Ok(partials);
-    }
-    let chart = chart.clone();
-    segments::blocking("computing aggregates", move || {
+    chart: Chart,
+) -> tokio::task::JoinHandle<PolarsResult<Partials>> {
+    tokio::task::spawn_blocking(move || {
         let mut frames = frames.into_iter();
         let mut open = open.into_iter();
         let (Some(mut frame), Some(mut mask)) = (frames.next(), open.next()) else {
@@ -476,7 +629,15 @@ async fn reduced(
         partials.reduce(frame, mask, &chart)?;
         Ok(partials)
     })
-    .await
+}
+
+async fn joined(
+    running: tokio::task::JoinHandle<PolarsResult<Partials>>,
+) -> Result<Partials, StoreError> {
+    running
+        .await
+        .map_err(|e| StoreError::Invalid(format!("computing aggregates: {e}")))?
+        .map_err(polars_error("computing aggregates"))
 }
 
 /// Replaces the rollups of `months` (all if `None`) with `rollups`.

@@ -181,7 +181,6 @@ pub(crate) async fn rewrite(
 /// A stored segment, decoded.
 pub(crate) struct Stored {
     pub id: i64,
-    pub load_id: i64,
     pub frame: DataFrame,
 }
 
@@ -201,25 +200,28 @@ pub(crate) async fn ids(
     query.fetch_all(&mut **tx).await.context("listing postings")
 }
 
-/// A segment, decoded to `columns` (all if `None`).
-pub(crate) async fn read(
+/// A segment's load and encoded postings.
+pub(crate) async fn read_bytes(
     tx: &mut Transaction<'static, Any>,
     id: i64,
-    columns: Option<&[&str]>,
-) -> Result<Stored, StoreError> {
+) -> Result<(i64, Vec<u8>), StoreError> {
     let row = sqlx::query("SELECT load_id, data FROM ledger_segments WHERE id = $1")
         .bind(id)
         .fetch_one(&mut **tx)
         .await
         .context("reading postings")?;
+    let load_id: Option<i64> = row.try_get("load_id").context("reading postings")?;
     let bytes: Vec<u8> = row.try_get("data").context("reading postings")?;
-    let frame = decode(bytes, columns).map_err(polars_error("decoding postings"))?;
-    Ok(Stored {
-        id,
-        load_id: row
-            .try_get::<Option<i64>, _>("load_id")
-            .context("reading postings")?
-            .unwrap_or(0),
-        frame,
-    })
+    Ok((load_id.unwrap_or(0), bytes))
+}
+
+/// A segment, decoded to `columns` (all if `None`).
+pub(crate) async fn read(
+    tx: &mut Transaction<'static, Any>,
+    id: i64,
+    columns: Option<&'static [&'static str]>,
+) -> Result<Stored, StoreError> {
+    let (_, bytes) = read_bytes(tx, id).await?;
+    let frame = blocking("decoding postings", move || decode(bytes, columns)).await?;
+    Ok(Stored { id, frame })
 }

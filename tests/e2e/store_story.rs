@@ -475,6 +475,33 @@ async fn transactions_split_across_batches_keep_their_cash_flow(store: &dyn Stor
         amount("110.5")
     );
 
+    // The sale's and the purchase's rows interleaved within one batch.
+    let interleaved = provision(store, "lite").await;
+    let mut session = store.begin_load(&interleaved).await.unwrap();
+    let mut rows = vec![
+        ledger[0].clone(),
+        ledger[3].clone(),
+        ledger[1].clone(),
+        ledger[4].clone(),
+        ledger[2].clone(),
+    ];
+    rows.extend_from_slice(&ledger[5..]);
+    session.stage(&rows).await.unwrap();
+    session
+        .commit(record("interleaved", None), 10)
+        .await
+        .unwrap();
+    let mixed = store
+        .month_metrics(
+            &interleaved,
+            BRANCH_TOTAL,
+            month("2025-01"),
+            month("2025-02"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(mixed, cut);
+
     // The sale's rows apart in the file: its cash posting in the first batch, its
     // revenue and tax in the last, other transactions around and between them.
     let tenant = provision(store, "lite").await;
