@@ -401,11 +401,22 @@ pub enum Principal {
     Key(ApiKey),
 }
 
-/// The tenant and principal a request authenticated as.
+/// The tenant and principal a request authenticated as; shared, as every request
+/// of a cached credential hands the same one to its handler.
 #[derive(Clone)]
-pub struct Caller {
+pub struct Caller(Arc<Authenticated>);
+
+pub struct Authenticated {
     pub tenant: Tenant,
     pub principal: Principal,
+}
+
+impl std::ops::Deref for Caller {
+    type Target = Authenticated;
+
+    fn deref(&self) -> &Authenticated {
+        &self.0
+    }
 }
 
 impl Caller {
@@ -484,14 +495,14 @@ async fn authenticate(headers: &HeaderMap, state: &AppState) -> Result<Caller, P
             .map_err(Problem::unavailable)?
             .ok_or_else(unauthorized)?;
         let role = user.role.parse().map_err(|_| unauthorized())?;
-        Caller {
+        Caller(Arc::new(Authenticated {
             tenant,
             principal: Principal::User {
                 user,
                 role,
                 session_hash: hash.clone(),
             },
-        }
+        }))
     } else {
         let (tenant, key) = state
             .store
@@ -499,10 +510,10 @@ async fn authenticate(headers: &HeaderMap, state: &AppState) -> Result<Caller, P
             .await
             .map_err(Problem::unavailable)?
             .ok_or_else(unauthorized)?;
-        Caller {
+        Caller(Arc::new(Authenticated {
             tenant,
             principal: Principal::Key(key),
-        }
+        }))
     };
     if state.cache.enabled() {
         state.cache.remember_caller(hash, &caller);
