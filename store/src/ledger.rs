@@ -1,25 +1,22 @@
 //! A tenant's ledger: accounts, loads (stage → validate → merge → aggregate, in one
 //! transaction) and aggregate reads. The [`Store`] implementation lives here.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashSet};
 
 use async_trait::async_trait;
-use chrono::Datelike;
 use ledgersync_config::TenantSettings;
-use ledgersync_schemas::{Account, AccountClass, Amount, Month, MonthMetrics, Posting, RowError};
+use ledgersync_schemas::{Account, AccountClass, Amount, Month, MonthMetrics};
 use sqlx::{Any, Row, Transaction};
 
 use crate::backend::Backend;
 use crate::control::{now, SqlStore};
-use crate::error::{Context, LoadRejected, StoreError};
+use crate::error::{Context, StoreError};
 use crate::segments::{self, polars_error};
 use crate::{aggregates, dates};
 use crate::{
-    ApiKey, AuditEntry, LedgerTotals, LoadRecord, LoadSession, LoadSummary, LoginCandidate,
-    NewTenant, PastLoad, Store, Tenant, User,
+    ApiKey, AuditEntry, LedgerTotals, LoadRecord, LoadSession, LoginCandidate, NewTenant, PastLoad,
+    Store, Tenant, User,
 };
-use polars::prelude::*;
 
 /// `($1, …, $width), ($width+1, …)` for `rows` rows, or `(?, …)` when `anonymous`.
 pub(crate) fn placeholders(rows: usize, width: usize, anonymous: bool) -> String {
@@ -43,338 +40,6 @@ pub(crate) fn placeholders(rows: usize, width: usize, anonymous: bool) -> String
         sql.push(')');
     }
     sql
-}
-
-/// What a load knows of one of its transactions while staging: kept small, as a
-/// load holds one per transaction (its key lives only in [`SqlLoad::numbers`]).
-struct StagedTxn {
-    /// Sum of its postings so far; must end at zero.
-    sum: i64,
-    first_line: u64,
-    date: chrono::NaiveDate,
-    /// Index into [`SqlLoad::branches`].
-    branch: u32,
-    /// The batch it was first and last seen in.
-    first_batch: u32,
-    last_batch: u32,
-    /// Postings on another date or branch than the first.
-    mixed: bool,
-    /// Reduced as complete in some batch (see [`SqlLoad::note`]).
-    closed: bool,
-}
-
-struct SqlLoad {
-    backend: Arc<dyn Backend>,
-    generations: Arc<crate::control::Generations>,
-    tenant_id: String,
-    tx: Transaction<'static, Any>,
-    /// Held until the session commits or is dropped: loads of a tenant queue.
-    _guard: Option<tokio::sync::OwnedMutexGuard<()>>,
-    chart: aggregates::Chart,
-    /// Transaction number by source key, and what is known of each.
-    numbers: HashMap<Box<str>, u32>,
-    txns: Vec<StagedTxn>,
-    branches: Vec<String>,
-    batches: u32,
-    postings: i64,
-    control_sum: i64,
-    /// This load's contribution to the aggregates, reduced batch by batch.
-    partials: aggregates::Partials,
-    /// A transaction reduced as complete turned up again in a later batch: the
-    /// partials are wrong and the commit recomputes from the stored segments.
-    reread: bool,
-}
-
-impl SqlLoad {
-    /// Numbers the postings' transactions, checks them as far as one batch can, and
-    /// tells which are open: seen in an earlier batch, or the batch's last one (its
-    /// rows may go on in the next). The others are reduced as complete; files keep a
-    /// transaction's rows together, and when one does not, the commit notices.
-    fn note(&mut self, postings: &[Posting]) -> (Vec<u32>, HashSet<u32>) {
-        let batch = self.batches;
-        let mut numbers = Vec::with_capacity(postings.len());
-        let mut open = HashSet::new();
-        let mut last: Option<(&str, u32)> = None;
-        for posting in postings {
-            let number = match last {
-                Some((key, number)) if key == posting.source_key => number,
-                _ => match self.numbers.get(posting.source_key.as_str()) {
-                    Some(&number) => number,
-                    None => {
-                        let number = self.txns.len() as u32;
-                        self.numbers
-                            .insert(posting.source_key.as_str().into(), number);
-                        let branch = self.branch_index(&posting.branch);
-                        self.txns.push(StagedTxn {
-                            sum: 0,
-                            first_line: posting.origin_line,
-                            date: posting.date,
-                            branch,
-                            first_batch: batch,
-                            last_batch: batch,
-                            mixed: false,
-                            closed: false,
-                        });
-                        number
-                    }
-                },
-            };
-            last = Some((&posting.source_key, number));
-            let same_branch =
-                self.branches[self.txns[number as usize].branch as usize] == posting.branch;
-            let txn = &mut self.txns[number as usize];
-            txn.sum += posting.amount.units();
-            txn.first_line = txn.first_line.min(posting.origin_line);
-            txn.mixed |= txn.date != posting.date || !same_branch;
-            if txn.last_batch != batch {
-                txn.last_batch = batch;
-                self.reread |= txn.closed;
-            }
-            if txn.first_batch != batch {
-                open.insert(number);
-            }
-            self.control_sum += posting.amount.units().abs();
-            numbers.push(number);
-        }
-        if let Some((_, number)) = last {
-            open.insert(number);
-        }
-        for &number in &numbers {
-            if !open.contains(&number) {
-                self.txns[number as usize].closed = true;
-            }
-        }
-        self.postings += postings.len() as i64;
-        self.batches += 1;
-        (numbers, open)
-    }
-
-    fn branch_index(&mut self, branch: &str) -> u32 {
-        match self.branches.iter().position(|b| b == branch) {
-            Some(index) => index as u32,
-            None => {
-                self.branches.push(branch.to_string());
-                (self.branches.len() - 1) as u32
-            }
-        }
-    }
-
-    fn errors(&self) -> Vec<RowError> {
-        let broken: HashSet<u32> = (0..self.txns.len() as u32)
-            .filter(|&n| self.txns[n as usize].sum != 0 || self.txns[n as usize].mixed)
-            .collect();
-        if broken.is_empty() {
-            return Vec::new();
-        }
-        let mut errors = Vec::new();
-        for (key, &number) in &self.numbers {
-            if !broken.contains(&number) {
-                continue;
-            }
-            let txn = &self.txns[number as usize];
-            if txn.sum != 0 {
-                errors.push(RowError {
-                    line: txn.first_line,
-                    reason: format!(
-                        "unbalanced transaction '{key}': its postings sum to {}",
-                        Amount::from_units(txn.sum)
-                    ),
-                });
-            }
-            if txn.mixed {
-                errors.push(RowError {
-                    line: txn.first_line,
-                    reason: format!(
-                        "transaction '{key}' has postings on different dates or branches"
-                    ),
-                });
-            }
-        }
-        errors.sort_by_key(|e| e.line);
-        errors
-    }
-}
-
-#[async_trait]
-impl LoadSession for SqlLoad {
-    async fn stage(&mut self, postings: &[Posting]) -> Result<(), StoreError> {
-        if postings.is_empty() {
-            return Ok(());
-        }
-        let (numbers, open) = self.note(postings);
-        let frame = segments::frame(postings, numbers).map_err(polars_error("staging postings"))?;
-        let chart = self.chart.clone();
-        let mut partials = std::mem::take(&mut self.partials);
-        let (partials, frame) = segments::blocking("staging postings", move || {
-            let aggregated = frame.select(segments::AGGREGATED)?;
-            // The load's own number is not known yet; 0 is no load's.
-            partials.add(aggregated, 0, Some(&open), &chart)?;
-            Ok((partials, frame))
-        })
-        .await?;
-        self.partials = partials;
-        segments::insert(&mut self.tx, None, frame).await
-    }
-
-    async fn commit(
-        mut self: Box<Self>,
-        record: LoadRecord,
-        max_errors: usize,
-    ) -> Result<LoadSummary, StoreError> {
-        let mut errors = self.errors();
-        if !errors.is_empty() {
-            let total = errors.len();
-            errors.truncate(max_errors);
-            // Dropping the transaction rolls it back.
-            return Err(LoadRejected { errors, total }.into());
-        }
-        let transactions = self.txns.len() as i64;
-        let tx = &mut self.tx;
-        let load_id: i64 = sqlx::query_scalar(
-            "INSERT INTO loads (source, fingerprint, stream, origin, rows_read, transactions, postings, \
-             control_sum, loaded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
-        )
-        .bind(&record.source)
-        .bind(&record.fingerprint)
-        .bind(&record.stream)
-        .bind(&record.origin)
-        .bind(record.rows_read)
-        .bind(transactions)
-        .bind(self.postings)
-        .bind(self.control_sum)
-        .bind(now())
-        .fetch_one(&mut **tx)
-        .await
-        .context("recording the load")?;
-        sqlx::query("UPDATE ledger_segments SET source = $1, load_id = $2 WHERE load_id IS NULL")
-            .bind(&record.source)
-            .bind(load_id)
-            .execute(&mut **tx)
-            .await
-            .context("claiming the load's postings")?;
-        for (number, txn) in self.txns.iter().enumerate() {
-            if txn.first_batch != txn.last_batch {
-                sqlx::query("INSERT INTO split_transactions (load_id, txn) VALUES ($1, $2)")
-                    .bind(load_id)
-                    .bind(number as i64)
-                    .execute(&mut **tx)
-                    .await
-                    .context("noting transactions split across segments")?;
-            }
-        }
-
-        // Buckets this load writes to, and those its replaced transactions leave.
-        let mut buckets: BTreeSet<(String, String)> = {
-            let distinct: HashSet<(i32, u32, u32)> = self
-                .txns
-                .iter()
-                .map(|t| (t.date.year(), t.date.month(), t.branch))
-                .collect();
-            distinct
-                .into_iter()
-                .map(|(year, month, branch)| {
-                    (
-                        format!("{year:04}-{month:02}"),
-                        self.branches[branch as usize].clone(),
-                    )
-                })
-                .collect()
-        };
-        let replaced = segments::ids(
-            tx,
-            &format!("source = $1 AND load_id <> {load_id}"),
-            &[record.source.as_str()],
-        )
-        .await?;
-        for id in replaced {
-            let stored = segments::read(tx, id, None).await?;
-            let keys = stored
-                .frame
-                .column(segments::KEY)
-                .and_then(|c| c.str().cloned())
-                .map_err(polars_error("replacing transactions"))?;
-            let gone: BooleanChunked = keys
-                .iter()
-                .map(|k| k.is_some_and(|k| self.numbers.contains_key(k)))
-                .collect();
-            if !gone.any() {
-                continue;
-            }
-            let removed = stored
-                .frame
-                .filter(&gone)
-                .map_err(polars_error("replacing transactions"))?;
-            let (months, branches) = (
-                removed
-                    .column(segments::MONTH)
-                    .and_then(|c| c.str().cloned()),
-                removed
-                    .column(segments::BRANCH)
-                    .and_then(|c| c.str().cloned()),
-            );
-            let (months, branches) = (
-                months.map_err(polars_error("replacing transactions"))?,
-                branches.map_err(polars_error("replacing transactions"))?,
-            );
-            for (month, branch) in months.iter().zip(branches.iter()) {
-                buckets.insert((
-                    month.unwrap_or_default().to_string(),
-                    branch.unwrap_or_default().to_string(),
-                ));
-            }
-            let kept = stored
-                .frame
-                .filter(&!&gone)
-                .map_err(polars_error("replacing transactions"))?;
-            segments::rewrite(tx, stored.id, kept).await?;
-        }
-
-        let months: BTreeSet<String> = buckets.iter().map(|(m, _)| m.clone()).collect();
-        let partials = std::mem::take(&mut self.partials);
-        if self.reread {
-            log::debug!(
-                "A transaction's rows were apart in the file; aggregating the load from storage."
-            );
-            aggregates::recompute(
-                self.backend.as_ref(),
-                tx,
-                Some(&months),
-                None,
-                Default::default(),
-            )
-            .await?;
-        } else {
-            aggregates::recompute(
-                self.backend.as_ref(),
-                tx,
-                Some(&months),
-                Some(load_id),
-                partials,
-            )
-            .await?;
-        }
-        if let Some(cursor) = &record.cursor {
-            sqlx::query(
-                "INSERT INTO sync_cursors (source, position, updated_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (source) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
-            )
-            .bind(&record.source)
-            .bind(cursor)
-            .bind(now())
-            .execute(&mut **tx)
-            .await
-            .context("advancing the sync cursor")?;
-        }
-        self.tx.commit().await.context("committing the load")?;
-        self.generations.bump(&self.tenant_id);
-        Ok(LoadSummary {
-            load_id,
-            transactions,
-            postings: self.postings,
-            control_sum: Amount::from_units(self.control_sum),
-            buckets_recomputed: buckets.len() as i64,
-        })
-    }
 }
 
 fn past_load(row: &sqlx::any::AnyRow) -> Result<PastLoad, StoreError> {
@@ -708,22 +373,14 @@ impl Store for SqlStore {
         }
         dates::align(self.backend.as_ref(), &mut tx, &tenant.settings.timezone).await?;
         let chart = aggregates::Chart::read(&mut tx).await?;
-        Ok(Box::new(SqlLoad {
-            backend: self.backend.clone(),
-            generations: self.generations.clone(),
-            tenant_id: tenant.id.clone(),
+        Ok(Box::new(crate::load::SqlLoad::new(
+            self.backend.clone(),
+            self.generations.clone(),
+            tenant.id.clone(),
             tx,
-            _guard: guard,
+            guard,
             chart,
-            numbers: HashMap::new(),
-            txns: Vec::new(),
-            branches: Vec::new(),
-            reread: false,
-            batches: 0,
-            postings: 0,
-            control_sum: 0,
-            partials: aggregates::Partials::default(),
-        }))
+        )))
     }
 
     async fn month_metrics(

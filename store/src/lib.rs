@@ -17,6 +17,7 @@ mod dates;
 mod error;
 mod ledger;
 mod legacy;
+mod load;
 mod segments;
 
 use control::SqlStore;

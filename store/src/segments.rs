@@ -28,6 +28,8 @@ pub(crate) const ACCOUNT: &str = "account";
 pub(crate) const AMOUNT: &str = "amount";
 pub(crate) const CURRENCY: &str = "currency";
 pub(crate) const ORIGINAL_AMOUNT: &str = "original_amount";
+/// The source line (or row) a posting came from, for error reports.
+pub(crate) const LINE: &str = "line";
 
 /// The columns aggregation reads.
 pub(crate) const AGGREGATED: [&str; 5] = [TXN, MONTH, BRANCH, ACCOUNT, AMOUNT];
@@ -85,6 +87,10 @@ pub(crate) fn frame(postings: &[Posting], txns: Vec<u32>) -> PolarsResult<DataFr
                     .iter()
                     .map(|p| p.original_amount.units())
                     .collect::<Vec<_>>(),
+            ),
+            Column::new(
+                LINE.into(),
+                postings.iter().map(|p| p.origin_line).collect::<Vec<_>>(),
             ),
         ],
     )

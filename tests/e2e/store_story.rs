@@ -31,6 +31,7 @@ on_both_backends!(
     a_new_timezone_redates_the_ledger,
     concurrent_loads_queue_and_agree,
     transactions_split_across_batches_keep_their_cash_flow,
+    a_key_that_comes_back_is_one_transaction,
 );
 
 fn record(fingerprint: &str, cursor: Option<&str>) -> LoadRecord {
@@ -558,4 +559,79 @@ async fn transactions_split_across_batches_keep_their_cash_flow(store: &dyn Stor
         amount("-110.5")
     );
     assert_eq!(store.posting_count(&tenant).await.unwrap(), 11);
+}
+
+/// A transaction is all rows with its key, however far apart: a key that comes back
+/// after its transaction balanced adds to it, and is checked as a whole.
+async fn a_key_that_comes_back_is_one_transaction(store: &dyn Store) {
+    let lined = |mut p: ledgersync_schemas::Posting, line: u64| {
+        p.origin_line = line;
+        p
+    };
+    let transfer = || {
+        vec![
+            lined(posting("T1", "2025-01-21", "Kemang", "1010", "50"), 2),
+            lined(posting("T1", "2025-01-21", "Kemang", "1000", "-50"), 3),
+        ]
+    };
+    let purchase = || {
+        vec![
+            lined(posting("P1", "2025-01-20", "Kemang", "5000", "30"), 4),
+            lined(posting("P1", "2025-01-20", "Kemang", "2000", "-30"), 5),
+        ]
+    };
+    let tenant = provision(store, "lite").await;
+    let mut session = store.begin_load(&tenant).await.unwrap();
+    session
+        .stage(&[transfer(), purchase()].concat())
+        .await
+        .unwrap();
+    session
+        .stage(&[
+            lined(posting("T1", "2025-01-21", "Kemang", "1000", "5"), 9),
+            lined(posting("T1", "2025-01-21", "Kemang", "4000", "-5"), 10),
+        ])
+        .await
+        .unwrap();
+    let summary = session.commit(record("apart", None), 10).await.unwrap();
+    assert_eq!((summary.transactions, summary.postings), (2, 6));
+    let loaded = store
+        .month_metrics(&tenant, BRANCH_TOTAL, month("2025-01"), month("2025-01"))
+        .await
+        .unwrap();
+    // The transfer's second half is a cash sale of 5: one transaction, one flow.
+    assert_eq!(
+        loaded[&month("2025-01")].get("cash_flow", "operating_in"),
+        amount("5")
+    );
+    assert_eq!(loaded[&month("2025-01")].revenue(), amount("5"));
+    store.rebuild_aggregates(&tenant).await.unwrap();
+    let rebuilt = store
+        .month_metrics(&tenant, BRANCH_TOTAL, month("2025-01"), month("2025-01"))
+        .await
+        .unwrap();
+    assert_eq!(loaded, rebuilt);
+
+    // Coming back unbalanced makes the whole transaction unbalanced, reported at its
+    // first line.
+    let other = provision(store, "lite").await;
+    let mut session = store.begin_load(&other).await.unwrap();
+    session
+        .stage(&[transfer(), purchase()].concat())
+        .await
+        .unwrap();
+    session
+        .stage(&[lined(posting("T1", "2025-01-21", "Kemang", "1000", "5"), 9)])
+        .await
+        .unwrap();
+    let err = session.commit(record("apart", None), 10).await.unwrap_err();
+    let StoreError::Rejected(rejected) = err else {
+        panic!("expected a rejection, got {err}")
+    };
+    assert_eq!(rejected.total, 1);
+    assert_eq!(rejected.errors[0].line, 2);
+    assert!(rejected.errors[0]
+        .reason
+        .contains("unbalanced transaction 'T1'"));
+    assert_eq!(store.posting_count(&other).await.unwrap(), 0);
 }

@@ -88,10 +88,12 @@ async fn pool(file: &Path) -> Result<AnyPool, StoreError> {
             Box::pin(async move {
                 // WAL lets dashboards read while a load writes; NORMAL sync is still
                 // crash-safe in WAL mode (a power cut may lose the last commit only).
+                // A 16 MB page cache: a large load's pages spill to the WAL beyond it,
+                // so the load's memory does not grow with the file.
                 conn.execute(
                     "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                      PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; \
-                     PRAGMA cache_size = -65536;",
+                     PRAGMA cache_size = -16384;",
                 )
                 .await?;
                 Ok(())
