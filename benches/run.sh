@@ -45,7 +45,8 @@ read -r import2_s import2_kb < "$work/import2.time"
 fresh_store ten
 "$bin" import --tenant bench "$work/journal10.csv" >&2
 "$bin" accounts list --tenant bench > "$work/chart.csv"
-rebuild_s=$("$bin" accounts rebuild --tenant bench | sed -E 's/.* in ([0-9.]+)s/\1/')
+# Best of three, as DuckDB's figure is.
+rebuild_s=$(for _ in 1 2 3; do "$bin" accounts rebuild --tenant bench | sed -E 's/.* in ([0-9.]+)s/\1/'; done | sort -g | head -1)
 read -r duckdb_s duckdb_rows < <("$venv/bin/python" benches/duckdb_rebuild.py "$work/journal10.csv" "$work/chart.csv")
 
 # 3. GET /v1/reports/pnl (24 months, all 50 outlets) under wrk against a trivial axum handler.
