@@ -52,10 +52,12 @@ pub(crate) struct Chart {
 
 impl Chart {
     pub(crate) async fn read(tx: &mut Transaction<'static, Any>) -> Result<Chart, StoreError> {
-        let rows = sqlx::query("SELECT code, class, category, cash_flow_section FROM accounts")
-            .fetch_all(&mut **tx)
-            .await
-            .context("reading accounts")?;
+        let rows = sqlx::query(
+            "SELECT code, class, category, cash_flow_section FROM accounts ORDER BY code",
+        )
+        .fetch_all(&mut **tx)
+        .await
+        .context("reading accounts")?;
         let mut chart = Chart {
             numbers: PlHashMap::default(),
             classes: Vec::with_capacity(rows.len()),
@@ -292,6 +294,10 @@ impl Partials {
                 frames.push(summed(stacked(all)?).collect()?);
             }
         }
+        if self.open.len() > MOST_FRAMES {
+            let all = std::mem::take(&mut self.open);
+            self.open.push(by_txn(stacked(all)?).collect()?);
+        }
         Ok(())
     }
 
@@ -506,16 +512,21 @@ pub(crate) async fn split_transactions(
 }
 
 /// Recomputes the rollups of `months` (all if `None`) from the stored postings, except
-/// those of load `except`, whose contribution `partials` already holds. Returns the
-/// (month, branch) rollups written.
+/// those of load `except`, whose contribution `partials` already holds, reduced with
+/// `chart` (read anew if `None`). Returns the (month, branch) rollups written.
 pub(crate) async fn recompute(
     backend: &dyn Backend,
     tx: &mut Transaction<'static, Any>,
     months: Option<&BTreeSet<String>>,
     except: Option<i64>,
     mut partials: Partials,
+    chart: Option<Chart>,
 ) -> Result<u64, StoreError> {
-    let chart = Chart::read(tx).await?;
+    // `partials` name accounts by the chart they were reduced with.
+    let chart = match chart {
+        Some(chart) => chart,
+        None => Chart::read(tx).await?,
+    };
     let split = split_transactions(tx).await?;
     let except_clause = match except {
         Some(id) => format!(" AND load_id <> {id}"),

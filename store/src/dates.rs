@@ -5,9 +5,10 @@
 //! recomputed, in the caller's transaction; `ledger_meta.timezone` records the
 //! timezone the dates are in, so an interrupted change is completed next time.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
-use chrono::DateTime;
+use chrono::{DateTime, FixedOffset};
 use chrono_tz::Tz;
 use polars::prelude::*;
 use sqlx::{Any, Executor, Transaction};
@@ -15,7 +16,7 @@ use sqlx::{Any, Executor, Transaction};
 use crate::aggregates;
 use crate::backend::Backend;
 use crate::error::{Context, StoreError};
-use crate::segments::{self, polars_error, DATE, MONTH, OCCURRED_AT, TXN};
+use crate::segments::{self, DATE, MONTH, OCCURRED_AT, TXN};
 
 /// Re-dates the ledger into `timezone` if its dates are in another one; returns the
 /// number of transactions whose date changed.
@@ -38,17 +39,50 @@ pub(crate) async fn align(
     let mut moved = 0u64;
     // A ledger without a recorded timezone was dated in the current one.
     if current.is_some() {
+        let ids = segments::ids(tx, "1 = 1", &[]).await?;
+        let split = aggregates::split_transactions(tx).await?;
+        // A transaction a load wrote to several segments is dated by its first
+        // instant over all of them.
+        let mut first_of_split: HashMap<(i64, u32), DateTime<FixedOffset>> = HashMap::new();
+        if !split.is_empty() {
+            for &id in &ids {
+                let (load_id, bytes) = segments::read_bytes(tx, id).await?;
+                let Some(numbers) = split.get(&load_id).cloned() else {
+                    continue;
+                };
+                let firsts = segments::blocking("re-dating postings", move || {
+                    let frame = segments::decode(bytes, Some(&[TXN, OCCURRED_AT]))?;
+                    Ok(first_instants(&frame, |txn| numbers.contains(&txn)))
+                })
+                .await?
+                .map_err(StoreError::Invalid)?;
+                for (txn, instant) in firsts {
+                    let first = first_of_split.entry((load_id, txn)).or_insert(instant);
+                    *first = (*first).min(instant);
+                }
+            }
+        }
+        let first_of_split = Arc::new(first_of_split);
         let mut months = BTreeSet::new();
-        for id in segments::ids(tx, "1 = 1", &[]).await? {
-            let stored = segments::read(tx, id, None).await?;
-            let Some((frame, changed)) = redated(stored.frame, tz, &mut months)? else {
+        for id in ids {
+            let (load_id, bytes) = segments::read_bytes(tx, id).await?;
+            let split = first_of_split.clone();
+            let outcome = segments::blocking("re-dating postings", move || {
+                let frame = segments::decode(bytes, None)?;
+                redated(frame, tz, |txn| split.get(&(load_id, txn)).copied())
+            })
+            .await?
+            .map_err(StoreError::Invalid)?;
+            let Some((frame, changed, touched)) = outcome else {
                 continue;
             };
             moved += changed;
-            segments::rewrite(tx, stored.id, frame).await?;
+            months.extend(touched);
+            segments::rewrite(tx, id, frame).await?;
         }
         if !months.is_empty() {
-            aggregates::recompute(backend, tx, Some(&months), None, Default::default()).await?;
+            aggregates::recompute(backend, tx, Some(&months), None, Default::default(), None)
+                .await?;
         }
     }
     tx.execute(
@@ -63,39 +97,62 @@ pub(crate) async fn align(
     Ok(moved)
 }
 
-/// The segment with its postings re-dated in `tz` and the number of transactions
-/// that moved, or `None` if none did; adds the months left and entered to `months`.
+type Redated = Option<(DataFrame, u64, BTreeSet<String>)>;
+
+/// Each transaction's first source instant in `frame`, of those `wanted`.
+fn first_instants(
+    frame: &DataFrame,
+    wanted: impl Fn(u32) -> bool,
+) -> Result<HashMap<u32, DateTime<FixedOffset>>, String> {
+    let failed = |e: PolarsError| e.to_string();
+    let instants = frame
+        .column(OCCURRED_AT)
+        .and_then(|c| c.str())
+        .map_err(failed)?;
+    let txns = frame.column(TXN).and_then(|c| c.u32()).map_err(failed)?;
+    let mut firsts: HashMap<u32, DateTime<FixedOffset>> = HashMap::new();
+    for (instant, txn) in instants.iter().zip(txns.into_no_null_iter()) {
+        let Some(instant) = instant.filter(|_| wanted(txn)) else {
+            continue;
+        };
+        let instant = DateTime::parse_from_rfc3339(instant)
+            .map_err(|e| format!("stored instant '{instant}': {e}"))?;
+        let first = firsts.entry(txn).or_insert(instant);
+        *first = (*first).min(instant);
+    }
+    Ok(firsts)
+}
+
+/// The segment with its postings re-dated in `tz` (each transaction by its first
+/// instant, `split_first` giving it for transactions split across segments), the
+/// number of transactions that moved and the months they left and entered; `None`
+/// if none moved.
 fn redated(
     mut frame: DataFrame,
     tz: Tz,
-    months: &mut BTreeSet<String>,
-) -> Result<Option<(DataFrame, u64)>, StoreError> {
-    let failed = polars_error("re-dating postings");
-    let instants = frame.column(OCCURRED_AT).and_then(|c| c.str().cloned());
-    let dates = frame.column(DATE).and_then(|c| c.str().cloned());
-    let txns = frame.column(TXN).and_then(|c| c.u32().cloned());
-    let (instants, dates, txns) = (
-        instants.map_err(&failed)?,
-        dates.map_err(&failed)?,
-        txns.map_err(&failed)?,
-    );
+    split_first: impl Fn(u32) -> Option<DateTime<FixedOffset>>,
+) -> PolarsResult<Result<Redated, String>> {
+    let mut firsts = match first_instants(&frame, |_| true) {
+        Ok(firsts) => firsts,
+        Err(problem) => return Ok(Err(problem)),
+    };
+    for (txn, first) in firsts.iter_mut() {
+        if let Some(other) = split_first(*txn) {
+            *first = (*first).min(other);
+        }
+    }
+    let dates = frame.column(DATE)?.str()?.clone();
+    let txns = frame.column(TXN)?.u32()?.clone();
     let mut new_dates: Vec<String> = Vec::with_capacity(frame.height());
     let mut moved = HashSet::new();
-    for ((instant, date), txn) in instants
-        .iter()
-        .zip(dates.iter())
-        .zip(txns.into_no_null_iter())
-    {
+    let mut months = BTreeSet::new();
+    for (date, txn) in dates.iter().zip(txns.into_no_null_iter()) {
         let date = date.unwrap_or_default();
-        let Some(instant) = instant else {
+        let Some(first) = firsts.get(&txn) else {
             new_dates.push(date.to_string());
             continue;
         };
-        let local = DateTime::parse_from_rfc3339(instant)
-            .map_err(|e| StoreError::Invalid(format!("stored instant '{instant}': {e}")))?
-            .with_timezone(&tz)
-            .date_naive()
-            .to_string();
+        let local = first.with_timezone(&tz).date_naive().to_string();
         if local != date {
             months.insert(date[..7.min(date.len())].to_string());
             months.insert(local[..7].to_string());
@@ -104,14 +161,10 @@ fn redated(
         new_dates.push(local);
     }
     if moved.is_empty() {
-        return Ok(None);
+        return Ok(Ok(None));
     }
     let new_months: Vec<&str> = new_dates.iter().map(|d| &d[..7]).collect();
-    frame
-        .with_column(Column::new(MONTH.into(), new_months))
-        .map_err(&failed)?;
-    frame
-        .with_column(Column::new(DATE.into(), &new_dates))
-        .map_err(&failed)?;
-    Ok(Some((frame, moved.len() as u64)))
+    frame.with_column(Column::new(MONTH.into(), new_months))?;
+    frame.with_column(Column::new(DATE.into(), &new_dates))?;
+    Ok(Ok(Some((frame, moved.len() as u64, months))))
 }

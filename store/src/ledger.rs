@@ -62,6 +62,33 @@ fn past_load(row: &sqlx::any::AnyRow) -> Result<PastLoad, StoreError> {
 const LOAD_COLUMNS: &str =
     "id, source, stream, origin, rows_read, transactions, postings, control_sum, loaded_at, status, problem";
 
+impl SqlStore {
+    /// A transaction on the tenant's ledger that holds the tenant's load lock: loads,
+    /// chart changes, re-dating and rebuilds rewrite segments and rollups whole, so
+    /// they take turns (across replicas on PostgreSQL).
+    async fn begin_writing(
+        &self,
+        tenant_id: &str,
+    ) -> Result<
+        (
+            Option<tokio::sync::OwnedMutexGuard<()>>,
+            Transaction<'static, Any>,
+        ),
+        StoreError,
+    > {
+        let guard = self.backend.load_lock(tenant_id).await;
+        let mut tx = self.backend.begin(tenant_id).await?;
+        if let Some(statement) = self.backend.load_lock_statement() {
+            sqlx::query(statement)
+                .bind(tenant_id)
+                .execute(&mut *tx)
+                .await
+                .context("waiting for the tenant's load lock")?;
+        }
+        Ok((guard, tx))
+    }
+}
+
 #[async_trait]
 impl Store for SqlStore {
     async fn create_tenant(&self, new: NewTenant) -> Result<(Tenant, bool), StoreError> {
@@ -85,7 +112,7 @@ impl Store for SqlStore {
             .validate()
             .map_err(|e| StoreError::Invalid(e.to_string()))?;
         self.write_settings(&tenant.id, settings).await?;
-        let mut tx = self.backend.begin(&tenant.id).await?;
+        let (_guard, mut tx) = self.begin_writing(&tenant.id).await?;
         let moved = dates::align(self.backend.as_ref(), &mut tx, &settings.timezone).await?;
         tx.commit()
             .await
@@ -219,7 +246,7 @@ impl Store for SqlStore {
         tenant: &Tenant,
         accounts: &[Account],
     ) -> Result<(), StoreError> {
-        let mut tx = self.backend.begin(&tenant.id).await?;
+        let (_guard, mut tx) = self.begin_writing(&tenant.id).await?;
         for account in accounts {
             sqlx::query(
                 "INSERT INTO accounts (code, name, class, category, cash_flow_section) VALUES ($1, $2, $3, $4, $5) \
@@ -333,7 +360,7 @@ impl Store for SqlStore {
         for id in ids {
             let stored =
                 segments::read(&mut tx, id, Some(&[segments::TXN, segments::AMOUNT])).await?;
-            let columns = stored.frame.columns();
+            let columns = stored.columns();
             let (numbers, amounts) = (columns[0].u32(), columns[1].i64());
             let (numbers, amounts) = (
                 numbers.map_err(polars_error("totalling a load"))?,
@@ -341,7 +368,7 @@ impl Store for SqlStore {
             );
             txns.extend(numbers.into_no_null_iter());
             control_sum += amounts.into_no_null_iter().map(i64::abs).sum::<i64>();
-            totals.postings += stored.frame.height() as i64;
+            totals.postings += stored.height() as i64;
         }
         totals.transactions = txns.len() as i64;
         totals.control_sum = Amount::from_units(control_sum);
@@ -362,15 +389,7 @@ impl Store for SqlStore {
     }
 
     async fn begin_load(&self, tenant: &Tenant) -> Result<Box<dyn LoadSession>, StoreError> {
-        let guard = self.backend.load_lock(&tenant.id).await;
-        let mut tx = self.backend.begin(&tenant.id).await?;
-        if let Some(statement) = self.backend.load_lock_statement() {
-            sqlx::query(statement)
-                .bind(&tenant.id)
-                .execute(&mut *tx)
-                .await
-                .context("waiting for the tenant's load lock")?;
-        }
+        let (guard, mut tx) = self.begin_writing(&tenant.id).await?;
         dates::align(self.backend.as_ref(), &mut tx, &tenant.settings.timezone).await?;
         let chart = aggregates::Chart::read(&mut tx).await?;
         Ok(Box::new(crate::load::SqlLoad::new(
@@ -449,7 +468,7 @@ impl Store for SqlStore {
     }
 
     async fn rebuild_aggregates(&self, tenant: &Tenant) -> Result<i64, StoreError> {
-        let mut tx = self.backend.begin(&tenant.id).await?;
+        let (_guard, mut tx) = self.begin_writing(&tenant.id).await?;
         let buckets = rebuild_in(self.backend.as_ref(), &mut tx).await?;
         tx.commit().await.context("committing aggregates")?;
         self.generations.bump(&tenant.id);
@@ -474,7 +493,15 @@ async fn rebuild_in(
     backend: &dyn Backend,
     tx: &mut Transaction<'static, Any>,
 ) -> Result<u64, StoreError> {
-    aggregates::recompute(backend, tx, None, None, aggregates::Partials::default()).await
+    aggregates::recompute(
+        backend,
+        tx,
+        None,
+        None,
+        aggregates::Partials::default(),
+        None,
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -27,6 +27,13 @@ use crate::error::{Context, LoadRejected, StoreError};
 use crate::segments::{self, polars_error};
 use crate::{aggregates, LoadRecord, LoadSession, LoadSummary};
 
+/// Years a posting may fall in: aggregates number months in 16 bits, and nothing a
+/// restaurant books is dated outside these.
+const YEARS: std::ops::RangeInclusive<i32> = 1900..=4999;
+
+/// Errors kept word for word; beyond them only counted.
+const KEPT_ERRORS: usize = 1000;
+
 /// Keys the Bloom filter is sized for (about 10 MB at 1% false positives); a larger
 /// load only sees more false positives, each settled exactly at commit.
 const FILTER_KEYS: usize = 8_000_000;
@@ -68,6 +75,9 @@ struct TxnIndex {
     /// A transaction reduced as complete in a batch turned up again: the load's
     /// partial sums are wrong and the commit aggregates it from storage instead.
     reread: bool,
+    /// Transactions dated outside [`YEARS`], the first of them and how many.
+    misdated: Vec<RowError>,
+    misdated_count: usize,
 }
 
 impl TxnIndex {
@@ -82,6 +92,8 @@ impl TxnIndex {
             branches: Vec::new(),
             buckets: HashSet::new(),
             reread: false,
+            misdated: Vec::new(),
+            misdated_count: 0,
         }
     }
 
@@ -143,6 +155,20 @@ impl TxnIndex {
         let key = posting.source_key.as_str();
         if self.seen.insert(key) {
             self.suspects.insert(key.into());
+        }
+        if !YEARS.contains(&posting.date.year()) {
+            self.misdated_count += 1;
+            if self.misdated.len() < KEPT_ERRORS {
+                self.misdated.push(RowError {
+                    line: posting.origin_line,
+                    reason: format!(
+                        "transaction '{key}' is dated {}, outside the years {} to {}",
+                        posting.date,
+                        YEARS.start(),
+                        YEARS.end()
+                    ),
+                });
+            }
         }
         let branch = self.branch_index(&posting.branch);
         self.buckets
@@ -255,9 +281,8 @@ impl SqlLoad {
         let staged = segments::ids(&mut self.tx, "load_id IS NULL", &[]).await?;
         let mut numbers: HashMap<String, BTreeSet<u32>> = HashMap::new();
         for &id in &staged {
-            let frame = segments::read(&mut self.tx, id, Some(&[segments::KEY, segments::TXN]))
-                .await?
-                .frame;
+            let frame =
+                segments::read(&mut self.tx, id, Some(&[segments::KEY, segments::TXN])).await?;
             let (keys, txns) = key_and_txn(&frame)?;
             for (key, txn) in keys.iter().zip(txns.into_no_null_iter()) {
                 if let Some(key) = key.filter(|k| self.index.suspects.contains(*k)) {
@@ -280,7 +305,7 @@ impl SqlLoad {
         // Their rows, checked whole: sum, first line, dates and branches.
         let mut whole: BTreeMap<String, (u64, i64, HashSet<String>)> = BTreeMap::new();
         for &id in &staged {
-            let mut frame = segments::read(&mut self.tx, id, None).await?.frame;
+            let mut frame = segments::read(&mut self.tx, id, None).await?;
             let failed = polars_error("merging scattered transactions");
             let txns = frame.column(segments::TXN).and_then(|c| c.u32().cloned());
             let txns = txns.map_err(&failed)?;
@@ -351,9 +376,7 @@ impl SqlLoad {
         let mut candidates: HashSet<String> = HashSet::new();
         let mut holders = Vec::new();
         for &id in &earlier {
-            let frame = segments::read(&mut self.tx, id, Some(&[segments::KEY]))
-                .await?
-                .frame;
+            let frame = segments::read(&mut self.tx, id, Some(&[segments::KEY])).await?;
             let keys = frame
                 .column(segments::KEY)
                 .and_then(|c| c.str().cloned())
@@ -375,9 +398,7 @@ impl SqlLoad {
         // Confirmed against the load's own keys.
         let mut replaced: HashSet<String> = HashSet::new();
         for id in segments::ids(&mut self.tx, &format!("load_id = {load_id}"), &[]).await? {
-            let frame = segments::read(&mut self.tx, id, Some(&[segments::KEY]))
-                .await?
-                .frame;
+            let frame = segments::read(&mut self.tx, id, Some(&[segments::KEY])).await?;
             let keys = frame
                 .column(segments::KEY)
                 .and_then(|c| c.str().cloned())
@@ -391,7 +412,7 @@ impl SqlLoad {
         }
         drop(candidates);
         for id in holders {
-            let frame = segments::read(&mut self.tx, id, None).await?.frame;
+            let frame = segments::read(&mut self.tx, id, None).await?;
             let failed = polars_error("replacing transactions");
             let keys = frame.column(segments::KEY).and_then(|c| c.str().cloned());
             let gone: BooleanChunked = keys
@@ -464,9 +485,11 @@ impl LoadSession for SqlLoad {
         errors.extend(TxnIndex::errors(self.index.pending.iter().map(
             |(key, txn)| (key.to_string(), txn.first_line, txn.sum, txn.mixed),
         )));
+        let uncounted = self.index.misdated_count - self.index.misdated.len();
+        errors.append(&mut self.index.misdated);
         if !errors.is_empty() {
             errors.sort_by_key(|e| e.line);
-            let total = errors.len();
+            let total = errors.len() + uncounted;
             errors.truncate(max_errors);
             // Dropping the transaction rolls it back.
             return Err(LoadRejected { errors, total }.into());
@@ -530,6 +553,7 @@ impl LoadSession for SqlLoad {
                 Some(&months),
                 None,
                 Default::default(),
+                Some(self.chart.clone()),
             )
             .await?;
         } else {
@@ -539,6 +563,7 @@ impl LoadSession for SqlLoad {
                 Some(&months),
                 Some(load_id),
                 partials,
+                Some(self.chart.clone()),
             )
             .await?;
         }

@@ -184,12 +184,6 @@ pub(crate) async fn rewrite(
     Ok(())
 }
 
-/// A stored segment, decoded.
-pub(crate) struct Stored {
-    pub id: i64,
-    pub frame: DataFrame,
-}
-
 /// Ids of the segments matching `filter`, an SQL condition over `ledger_segments`
 /// with `$1`, `$2`… bound to `values`. Callers then [`read`] one at a time, so memory holds
 /// one segment, not all.
@@ -226,8 +220,7 @@ pub(crate) async fn read(
     tx: &mut Transaction<'static, Any>,
     id: i64,
     columns: Option<&'static [&'static str]>,
-) -> Result<Stored, StoreError> {
+) -> Result<DataFrame, StoreError> {
     let (_, bytes) = read_bytes(tx, id).await?;
-    let frame = blocking("decoding postings", move || decode(bytes, columns)).await?;
-    Ok(Stored { id, frame })
+    blocking("decoding postings", move || decode(bytes, columns)).await
 }

@@ -32,6 +32,7 @@ on_both_backends!(
     concurrent_loads_queue_and_agree,
     transactions_split_across_batches_keep_their_cash_flow,
     a_key_that_comes_back_is_one_transaction,
+    a_transaction_is_redated_as_one,
 );
 
 fn record(fingerprint: &str, cursor: Option<&str>) -> LoadRecord {
@@ -634,4 +635,49 @@ async fn a_key_that_comes_back_is_one_transaction(store: &dyn Store) {
         .reason
         .contains("unbalanced transaction 'T1'"));
     assert_eq!(store.posting_count(&other).await.unwrap(), 0);
+}
+
+/// A transaction's postings may carry different instants of one local day; a new
+/// timezone moves the whole transaction by its first instant, never splits it.
+async fn a_transaction_is_redated_as_one(store: &dyn Store) {
+    let tenant = provision(store, "lite").await;
+    // 00:30 and 23:00 on 1 March in Jakarta: 28 February and 1 March in UTC.
+    let mut sale = vec![
+        posting("S1", "2025-03-01", "Kemang", "1000", "110"),
+        posting("S1", "2025-03-01", "Kemang", "4000", "-110"),
+    ];
+    sale[0].occurred_at = Some("2025-02-28T17:30:00+00:00".into());
+    sale[1].occurred_at = Some("2025-03-01T16:00:00+00:00".into());
+    load(store, &tenant, &sale, record("a", None))
+        .await
+        .unwrap();
+    let mut settings = tenant.settings.clone();
+    settings.timezone = "UTC".into();
+    let (tenant, moved) = store.update_settings(&tenant, &settings).await.unwrap();
+    assert_eq!(moved, 1);
+    let months = store
+        .month_metrics(&tenant, BRANCH_TOTAL, month("2025-02"), month("2025-03"))
+        .await
+        .unwrap();
+    let feb = &months[&month("2025-02")];
+    assert_eq!(feb.revenue(), amount("110"));
+    assert_eq!(feb.cash_change(), amount("110"));
+    assert_eq!(feb.get("cash_flow", "operating_in"), amount("110"));
+    assert!(!months.contains_key(&month("2025-03")));
+
+    // Dates far outside any business's books are refused, not bucketed.
+    let typo = vec![
+        posting("S2", "6025-03-01", "Kemang", "1000", "5"),
+        posting("S2", "6025-03-01", "Kemang", "4000", "-5"),
+    ];
+    let err = load(store, &tenant, &typo, record("typo", None))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("rejected"), "{err}");
+    let StoreError::Rejected(rejected) = err else {
+        unreachable!()
+    };
+    assert!(rejected.errors[0]
+        .reason
+        .contains("outside the years 1900 to 4999"));
 }
