@@ -75,6 +75,8 @@ struct TxnIndex {
     /// A transaction reduced as complete in a batch turned up again: the load's
     /// partial sums are wrong and the commit aggregates it from storage instead.
     reread: bool,
+    /// The smallest and largest key started, in byte order.
+    key_range: Option<(String, String)>,
     /// Transactions dated outside [`YEARS`], the first of them and how many.
     misdated: Vec<RowError>,
     misdated_count: usize,
@@ -92,6 +94,7 @@ impl TxnIndex {
             branches: Vec::new(),
             buckets: HashSet::new(),
             reread: false,
+            key_range: None,
             misdated: Vec::new(),
             misdated_count: 0,
         }
@@ -155,6 +158,16 @@ impl TxnIndex {
         let key = posting.source_key.as_str();
         if self.seen.insert(key) {
             self.suspects.insert(key.into());
+        }
+        match &mut self.key_range {
+            None => self.key_range = Some((key.to_string(), key.to_string())),
+            Some((first, last)) => {
+                if key < first.as_str() {
+                    *first = key.to_string();
+                } else if key > last.as_str() {
+                    *last = key.to_string();
+                }
+            }
         }
         if !YEARS.contains(&posting.date.year()) {
             self.misdated_count += 1;
@@ -366,12 +379,11 @@ impl SqlLoad {
         load_id: i64,
     ) -> Result<BTreeSet<(String, String)>, StoreError> {
         let mut left = BTreeSet::new();
-        let earlier = segments::ids(
-            &mut self.tx,
-            &format!("source = $1 AND load_id <> {load_id}"),
-            &[source],
-        )
-        .await?;
+        let Some((first, last)) = self.index.key_range.clone() else {
+            return Ok(left);
+        };
+        let earlier =
+            segments::holding_keys(&mut self.tx, source, load_id, (&first, &last)).await?;
         // Candidates: earlier keys the filter says this load may hold.
         let mut candidates: HashSet<String> = HashSet::new();
         let mut holders = Vec::new();

@@ -113,20 +113,34 @@ pub(crate) fn decode(bytes: Vec<u8>, columns: Option<&[&str]>) -> PolarsResult<D
         .finish()
 }
 
-/// First and last month of a segment's postings.
-pub(crate) fn month_range(frame: &DataFrame) -> PolarsResult<(String, String)> {
-    let months = frame.column(MONTH)?.str()?;
-    let first = months.iter().flatten().min().unwrap_or_default();
-    let last = months.iter().flatten().max().unwrap_or_default();
+/// Smallest and largest value of a text column, in byte order.
+fn text_range(frame: &DataFrame, column: &str) -> PolarsResult<(String, String)> {
+    let values = frame.column(column)?.str()?;
+    let first = values.iter().flatten().min().unwrap_or_default();
+    let last = values.iter().flatten().max().unwrap_or_default();
     Ok((first.to_string(), last.to_string()))
 }
 
-/// Month range, rows and encoding of a segment.
-async fn encoded(mut frame: DataFrame) -> Result<(String, String, i64, Vec<u8>), StoreError> {
+/// A segment ready to store, with what its manifest row says of it.
+struct Encoded {
+    months: (String, String),
+    /// Its keys' range, so that a load can skip segments that cannot hold its keys.
+    keys: (String, String),
+    rows: i64,
+    bytes: Vec<u8>,
+}
+
+async fn encoded(mut frame: DataFrame) -> Result<Encoded, StoreError> {
     blocking("encoding postings", move || {
-        let (first, last) = month_range(&frame)?;
+        let months = text_range(&frame, MONTH)?;
+        let keys = text_range(&frame, KEY)?;
         let rows = frame.height() as i64;
-        encode(&mut frame).map(|bytes| (first, last, rows, bytes))
+        encode(&mut frame).map(|bytes| Encoded {
+            months,
+            keys,
+            rows,
+            bytes,
+        })
     })
     .await
 }
@@ -137,17 +151,19 @@ pub(crate) async fn insert(
     load: Option<(&str, i64)>,
     frame: DataFrame,
 ) -> Result<(), StoreError> {
-    let (first, last, rows, bytes) = encoded(frame).await?;
+    let segment = encoded(frame).await?;
     sqlx::query(
-        "INSERT INTO ledger_segments (source, load_id, first_month, last_month, postings, data) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO ledger_segments (source, load_id, first_month, last_month, first_key, \
+         last_key, postings, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(load.map(|(source, _)| source))
     .bind(load.map(|(_, id)| id))
-    .bind(first)
-    .bind(last)
-    .bind(rows)
-    .bind(bytes)
+    .bind(segment.months.0)
+    .bind(segment.months.1)
+    .bind(segment.keys.0)
+    .bind(segment.keys.1)
+    .bind(segment.rows)
+    .bind(segment.bytes)
     .execute(&mut **tx)
     .await
     .context("writing postings")?;
@@ -168,20 +184,55 @@ pub(crate) async fn rewrite(
             .context("removing emptied postings")?;
         return Ok(());
     }
-    let (first, last, rows, bytes) = encoded(frame).await?;
+    let segment = encoded(frame).await?;
     sqlx::query(
-        "UPDATE ledger_segments SET first_month = $1, last_month = $2, postings = $3, data = $4 \
-         WHERE id = $5",
+        "UPDATE ledger_segments SET first_month = $1, last_month = $2, first_key = $3, \
+         last_key = $4, postings = $5, data = $6 WHERE id = $7",
     )
-    .bind(first)
-    .bind(last)
-    .bind(rows)
-    .bind(bytes)
+    .bind(segment.months.0)
+    .bind(segment.months.1)
+    .bind(segment.keys.0)
+    .bind(segment.keys.1)
+    .bind(segment.rows)
+    .bind(segment.bytes)
     .bind(id)
     .execute(&mut **tx)
     .await
     .context("rewriting postings")?;
     Ok(())
+}
+
+/// Ids of the source's segments, other than load `except`'s, whose key range may
+/// overlap `keys`. Ranges compare in byte order here, not in the database's
+/// collation; segments written before ranges were kept always qualify.
+pub(crate) async fn holding_keys(
+    tx: &mut Transaction<'static, Any>,
+    source: &str,
+    except: i64,
+    keys: (&str, &str),
+) -> Result<Vec<i64>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, first_key, last_key FROM ledger_segments WHERE source = $1 AND load_id <> $2 \
+         ORDER BY id",
+    )
+    .bind(source)
+    .bind(except)
+    .fetch_all(&mut **tx)
+    .await
+    .context("listing postings")?;
+    let mut ids = Vec::new();
+    for row in rows {
+        let first: Option<String> = row.try_get("first_key").context("listing postings")?;
+        let last: Option<String> = row.try_get("last_key").context("listing postings")?;
+        let apart = match (first, last) {
+            (Some(first), Some(last)) => last.as_str() < keys.0 || first.as_str() > keys.1,
+            _ => false,
+        };
+        if !apart {
+            ids.push(row.try_get("id").context("listing postings")?);
+        }
+    }
+    Ok(ids)
 }
 
 /// Ids of the segments matching `filter`, an SQL condition over `ledger_segments`
