@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use ledgersync_config::{StreamDef, TenantSettings};
 use ledgersync_connectors::file::CsvBatches;
-use ledgersync_connectors::{MapContext, MappedBatch, Mapper};
+use ledgersync_connectors::{MapContext, MappedBatch, Mapper, RowBatch};
 use ledgersync_schemas::RowError;
 use ledgersync_store::{LoadRecord, LoadSummary, PastLoad, Store, StoreError, Tenant};
 use sha2::{Digest, Sha256};
@@ -179,28 +179,37 @@ async fn load_csv(
     // Reading and mapping (file I/O, polars) run on a blocking thread one batch ahead
     // of staging (database I/O): the two overlap, and at most three batches are in
     // memory at once (being mapped, waiting, being staged).
+    // Reading (file I/O, CSV), mapping (polars) and staging (database) each run on a
+    // thread of their own, one batch apart: at most a few batches are in memory at
+    // once (being read, mapped, staged, and one waiting between each).
+    let (read_sender, read_receiver) =
+        std::sync::mpsc::sync_channel::<anyhow::Result<(RowBatch, u64)>>(1);
+    let reader = tokio::task::spawn_blocking(move || loop {
+        let item = match batches.next_batch() {
+            Ok(Some(batch)) => Ok((batch, batches.progress().0)),
+            Ok(None) => break,
+            Err(error) => Err(anyhow::Error::from(error)),
+        };
+        let failed = item.is_err();
+        // A closed channel means the mapper gave up: stop reading.
+        if read_sender.send(item).is_err() || failed {
+            break;
+        }
+    });
     let (sender, mut receiver) =
         tokio::sync::mpsc::channel::<anyhow::Result<(MappedBatch, u64)>>(1);
     let producer = {
         let mapper = mapper.clone();
-        tokio::task::spawn_blocking(move || loop {
-            let next = batches
-                .next_batch()
-                .map_err(anyhow::Error::from)
-                .and_then(|batch| {
-                    batch
-                        .map(|b| mapper.map(b).map_err(anyhow::Error::from))
-                        .transpose()
+        tokio::task::spawn_blocking(move || {
+            for item in read_receiver {
+                let item = item.and_then(|(batch, position)| {
+                    Ok((mapper.map(batch).map_err(anyhow::Error::from)?, position))
                 });
-            let item = match next {
-                Ok(Some(mapped)) => Ok((mapped, batches.progress().0)),
-                Ok(None) => break,
-                Err(error) => Err(error),
-            };
-            let failed = item.is_err();
-            // A closed channel means the consumer gave up: stop reading.
-            if sender.blocking_send(item).is_err() || failed {
-                break;
+                let failed = item.is_err();
+                // A closed channel means the consumer gave up: stop mapping.
+                if sender.blocking_send(item).is_err() || failed {
+                    break;
+                }
             }
         })
     };
@@ -218,6 +227,7 @@ async fn load_csv(
         progress.set_position(position);
     }
     producer.await.context("the mapping task failed")?;
+    reader.await.context("the reading task failed")?;
     progress.finish_and_clear();
     if total_errors > 0 {
         return Err(FileRejected {
