@@ -145,30 +145,17 @@ fn month_name(number: u64) -> String {
 
 impl Partials {
     /// Adds postings (the [`segments::AGGREGATED`] columns) of `load_id`. Transactions
-    /// for which `open` says true may have postings in other batches and are finished
-    /// by [`Partials::finish`]; `None` keeps every transaction open.
+    /// in `open` may have postings in other batches and are finished by
+    /// [`Partials::finish`].
     pub(crate) fn add(
         &mut self,
         postings: DataFrame,
         load_id: i64,
-        open: Option<&HashSet<u32>>,
+        open: &HashSet<u32>,
         chart: &Chart,
     ) -> PolarsResult<()> {
-        let txns = postings.column(TXN)?.u32()?;
-        let uids: Vec<i64> = txns
-            .into_no_null_iter()
-            .map(|txn| uid(load_id, txn))
-            .collect();
-        let mask: BooleanChunked = match open {
-            None => BooleanChunked::full("open".into(), true, postings.height()),
-            Some(set) => txns
-                .into_no_null_iter()
-                .map(|txn| set.contains(&txn))
-                .collect(),
-        };
-        let mut postings = postings;
-        postings.with_column(Column::new(UID.into(), uids))?;
-        self.reduce(postings, mask, chart)
+        let (postings, open) = identified(postings, load_id, |txn| open.contains(&txn))?;
+        self.reduce(postings, open, chart)
     }
 
     fn branch_number(&mut self, branch: &str) -> u32 {
@@ -605,20 +592,23 @@ fn prepared(
             .collect();
         frame = frame.filter(&keep)?;
     }
+    identified(frame, load_id, |txn| open.is_some_and(|o| o.contains(&txn)))
+}
+
+/// Postings with the `uid` of their transaction, and which of those are `open`.
+fn identified(
+    mut frame: DataFrame,
+    load_id: i64,
+    open: impl Fn(u32) -> bool,
+) -> PolarsResult<(DataFrame, BooleanChunked)> {
     let txns = frame.column(TXN)?.u32()?.clone();
-    let open: BooleanChunked = match open {
-        Some(open) => txns
-            .into_no_null_iter()
-            .map(|t| open.contains(&t))
-            .collect(),
-        None => BooleanChunked::full("open".into(), false, frame.height()),
-    };
+    let mask: BooleanChunked = txns.into_no_null_iter().map(&open).collect();
     let uids: Vec<i64> = txns
         .into_no_null_iter()
         .map(|txn| uid(load_id, txn))
         .collect();
     frame.with_column(Column::new(UID.into(), uids))?;
-    Ok((frame, open))
+    Ok((frame, mask))
 }
 
 fn reduce_later(

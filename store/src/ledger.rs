@@ -11,12 +11,13 @@ use sqlx::{Any, Row, Transaction};
 use crate::backend::Backend;
 use crate::control::{now, SqlStore};
 use crate::error::{Context, StoreError};
-use crate::segments::{self, polars_error};
+use crate::segments;
 use crate::{aggregates, dates};
 use crate::{
     ApiKey, AuditEntry, LedgerTotals, LoadRecord, LoadSession, LoginCandidate, NewTenant, PastLoad,
     Store, Tenant, User,
 };
+use polars::prelude::{Int64Type, UInt32Type};
 
 /// `($1, …, $width), ($width+1, …)` for `rows` rows, or `(?, …)` when `anonymous`.
 pub(crate) fn placeholders(rows: usize, width: usize, anonymous: bool) -> String {
@@ -360,12 +361,8 @@ impl Store for SqlStore {
         for id in ids {
             let stored =
                 segments::read(&mut tx, id, Some(&[segments::TXN, segments::AMOUNT])).await?;
-            let columns = stored.columns();
-            let (numbers, amounts) = (columns[0].u32(), columns[1].i64());
-            let (numbers, amounts) = (
-                numbers.map_err(polars_error("totalling a load"))?,
-                amounts.map_err(polars_error("totalling a load"))?,
-            );
+            let numbers = segments::column::<UInt32Type>(&stored, segments::TXN)?;
+            let amounts = segments::column::<Int64Type>(&stored, segments::AMOUNT)?;
             txns.extend(numbers.into_no_null_iter());
             control_sum += amounts.into_no_null_iter().map(i64::abs).sum::<i64>();
             totals.postings += stored.height() as i64;

@@ -296,7 +296,8 @@ impl SqlLoad {
         for &id in &staged {
             let frame =
                 segments::read(&mut self.tx, id, Some(&[segments::KEY, segments::TXN])).await?;
-            let (keys, txns) = key_and_txn(&frame)?;
+            let keys = segments::column::<StringType>(&frame, segments::KEY)?;
+            let txns = segments::column::<UInt32Type>(&frame, segments::TXN)?;
             for (key, txn) in keys.iter().zip(txns.into_no_null_iter()) {
                 if let Some(key) = key.filter(|k| self.index.suspects.contains(*k)) {
                     numbers.entry(key.to_string()).or_default().insert(txn);
@@ -319,9 +320,7 @@ impl SqlLoad {
         let mut whole: BTreeMap<String, (u64, i64, HashSet<String>)> = BTreeMap::new();
         for &id in &staged {
             let mut frame = segments::read(&mut self.tx, id, None).await?;
-            let failed = polars_error("merging scattered transactions");
-            let txns = frame.column(segments::TXN).and_then(|c| c.u32().cloned());
-            let txns = txns.map_err(&failed)?;
+            let txns = segments::column::<UInt32Type>(&frame, segments::TXN)?;
             if txns.into_no_null_iter().any(|t| renumber.contains_key(&t)) {
                 let merged: Vec<u32> = txns
                     .into_no_null_iter()
@@ -329,20 +328,14 @@ impl SqlLoad {
                     .collect();
                 frame
                     .with_column(Column::new(segments::TXN.into(), merged))
-                    .map_err(&failed)?;
+                    .map_err(polars_error("merging scattered transactions"))?;
                 segments::rewrite(&mut self.tx, id, frame.clone()).await?;
             }
-            let column = |name: &str| frame.column(name).and_then(|c| c.str().cloned());
-            let (keys, dates, branches) = (
-                column(segments::KEY).map_err(&failed)?,
-                column(segments::DATE).map_err(&failed)?,
-                column(segments::BRANCH).map_err(&failed)?,
-            );
-            let lines = frame.column(segments::LINE).and_then(|c| c.u64().cloned());
-            let amounts = frame
-                .column(segments::AMOUNT)
-                .and_then(|c| c.i64().cloned());
-            let (lines, amounts) = (lines.map_err(&failed)?, amounts.map_err(&failed)?);
+            let keys = segments::column::<StringType>(&frame, segments::KEY)?;
+            let dates = segments::column::<StringType>(&frame, segments::DATE)?;
+            let branches = segments::column::<StringType>(&frame, segments::BRANCH)?;
+            let lines = segments::column::<UInt64Type>(&frame, segments::LINE)?;
+            let amounts = segments::column::<Int64Type>(&frame, segments::AMOUNT)?;
             for row in 0..frame.height() {
                 let Some(key) = keys.get(row).filter(|k| numbers.contains_key(*k)) else {
                     continue;
@@ -389,10 +382,7 @@ impl SqlLoad {
         let mut holders = Vec::new();
         for &id in &earlier {
             let frame = segments::read(&mut self.tx, id, Some(&[segments::KEY])).await?;
-            let keys = frame
-                .column(segments::KEY)
-                .and_then(|c| c.str().cloned())
-                .map_err(polars_error("finding replaced transactions"))?;
+            let keys = segments::column::<StringType>(&frame, segments::KEY)?;
             let mut holds = false;
             for key in keys.iter().flatten() {
                 if self.index.seen.contains(key) {
@@ -411,10 +401,7 @@ impl SqlLoad {
         let mut replaced: HashSet<String> = HashSet::new();
         for id in segments::ids(&mut self.tx, &format!("load_id = {load_id}"), &[]).await? {
             let frame = segments::read(&mut self.tx, id, Some(&[segments::KEY])).await?;
-            let keys = frame
-                .column(segments::KEY)
-                .and_then(|c| c.str().cloned())
-                .map_err(polars_error("finding replaced transactions"))?;
+            let keys = segments::column::<StringType>(&frame, segments::KEY)?;
             replaced.extend(
                 keys.iter()
                     .flatten()
@@ -426,9 +413,7 @@ impl SqlLoad {
         for id in holders {
             let frame = segments::read(&mut self.tx, id, None).await?;
             let failed = polars_error("replacing transactions");
-            let keys = frame.column(segments::KEY).and_then(|c| c.str().cloned());
-            let gone: BooleanChunked = keys
-                .map_err(&failed)?
+            let gone: BooleanChunked = segments::column::<StringType>(&frame, segments::KEY)?
                 .iter()
                 .map(|k| k.is_some_and(|k| replaced.contains(k)))
                 .collect();
@@ -436,13 +421,8 @@ impl SqlLoad {
                 continue;
             }
             let removed = frame.filter(&gone).map_err(&failed)?;
-            let months = removed
-                .column(segments::MONTH)
-                .and_then(|c| c.str().cloned());
-            let branches = removed
-                .column(segments::BRANCH)
-                .and_then(|c| c.str().cloned());
-            let (months, branches) = (months.map_err(&failed)?, branches.map_err(&failed)?);
+            let months = segments::column::<StringType>(&removed, segments::MONTH)?;
+            let branches = segments::column::<StringType>(&removed, segments::BRANCH)?;
             for (month, branch) in months.iter().zip(branches.iter()) {
                 left.insert((
                     month.unwrap_or_default().to_string(),
@@ -454,13 +434,6 @@ impl SqlLoad {
         }
         Ok(left)
     }
-}
-
-fn key_and_txn(frame: &DataFrame) -> Result<(StringChunked, UInt32Chunked), StoreError> {
-    let failed = polars_error("reading the load's keys");
-    let keys = frame.column(segments::KEY).and_then(|c| c.str().cloned());
-    let txns = frame.column(segments::TXN).and_then(|c| c.u32().cloned());
-    Ok((keys.map_err(&failed)?, txns.map_err(&failed)?))
 }
 
 #[async_trait]
@@ -479,7 +452,7 @@ impl LoadSession for SqlLoad {
         let (partials, frame) = segments::blocking("staging postings", move || {
             let aggregated = frame.select(segments::AGGREGATED)?;
             // The load's own number is not known yet; 0 is no load's.
-            partials.add(aggregated, 0, Some(&open), &chart)?;
+            partials.add(aggregated, 0, &open, &chart)?;
             Ok((partials, frame))
         })
         .await?;

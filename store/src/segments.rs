@@ -38,6 +38,17 @@ pub(crate) fn polars_error(context: &'static str) -> impl Fn(PolarsError) -> Sto
     move |e| StoreError::Invalid(format!("{context}: {e}"))
 }
 
+/// A typed column of a decoded segment; a segment without it is corrupt.
+pub(crate) fn column<'a, T: PolarsPhysicalType>(
+    frame: &'a DataFrame,
+    name: &str,
+) -> Result<&'a ChunkedArray<T>, StoreError> {
+    frame
+        .column(name)
+        .and_then(|c| c.as_materialized_series().unpack::<T>())
+        .map_err(polars_error("reading stored postings"))
+}
+
 /// Runs polars work on a blocking thread: lazy queries block their thread (on
 /// tokio's `block_in_place`, which a current-thread runtime refuses), and long ones
 /// must not hold an async worker.
