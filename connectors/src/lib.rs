@@ -11,4 +11,4 @@ pub mod file;
 pub mod mapping;
 
 pub use batch::{RowBatch, RowError};
-pub use mapping::{MapContext, MappedBatch, Mapper, MappingError};
+pub use mapping::{AccountCodes, MapContext, MappedBatch, Mapper, MappingError};

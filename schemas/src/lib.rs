@@ -6,11 +6,13 @@ mod amount;
 mod chart;
 mod ledger;
 mod period;
+mod posting_frame;
 mod report;
 
 pub use account::{Account, AccountClass, CashFlowSection};
-pub use amount::{Amount, AmountError};
+pub use amount::{Amount, AmountError, SCALE as AMOUNT_SCALE};
 pub use chart::default_chart;
 pub use ledger::{LedgerError, Posting, RowError, Transaction};
 pub use period::{Grouping, Month, MonthError, Period};
+pub use posting_frame::{posting_column, PostingFrame};
 pub use report::{CashFlowRow, CogsRow, MonthMetrics, PnlRow, ReportKind, StaffRow, BRANCH_TOTAL};

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use ledgersync_schemas::{Amount, Posting};
+use ledgersync_schemas::{Amount, Posting, PostingFrame};
 use sqlx::{Any, Executor, Row, Transaction};
 
 use crate::error::{Context, StoreError};
@@ -66,7 +66,8 @@ pub(crate) async fn adopt_row_postings(
             });
         }
         moved += postings.len();
-        let frame = segments::frame(&postings, txns).map_err(polars_error(READING))?;
+        let frame = segments::frame(PostingFrame::from_postings(&postings), txns)
+            .map_err(polars_error(READING))?;
         segments::insert(tx, Some((&source, load_id)), frame).await?;
     }
     for statement in ["DELETE FROM postings", "DELETE FROM transactions"] {
@@ -86,16 +87,15 @@ mod tests {
 
     use crate::Tenant;
 
-    /// A tenant database as the version before segments left it: migrations 0001 to
-    /// 0005 and postings as rows.
-    async fn earlier_version_ledger(file: &std::path::Path) {
+    /// A tenant database migrated by the migrations before `before` only.
+    async fn migrated_before(file: &std::path::Path, before: &str) -> sqlx::AnyPool {
         let earlier = tempfile::tempdir().unwrap();
         let source =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite/tenant");
         for entry in std::fs::read_dir(&source).unwrap() {
             let path = entry.unwrap().path();
             let name = path.file_name().unwrap().to_string_lossy().to_string();
-            if name.as_str() < "0006" {
+            if name.as_str() < before {
                 std::fs::copy(&path, earlier.path().join(name)).unwrap();
             }
         }
@@ -108,6 +108,13 @@ mod tests {
             .run(&pool)
             .await
             .unwrap();
+        pool
+    }
+
+    /// A tenant database as the version before segments left it: migrations 0001 to
+    /// 0005 and postings as rows.
+    async fn earlier_version_ledger(file: &std::path::Path) {
+        let pool = migrated_before(file, "0006").await;
         pool.execute(
             "INSERT INTO accounts VALUES ('1000', 'Cash', 'cash', NULL, 'operating'), \
                  ('4000', 'Sales', 'revenue', 'food', 'operating'); \
@@ -130,6 +137,81 @@ mod tests {
         pool.close().await;
     }
 
+    fn tenant() -> Tenant {
+        Tenant {
+            id: "t1".into(),
+            slug: "t1".into(),
+            name: "Earlier".into(),
+            admin_email: "admin@earlier.example".into(),
+            plan: "lite".into(),
+            seats: 1,
+            settings: TenantSettings::new_default("Earlier"),
+            created_at: "2025-01-01".into(),
+        }
+    }
+
+    /// Segments written while their data sat in `ledger_segments` (before 0008) are
+    /// read, rebuilt and replaced as any other once the data has moved apart.
+    #[tokio::test]
+    async fn segments_written_with_their_data_inline_keep_it() {
+        use ledgersync_schemas::{Posting, PostingFrame};
+        let data = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(data.path().join("tenants")).unwrap();
+        let pool = migrated_before(&data.path().join("tenants/t1.db"), "0008").await;
+        let posting = |account: &str, units: i64| Posting {
+            source_key: "S1".into(),
+            origin_line: 2,
+            date: "2025-01-15".parse().unwrap(),
+            branch: "Kemang".into(),
+            memo: "sale".into(),
+            occurred_at: None,
+            account: account.into(),
+            amount: Amount::from_units(units),
+            currency: "IDR".into(),
+            original_amount: Amount::from_units(units),
+        };
+        let postings = [posting("1000", 1_100_000), posting("4000", -1_100_000)];
+        let mut frame =
+            crate::segments::frame(PostingFrame::from_postings(&postings), vec![0, 0]).unwrap();
+        let bytes = crate::segments::encode(&mut frame).unwrap();
+        pool.execute(
+            "INSERT INTO accounts VALUES ('1000', 'Cash', 'cash', NULL, 'operating'), \
+                 ('4000', 'Sales', 'revenue', 'food', 'operating'); \
+             INSERT INTO loads (id, source, fingerprint, stream, origin, rows_read, transactions, \
+                 postings, control_sum, loaded_at) \
+                 VALUES (1, 'file:journal', 'f', 'journal', 'a.csv', 2, 1, 2, 2200000, '2025-01-31');",
+        )
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO ledger_segments (id, source, load_id, first_month, last_month, postings, \
+             data, first_key, last_key) VALUES (5, 'file:journal', 1, '2025-01', '2025-01', 2, $1, 'S1', 'S1')",
+        )
+        .bind(bytes)
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+
+        let store = crate::connect(&format!("sqlite://{}", data.path().display()))
+            .await
+            .unwrap();
+        let tenant = tenant();
+        let totals = store.load_totals(&tenant, 1).await.unwrap();
+        assert_eq!((totals.transactions, totals.postings), (1, 2));
+        assert_eq!(totals.control_sum, Amount::from_units(2_200_000));
+        store.rebuild_aggregates(&tenant).await.unwrap();
+        let month = "2025-01".parse().unwrap();
+        let metrics = store
+            .month_metrics(&tenant, "Kemang", month, month)
+            .await
+            .unwrap();
+        assert_eq!(
+            metrics[&month].get("class", "revenue"),
+            Amount::from_units(-1_100_000)
+        );
+    }
+
     #[tokio::test]
     async fn postings_of_an_earlier_version_move_into_segments() {
         let data = tempfile::tempdir().unwrap();
@@ -139,16 +221,7 @@ mod tests {
         let store = crate::connect(&format!("sqlite://{}", data.path().display()))
             .await
             .unwrap();
-        let tenant = Tenant {
-            id: "t1".into(),
-            slug: "t1".into(),
-            name: "Earlier".into(),
-            admin_email: "admin@earlier.example".into(),
-            plan: "lite".into(),
-            seats: 1,
-            settings: TenantSettings::new_default("Earlier"),
-            created_at: "2025-01-01".into(),
-        };
+        let tenant = tenant();
         assert_eq!(store.posting_count(&tenant).await.unwrap(), 2);
         let totals = store.load_totals(&tenant, 1).await.unwrap();
         assert_eq!((totals.transactions, totals.postings), (1, 2));

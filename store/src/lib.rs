@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use ledgersync_config::TenantSettings;
-use ledgersync_schemas::{Account, Amount, Month, MonthMetrics, Posting};
+use ledgersync_schemas::{Account, Amount, Month, MonthMetrics, Posting, PostingFrame};
 use serde::Serialize;
 
 pub use backend::redact;
@@ -300,8 +300,16 @@ pub trait Store: Send + Sync {
 
 #[async_trait]
 pub trait LoadSession: Send {
-    /// Stages postings; nothing is visible until commit.
-    async fn stage(&mut self, postings: &[Posting]) -> Result<(), StoreError>;
+    /// Stages a batch of postings; nothing is visible until commit. A transaction's
+    /// postings are expected together (they may continue into the next batch); a
+    /// key that comes back later is merged, at a cost, at commit.
+    async fn stage_frame(&mut self, postings: PostingFrame) -> Result<(), StoreError>;
+
+    /// Stages postings given one by one (tests, small sources).
+    async fn stage(&mut self, postings: &[Posting]) -> Result<(), StoreError> {
+        self.stage_frame(PostingFrame::from_postings(postings))
+            .await
+    }
     /// Validates everything staged (balanced transactions, one date and branch per
     /// transaction), replaces the source's transactions with the staged ones,
     /// recomputes the touched aggregates, records the load and its cursor — all in

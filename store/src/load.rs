@@ -15,9 +15,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{Datelike, NaiveDate};
+use chrono::NaiveDate;
 use fastbloom::BloomFilter;
-use ledgersync_schemas::{Amount, Posting, RowError};
+use ledgersync_schemas::{Amount, PostingFrame, RowError};
 use polars::prelude::*;
 use sqlx::{Any, Transaction};
 
@@ -34,9 +34,13 @@ const YEARS: std::ops::RangeInclusive<i32> = 1900..=4999;
 /// Errors kept word for word; beyond them only counted.
 const KEPT_ERRORS: usize = 1000;
 
-/// Keys the Bloom filter is sized for (about 10 MB at 1% false positives); a larger
-/// load only sees more false positives, each settled exactly at commit.
+/// Keys the Bloom filter is sized for, at 10 bits a key (10 MB); a larger load only
+/// sees more false positives, each settled exactly at commit.
 const FILTER_KEYS: usize = 8_000_000;
+/// Two hashes: each is a cache miss in a 10 MB filter, and two keep false positives
+/// near 3% at [`FILTER_KEYS`] (far fewer in smaller loads) where the textbook seven
+/// would take 1% at three times the misses.
+const FILTER_HASHES: u32 = 2;
 
 /// What the load knows of a transaction whose rows are being read or do not balance.
 struct TxnState {
@@ -44,7 +48,8 @@ struct TxnState {
     /// Sum of its postings so far; must end at zero.
     sum: i64,
     first_line: u64,
-    date: NaiveDate,
+    /// Its date's text.
+    date: Box<str>,
     /// Index into [`TxnIndex::branches`].
     branch: u32,
     /// The batches it was first and last seen in.
@@ -63,13 +68,10 @@ struct TxnIndex {
     current: Option<(Box<str>, TxnState)>,
     /// Transactions whose rows so far do not balance or mix dates or branches.
     pending: HashMap<Box<str>, TxnState>,
-    /// Every key started.
-    seen: BloomFilter,
-    /// Keys that started again after the filter (maybe) saw them.
-    suspects: HashSet<Box<str>>,
     /// Transactions with rows in more than one batch.
     split: HashSet<u32>,
     branches: Vec<String>,
+    branch_numbers: PlHashMap<String, u32>,
     /// (year, month, branch) of the load's transactions.
     buckets: HashSet<(i32, u32, u32)>,
     /// A transaction reduced as complete in a batch turned up again: the load's
@@ -88,10 +90,9 @@ impl TxnIndex {
             numbers: 0,
             current: None,
             pending: HashMap::new(),
-            seen: BloomFilter::with_false_pos(0.01).expected_items(FILTER_KEYS),
-            suspects: HashSet::new(),
             split: HashSet::new(),
             branches: Vec::new(),
+            branch_numbers: PlHashMap::default(),
             buckets: HashSet::new(),
             reread: false,
             key_range: None,
@@ -101,42 +102,64 @@ impl TxnIndex {
     }
 
     fn branch_index(&mut self, branch: &str) -> u32 {
-        match self.branches.iter().position(|b| b == branch) {
-            Some(index) => index as u32,
-            None => {
-                self.branches.push(branch.to_string());
-                (self.branches.len() - 1) as u32
-            }
+        if let Some(&index) = self.branch_numbers.get(branch) {
+            return index;
         }
+        let index = self.branches.len() as u32;
+        self.branches.push(branch.to_string());
+        self.branch_numbers.insert(branch.to_string(), index);
+        index
     }
 
     /// Numbers the postings of batch `batch`, checks them as far as their rows go,
     /// and tells which transactions are open: seen in an earlier batch, or the
     /// batch's last one (its rows may go on in the next). The others are reduced as
     /// complete; when one is not, the commit notices.
-    fn note(&mut self, postings: &[Posting], batch: u32) -> (Vec<u32>, HashSet<u32>) {
-        let mut numbers = Vec::with_capacity(postings.len());
+    fn note(&mut self, postings: &PostingFrame, batch: u32) -> Result<Noted, StoreError> {
+        let frame = postings.frame();
+        let keys = segments::column::<StringType>(frame, segments::KEY)?;
+        let dates = segments::column::<StringType>(frame, segments::DATE)?;
+        let branches = segments::column::<StringType>(frame, segments::BRANCH)?;
+        let amounts = segments::column::<Int64Type>(frame, segments::AMOUNT)?;
+        let lines = segments::column::<UInt64Type>(frame, segments::LINE)?;
+        let mut numbers = Vec::with_capacity(frame.height());
         let mut open = HashSet::new();
-        for (row, posting) in postings.iter().enumerate() {
-            let key = posting.source_key.as_str();
+        let mut starts = Vec::new();
+        let rows = keys
+            .iter()
+            .zip(dates.iter())
+            .zip(branches.iter())
+            .zip(amounts.iter())
+            .zip(lines.iter());
+        for (row, ((((key, date), branch), amount), line)) in rows.enumerate() {
+            // A posting frame has no empty values there.
+            let (key, date, branch) = (
+                key.unwrap_or_default(),
+                date.unwrap_or_default(),
+                branch.unwrap_or_default(),
+            );
+            let (amount, line) = (amount.unwrap_or_default(), line.unwrap_or_default());
             if !matches!(&self.current, Some((current, _)) if &**current == key) {
                 // The first row of a batch ends the previous batch's last transaction,
                 // which was open there.
                 self.end_transaction(row > 0);
                 let state = match self.pending.remove(key) {
                     Some(state) => state,
-                    None => self.start(posting, batch),
+                    None => {
+                        starts.push(row as u32);
+                        self.start(key, date, branch, line, batch)
+                    }
                 };
                 self.current = Some((key.into(), state));
             }
             let branch_differs = {
                 let (_, txn) = self.current.as_ref().expect("a transaction is current");
-                self.branches[txn.branch as usize] != posting.branch
+                self.branches[txn.branch as usize] != branch
             };
             let (_, txn) = self.current.as_mut().expect("a transaction is current");
-            txn.sum += posting.amount.units();
-            txn.first_line = txn.first_line.min(posting.origin_line);
-            txn.mixed |= txn.date != posting.date || branch_differs;
+            txn.sum += amount;
+            txn.first_line = txn.first_line.min(line);
+            txn.mixed |= &*txn.date != date || branch_differs;
             if txn.last_batch != batch {
                 self.reread |= txn.closed;
                 txn.last_batch = batch;
@@ -149,16 +172,16 @@ impl TxnIndex {
         if let Some((_, txn)) = &self.current {
             open.insert(txn.number);
         }
-        (numbers, open)
+        Ok(Noted {
+            numbers,
+            open,
+            starts,
+        })
     }
 
     /// A new transaction, or one whose key comes back after it was complete (the
-    /// filter tells it may have; the commit settles it).
-    fn start(&mut self, posting: &Posting, batch: u32) -> TxnState {
-        let key = posting.source_key.as_str();
-        if self.seen.insert(key) {
-            self.suspects.insert(key.into());
-        }
+    /// [`KeyFilter`] tells it may have; the commit settles it).
+    fn start(&mut self, key: &str, date: &str, branch: &str, line: u64, batch: u32) -> TxnState {
         match &mut self.key_range {
             None => self.key_range = Some((key.to_string(), key.to_string())),
             Some((first, last)) => {
@@ -169,30 +192,30 @@ impl TxnIndex {
                 }
             }
         }
-        if !YEARS.contains(&posting.date.year()) {
+        let year_month = year_month(date).filter(|(year, _)| YEARS.contains(year));
+        if year_month.is_none() {
             self.misdated_count += 1;
             if self.misdated.len() < KEPT_ERRORS {
                 self.misdated.push(RowError {
-                    line: posting.origin_line,
+                    line,
                     reason: format!(
-                        "transaction '{key}' is dated {}, outside the years {} to {}",
-                        posting.date,
+                        "transaction '{key}' is dated {date}, outside the years {} to {}",
                         YEARS.start(),
                         YEARS.end()
                     ),
                 });
             }
         }
-        let branch = self.branch_index(&posting.branch);
-        self.buckets
-            .insert((posting.date.year(), posting.date.month(), branch));
+        let branch = self.branch_index(branch);
+        let (year, month) = year_month.unwrap_or_default();
+        self.buckets.insert((year, month, branch));
         let number = self.numbers;
         self.numbers += 1;
         TxnState {
             number,
             sum: 0,
-            first_line: posting.origin_line,
-            date: posting.date,
+            first_line: line,
+            date: date.into(),
             branch,
             first_batch: batch,
             last_batch: batch,
@@ -243,6 +266,75 @@ impl TxnIndex {
     }
 }
 
+/// What [`TxnIndex::note`] tells of a batch.
+struct Noted {
+    /// The transaction number of each posting.
+    numbers: Vec<u32>,
+    /// Transactions that may have postings in other batches.
+    open: HashSet<u32>,
+    /// Rows where a key starts (anew, or again after its transaction ended).
+    starts: Vec<u32>,
+}
+
+/// Every key a load started, in a Bloom filter, and the keys started again after
+/// the filter (maybe) saw them. Fed off the async workers, a batch behind.
+struct KeyFilter {
+    seen: BloomFilter,
+    suspects: HashSet<Box<str>>,
+}
+
+impl KeyFilter {
+    fn new() -> KeyFilter {
+        KeyFilter {
+            seen: BloomFilter::with_num_bits(FILTER_KEYS * 10).hashes(FILTER_HASHES),
+            suspects: HashSet::new(),
+        }
+    }
+
+    /// Notes the keys at `starts` of a batch's key column.
+    fn note(&mut self, keys: &StringChunked, starts: &[u32]) {
+        // Hashing first and setting bits in a tight loop lets the processor
+        // overlap the filter's cache misses.
+        let hashes: Vec<(u32, u64)> = starts
+            .iter()
+            .map(|&row| {
+                let key = keys.get(row as usize).unwrap_or_default();
+                (row, self.seen.source_hash(key))
+            })
+            .collect();
+        for (row, hash) in hashes {
+            if self.seen.insert_hash(hash) {
+                self.suspects
+                    .insert(keys.get(row as usize).unwrap_or_default().into());
+            }
+        }
+    }
+}
+
+/// A staged batch being reduced and filtered, and encoded, off the async workers
+/// and in parallel; the next batch's [`SqlLoad::stage_frame`] writes it.
+struct Writing {
+    reducing: tokio::task::JoinHandle<PolarsResult<(aggregates::Partials, KeyFilter)>>,
+    encoding: tokio::task::JoinHandle<PolarsResult<segments::Encoded>>,
+}
+
+/// Year and month of a `YYYY-MM-DD` date (checked whole: once per transaction,
+/// without a format string to interpret).
+fn year_month(date: &str) -> Option<(i32, u32)> {
+    let number = |range: std::ops::Range<usize>| -> Option<u32> {
+        let digits = date.get(range)?;
+        digits
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| digits.parse().ok())?
+    };
+    if date.len() != 10 || &date[4..5] != "-" || &date[7..8] != "-" {
+        return None;
+    }
+    let (year, month, day) = (number(0..4)? as i32, number(5..7)?, number(8..10)?);
+    NaiveDate::from_ymd_opt(year, month, day).map(|_| (year, month))
+}
+
 pub(crate) struct SqlLoad {
     backend: Arc<dyn Backend>,
     generations: Arc<Generations>,
@@ -255,8 +347,12 @@ pub(crate) struct SqlLoad {
     batches: u32,
     postings: i64,
     control_sum: i64,
-    /// This load's contribution to the aggregates, reduced batch by batch.
+    /// This load's contribution to the aggregates, reduced batch by batch; away
+    /// while `writing`.
     partials: aggregates::Partials,
+    /// Away while `writing`.
+    filter: Option<KeyFilter>,
+    writing: Option<Writing>,
 }
 
 impl SqlLoad {
@@ -280,7 +376,37 @@ impl SqlLoad {
             postings: 0,
             control_sum: 0,
             partials: aggregates::Partials::default(),
+            filter: Some(KeyFilter::new()),
+            writing: None,
         }
+    }
+
+    /// Waits for the batch being prepared and writes its segment.
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        let Some(writing) = self.writing.take() else {
+            return Ok(());
+        };
+        let failed =
+            |e: tokio::task::JoinError| StoreError::Invalid(format!("staging postings: {e}"));
+        let (partials, filter) = writing
+            .reducing
+            .await
+            .map_err(failed)?
+            .map_err(polars_error("staging postings"))?;
+        let encoded = writing
+            .encoding
+            .await
+            .map_err(failed)?
+            .map_err(polars_error("encoding postings"))?;
+        self.partials = partials;
+        self.filter = Some(filter);
+        segments::insert_encoded(&mut self.tx, None, encoded).await
+    }
+
+    fn filter(&self) -> &KeyFilter {
+        self.filter
+            .as_ref()
+            .expect("the key filter is back once the load is flushed")
     }
 
     /// Settles the keys the filter flagged: a key whose rows got more than one number
@@ -288,10 +414,24 @@ impl SqlLoad {
     /// segments and it is checked again from them. Returns the errors of those
     /// transactions and how many numbers were merged away.
     async fn merge_scattered(&mut self) -> Result<(Vec<RowError>, u32), StoreError> {
-        if self.index.suspects.is_empty() {
+        if self.filter().suspects.is_empty() {
             return Ok((Vec::new(), 0));
         }
-        let staged = segments::ids(&mut self.tx, "load_id IS NULL", &[]).await?;
+        // Only segments whose key range holds a suspect can hold its rows.
+        let ranges = segments::staged_ranges(&mut self.tx).await?;
+        let mut suspects: Vec<&str> = self.filter().suspects.iter().map(|k| &**k).collect();
+        suspects.sort_unstable();
+        let staged: Vec<i64> = ranges
+            .into_iter()
+            .filter(|(_, range)| match range {
+                Some((first, last)) => {
+                    let from = suspects.partition_point(|k| *k < first.as_str());
+                    suspects.get(from).is_some_and(|k| *k <= last.as_str())
+                }
+                None => true,
+            })
+            .map(|(id, _)| id)
+            .collect();
         let mut numbers: HashMap<String, BTreeSet<u32>> = HashMap::new();
         for &id in &staged {
             let frame =
@@ -299,7 +439,7 @@ impl SqlLoad {
             let keys = segments::column::<StringType>(&frame, segments::KEY)?;
             let txns = segments::column::<UInt32Type>(&frame, segments::TXN)?;
             for (key, txn) in keys.iter().zip(txns.into_no_null_iter()) {
-                if let Some(key) = key.filter(|k| self.index.suspects.contains(*k)) {
+                if let Some(key) = key.filter(|k| self.filter().suspects.contains(*k)) {
                     numbers.entry(key.to_string()).or_default().insert(txn);
                 }
             }
@@ -385,7 +525,7 @@ impl SqlLoad {
             let keys = segments::column::<StringType>(&frame, segments::KEY)?;
             let mut holds = false;
             for key in keys.iter().flatten() {
-                if self.index.seen.contains(key) {
+                if self.filter().seen.contains(key) {
                     candidates.insert(key.to_string());
                     holds = true;
                 }
@@ -438,26 +578,40 @@ impl SqlLoad {
 
 #[async_trait]
 impl LoadSession for SqlLoad {
-    async fn stage(&mut self, postings: &[Posting]) -> Result<(), StoreError> {
+    async fn stage_frame(&mut self, postings: PostingFrame) -> Result<(), StoreError> {
         if postings.is_empty() {
             return Ok(());
         }
-        let (numbers, open) = self.index.note(postings, self.batches);
+        let Noted {
+            numbers,
+            open,
+            starts,
+        } = self.index.note(&postings, self.batches)?;
         self.batches += 1;
-        self.postings += postings.len() as i64;
-        self.control_sum += postings.iter().map(|p| p.amount.units().abs()).sum::<i64>();
+        self.postings += postings.height() as i64;
+        self.control_sum += segments::column::<Int64Type>(postings.frame(), segments::AMOUNT)?
+            .into_no_null_iter()
+            .map(i64::abs)
+            .sum::<i64>();
         let frame = segments::frame(postings, numbers).map_err(polars_error("staging postings"))?;
+        // The previous batch is written while this one was noted; this one is
+        // prepared while the next is read, mapped and noted.
+        self.flush().await?;
         let chart = self.chart.clone();
         let mut partials = std::mem::take(&mut self.partials);
-        let (partials, frame) = segments::blocking("staging postings", move || {
-            let aggregated = frame.select(segments::AGGREGATED)?;
-            // The load's own number is not known yet; 0 is no load's.
-            partials.add(aggregated, 0, &open, &chart)?;
-            Ok((partials, frame))
-        })
-        .await?;
-        self.partials = partials;
-        segments::insert(&mut self.tx, None, frame).await
+        let mut filter = self.filter.take().expect("flushed");
+        let reduced = frame.select(segments::AGGREGATED.into_iter().chain([segments::KEY]));
+        let reduced = reduced.map_err(polars_error("staging postings"))?;
+        self.writing = Some(Writing {
+            reducing: tokio::task::spawn_blocking(move || {
+                filter.note(reduced.column(segments::KEY)?.str()?, &starts);
+                // The load's own number is not known yet; 0 is no load's.
+                partials.add(reduced.select(segments::AGGREGATED)?, 0, &open, &chart)?;
+                Ok((partials, filter))
+            }),
+            encoding: tokio::task::spawn_blocking(move || segments::Encoded::new(frame)),
+        });
+        Ok(())
     }
 
     async fn commit(
@@ -465,8 +619,12 @@ impl LoadSession for SqlLoad {
         record: LoadRecord,
         max_errors: usize,
     ) -> Result<LoadSummary, StoreError> {
+        let started = std::time::Instant::now();
+        self.flush().await?;
+        let flushed = started.elapsed();
         self.index.end_transaction(false);
         let (mut errors, merged) = self.merge_scattered().await?;
+        let merged_in = started.elapsed();
         errors.extend(TxnIndex::errors(self.index.pending.iter().map(
             |(key, txn)| (key.to_string(), txn.first_line, txn.sum, txn.mixed),
         )));
@@ -524,6 +682,7 @@ impl LoadSession for SqlLoad {
             })
             .collect();
         buckets.extend(self.replace_earlier(&record.source, load_id).await?);
+        let replaced_in = started.elapsed();
 
         let months: BTreeSet<String> = buckets.iter().map(|(m, _)| m.clone()).collect();
         let partials = std::mem::take(&mut self.partials);
@@ -564,7 +723,13 @@ impl LoadSession for SqlLoad {
             .await
             .context("advancing the sync cursor")?;
         }
+        let aggregated_in = started.elapsed();
         self.tx.commit().await.context("committing the load")?;
+        log::debug!(
+            "Committed a load: last batch written after {flushed:?}, scattered keys settled after {merged_in:?}, \
+             replaced transactions after {replaced_in:?}, aggregates after {aggregated_in:?}, committed after {:?}.",
+            started.elapsed()
+        );
         self.generations.bump(&self.tenant_id);
         Ok(LoadSummary {
             load_id,

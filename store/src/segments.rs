@@ -9,7 +9,7 @@
 
 use std::io::Cursor;
 
-use ledgersync_schemas::Posting;
+use ledgersync_schemas::PostingFrame;
 use polars::prelude::*;
 use polars_io::ipc::{IpcCompression, IpcReader, IpcWriter};
 use polars_io::{SerReader, SerWriter};
@@ -18,18 +18,10 @@ use sqlx::{Any, Row, Transaction};
 use crate::error::{Context, StoreError};
 
 pub(crate) const TXN: &str = "txn";
-pub(crate) const KEY: &str = "key";
-pub(crate) const DATE: &str = "date";
-pub(crate) const MONTH: &str = "month";
-pub(crate) const BRANCH: &str = "branch";
-pub(crate) const MEMO: &str = "memo";
-pub(crate) const OCCURRED_AT: &str = "occurred_at";
-pub(crate) const ACCOUNT: &str = "account";
-pub(crate) const AMOUNT: &str = "amount";
-pub(crate) const CURRENCY: &str = "currency";
-pub(crate) const ORIGINAL_AMOUNT: &str = "original_amount";
-/// The source line (or row) a posting came from, for error reports.
-pub(crate) const LINE: &str = "line";
+/// The other columns are a [`PostingFrame`]'s.
+pub(crate) use ledgersync_schemas::posting_column::{
+    ACCOUNT, AMOUNT, BRANCH, DATE, KEY, LINE, MONTH, OCCURRED_AT,
+};
 
 /// The columns aggregation reads.
 pub(crate) const AGGREGATED: [&str; 5] = [TXN, MONTH, BRANCH, ACCOUNT, AMOUNT];
@@ -62,49 +54,11 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(polars_error(context))
 }
 
-/// The frame of a batch of postings, `txns` numbering their transactions.
-pub(crate) fn frame(postings: &[Posting], txns: Vec<u32>) -> PolarsResult<DataFrame> {
-    let dates: Vec<String> = postings.iter().map(|p| p.date.to_string()).collect();
-    let months: Vec<&str> = dates.iter().map(|d| &d[..7]).collect();
-    let texts = |pick: fn(&Posting) -> &str| postings.iter().map(pick).collect::<Vec<&str>>();
-    DataFrame::new(
-        postings.len(),
-        vec![
-            Column::new(TXN.into(), txns),
-            Column::new(KEY.into(), texts(|p| &p.source_key)),
-            Column::new(MONTH.into(), months),
-            Column::new(DATE.into(), &dates),
-            Column::new(BRANCH.into(), texts(|p| &p.branch)),
-            Column::new(MEMO.into(), texts(|p| &p.memo)),
-            Column::new(
-                OCCURRED_AT.into(),
-                postings
-                    .iter()
-                    .map(|p| p.occurred_at.as_deref())
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new(ACCOUNT.into(), texts(|p| &p.account)),
-            Column::new(
-                AMOUNT.into(),
-                postings
-                    .iter()
-                    .map(|p| p.amount.units())
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new(CURRENCY.into(), texts(|p| &p.currency)),
-            Column::new(
-                ORIGINAL_AMOUNT.into(),
-                postings
-                    .iter()
-                    .map(|p| p.original_amount.units())
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new(
-                LINE.into(),
-                postings.iter().map(|p| p.origin_line).collect::<Vec<_>>(),
-            ),
-        ],
-    )
+/// A segment's frame: the postings, `txns` numbering their transactions.
+pub(crate) fn frame(postings: PostingFrame, txns: Vec<u32>) -> PolarsResult<DataFrame> {
+    let mut frame = postings.into_frame();
+    frame.insert_column(0, Column::new(TXN.into(), txns))?;
+    Ok(frame)
 }
 
 pub(crate) fn encode(frame: &mut DataFrame) -> PolarsResult<Vec<u8>> {
@@ -126,14 +80,15 @@ pub(crate) fn decode(bytes: Vec<u8>, columns: Option<&[&str]>) -> PolarsResult<D
 
 /// Smallest and largest value of a text column, in byte order.
 fn text_range(frame: &DataFrame, column: &str) -> PolarsResult<(String, String)> {
-    let values = frame.column(column)?.str()?;
-    let first = values.iter().flatten().min().unwrap_or_default();
-    let last = values.iter().flatten().max().unwrap_or_default();
-    Ok((first.to_string(), last.to_string()))
+    // polars' binary kernels compare the views' inline prefixes first.
+    let values = frame.column(column)?.str()?.as_binary();
+    let text =
+        |bytes: Option<&[u8]>| String::from_utf8_lossy(bytes.unwrap_or_default()).into_owned();
+    Ok((text(values.min_binary()), text(values.max_binary())))
 }
 
 /// A segment ready to store, with what its manifest row says of it.
-struct Encoded {
+pub(crate) struct Encoded {
     months: (String, String),
     /// Its keys' range, so that a load can skip segments that cannot hold its keys.
     keys: (String, String),
@@ -141,8 +96,8 @@ struct Encoded {
     bytes: Vec<u8>,
 }
 
-async fn encoded(mut frame: DataFrame) -> Result<Encoded, StoreError> {
-    blocking("encoding postings", move || {
+impl Encoded {
+    pub(crate) fn new(mut frame: DataFrame) -> PolarsResult<Encoded> {
         let months = text_range(&frame, MONTH)?;
         let keys = text_range(&frame, KEY)?;
         let rows = frame.height() as i64;
@@ -152,8 +107,11 @@ async fn encoded(mut frame: DataFrame) -> Result<Encoded, StoreError> {
             rows,
             bytes,
         })
-    })
-    .await
+    }
+}
+
+async fn encoded(frame: DataFrame) -> Result<Encoded, StoreError> {
+    blocking("encoding postings", move || Encoded::new(frame)).await
 }
 
 /// Stores a segment; `load` is `None` while its load is being committed.
@@ -163,9 +121,18 @@ pub(crate) async fn insert(
     frame: DataFrame,
 ) -> Result<(), StoreError> {
     let segment = encoded(frame).await?;
-    sqlx::query(
+    insert_encoded(tx, load, segment).await
+}
+
+/// Stores an encoded segment; `load` as for [`insert`].
+pub(crate) async fn insert_encoded(
+    tx: &mut Transaction<'static, Any>,
+    load: Option<(&str, i64)>,
+    segment: Encoded,
+) -> Result<(), StoreError> {
+    let id: i64 = sqlx::query_scalar(
         "INSERT INTO ledger_segments (source, load_id, first_month, last_month, first_key, \
-         last_key, postings, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+         last_key, postings) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
     )
     .bind(load.map(|(source, _)| source))
     .bind(load.map(|(_, id)| id))
@@ -174,10 +141,15 @@ pub(crate) async fn insert(
     .bind(segment.keys.0)
     .bind(segment.keys.1)
     .bind(segment.rows)
-    .bind(segment.bytes)
-    .execute(&mut **tx)
+    .fetch_one(&mut **tx)
     .await
     .context("writing postings")?;
+    sqlx::query("INSERT INTO segment_data (segment_id, data) VALUES ($1, $2)")
+        .bind(id)
+        .bind(segment.bytes)
+        .execute(&mut **tx)
+        .await
+        .context("writing postings")?;
     Ok(())
 }
 
@@ -188,28 +160,38 @@ pub(crate) async fn rewrite(
     frame: DataFrame,
 ) -> Result<(), StoreError> {
     if frame.height() == 0 {
-        sqlx::query("DELETE FROM ledger_segments WHERE id = $1")
-            .bind(id)
-            .execute(&mut **tx)
-            .await
-            .context("removing emptied postings")?;
+        for delete in [
+            "DELETE FROM segment_data WHERE segment_id = $1",
+            "DELETE FROM ledger_segments WHERE id = $1",
+        ] {
+            sqlx::query(delete)
+                .bind(id)
+                .execute(&mut **tx)
+                .await
+                .context("removing emptied postings")?;
+        }
         return Ok(());
     }
     let segment = encoded(frame).await?;
     sqlx::query(
         "UPDATE ledger_segments SET first_month = $1, last_month = $2, first_key = $3, \
-         last_key = $4, postings = $5, data = $6 WHERE id = $7",
+         last_key = $4, postings = $5 WHERE id = $6",
     )
     .bind(segment.months.0)
     .bind(segment.months.1)
     .bind(segment.keys.0)
     .bind(segment.keys.1)
     .bind(segment.rows)
-    .bind(segment.bytes)
     .bind(id)
     .execute(&mut **tx)
     .await
     .context("rewriting postings")?;
+    sqlx::query("UPDATE segment_data SET data = $1 WHERE segment_id = $2")
+        .bind(segment.bytes)
+        .bind(id)
+        .execute(&mut **tx)
+        .await
+        .context("rewriting postings")?;
     Ok(())
 }
 
@@ -246,6 +228,26 @@ pub(crate) async fn holding_keys(
     Ok(ids)
 }
 
+/// Ids and key ranges of the segments of the load being written.
+pub(crate) async fn staged_ranges(
+    tx: &mut Transaction<'static, Any>,
+) -> Result<Vec<(i64, Option<(String, String)>)>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, first_key, last_key FROM ledger_segments WHERE load_id IS NULL ORDER BY id",
+    )
+    .fetch_all(&mut **tx)
+    .await
+    .context("listing postings")?;
+    rows.into_iter()
+        .map(|row| {
+            let first: Option<String> = row.try_get("first_key")?;
+            let last: Option<String> = row.try_get("last_key")?;
+            Ok((row.try_get("id")?, first.zip(last)))
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .context("listing postings")
+}
+
 /// Ids of the segments matching `filter`, an SQL condition over `ledger_segments`
 /// with `$1`, `$2`… bound to `values`. Callers then [`read`] one at a time, so memory holds
 /// one segment, not all.
@@ -267,11 +269,14 @@ pub(crate) async fn read_bytes(
     tx: &mut Transaction<'static, Any>,
     id: i64,
 ) -> Result<(i64, Vec<u8>), StoreError> {
-    let row = sqlx::query("SELECT load_id, data FROM ledger_segments WHERE id = $1")
-        .bind(id)
-        .fetch_one(&mut **tx)
-        .await
-        .context("reading postings")?;
+    let row = sqlx::query(
+        "SELECT s.load_id, d.data FROM ledger_segments s \
+         JOIN segment_data d ON d.segment_id = s.id WHERE s.id = $1",
+    )
+    .bind(id)
+    .fetch_one(&mut **tx)
+    .await
+    .context("reading postings")?;
     let load_id: Option<i64> = row.try_get("load_id").context("reading postings")?;
     let bytes: Vec<u8> = row.try_get("data").context("reading postings")?;
     Ok((load_id.unwrap_or(0), bytes))

@@ -44,9 +44,10 @@ impl CsvBatches {
             source,
         })?;
         let total_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+        // Cells are trimmed as they are copied out: the csv crate's own trimming
+        // builds a new record for every row.
         let mut reader = csv::ReaderBuilder::new()
             .flexible(true)
-            .trim(csv::Trim::All)
             .from_reader(BufReader::with_capacity(1 << 20, file));
         let csv_error = |source| FileError::Csv {
             path: path.to_path_buf(),
@@ -111,7 +112,7 @@ impl CsvBatches {
                 break;
             }
             let line = self.record.position().map(|p| p.line()).unwrap_or(0);
-            if self.record.len() == 1 && self.record[0].is_empty() {
+            if self.record.len() == 1 && self.record[0].trim().is_empty() {
                 continue;
             }
             if self.record.len() != width {
@@ -122,6 +123,7 @@ impl CsvBatches {
                 continue;
             }
             for (builder, cell) in cells.iter_mut().zip(self.record.iter()) {
+                let cell = cell.trim();
                 if cell.is_empty() {
                     builder.append_null();
                 } else {

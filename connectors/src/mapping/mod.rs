@@ -9,11 +9,11 @@
 mod dates;
 mod errors;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use chrono_tz::Tz;
 use ledgersync_config::{AccountSpec, StreamDef};
-use ledgersync_schemas::{Amount, Posting};
+use ledgersync_schemas::{Amount, PostingFrame};
 use polars::prelude::*;
 
 use crate::batch::{RowBatch, RowError};
@@ -24,19 +24,24 @@ pub use errors::MappingError;
 /// digits beyond the four the ledger keeps, instead of rounding them away.
 const SOURCE_DECIMAL: DataType = DataType::Decimal(38, 8);
 
+/// A set of account codes, looked up once per posting: polars' fast hasher rather
+/// than the standard library's DoS-resistant one (codes come from the tenant's own
+/// chart).
+pub type AccountCodes = PlHashSet<String>;
+
 /// What a mapping needs to know about the tenant.
 #[derive(Debug, Clone)]
 pub struct MapContext {
     pub timezone: Tz,
     pub currency: String,
     /// Codes of the tenant's chart of accounts.
-    pub accounts: HashSet<String>,
+    pub accounts: AccountCodes,
 }
 
 /// Postings and row errors of one batch.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MappedBatch {
-    pub postings: Vec<Posting>,
+    pub postings: PostingFrame,
     pub errors: Vec<RowError>,
     /// Rows read, including those in error.
     pub rows: usize,
@@ -191,6 +196,11 @@ impl Mapper {
 
     /// Maps one batch. Row problems are returned as errors beside the postings of the
     /// good rows; only a failure of the definition itself is an `Err`.
+    ///
+    /// polars evaluates every expression over the whole batch; one pass over the rows
+    /// then checks each row and notes, per posting, where its values are (row, account
+    /// column, date) and its amount. The posting columns are gathered from the
+    /// evaluated columns by those positions: no string is copied per posting.
     pub fn map(&self, batch: RowBatch) -> Result<MappedBatch, MappingError> {
         let polars_error = |source| MappingError::Polars {
             stream: self.def.name.clone(),
@@ -204,7 +214,7 @@ impl Mapper {
         let rows = origin_lines.len() + errors.len();
         if origin_lines.is_empty() {
             return Ok(MappedBatch {
-                postings: Vec::new(),
+                postings: PostingFrame::from_postings(&[]),
                 errors,
                 rows,
             });
@@ -225,7 +235,8 @@ impl Mapper {
         if !absent.is_empty() {
             lazy = lazy.with_columns(absent);
         }
-        // Keep each numeric column's text beside its decimal, to name bad values.
+        // A numeric cell is bad when its text does not read as a decimal; the text
+        // stays beside the decimal to name it.
         let mut numeric = Vec::new();
         for column in &self.def.numeric {
             numeric.push(col(column.as_str()).alias(text_column(column)));
@@ -273,16 +284,29 @@ impl Mapper {
         }
         let view = FrameView::new(&evaluated, &self.def, &self.templates).map_err(polars_error)?;
 
-        let mut postings = Vec::with_capacity(origin_lines.len() * 3);
+        let mut found = Found::with_capacity(origin_lines.len() * 3);
         // Sources repeat dates far more often than not: parse each text once a batch.
-        let mut dates = HashMap::new();
+        let mut dates = DateTable::default();
+        let mut row_postings = Vec::new();
         for (row, &line) in origin_lines.iter().enumerate() {
-            match self.map_row(&view, &mut dates, row, line) {
-                Ok(mut row_postings) => postings.append(&mut row_postings),
+            row_postings.clear();
+            match self.map_row(&view, &mut dates, row, &mut row_postings) {
+                Ok(date) => {
+                    for &(account_at, units) in &row_postings {
+                        found.rows.push(row as IdxSize);
+                        found.accounts.push(account_at);
+                        found.dates.push(date);
+                        found.amounts.push(units);
+                        found.lines.push(line);
+                    }
+                }
                 Err(reason) => errors.push(RowError { line, reason }),
             }
         }
         errors.sort_by_key(|e| e.line);
+        let postings = found
+            .gather(&view, dates, &self.ctx.currency)
+            .map_err(polars_error)?;
         Ok(MappedBatch {
             postings,
             errors,
@@ -290,62 +314,49 @@ impl Mapper {
         })
     }
 
+    /// Checks one row and puts its postings (position in the stacked account column,
+    /// ten-thousandths) in `postings`; returns the row's date in `dates`.
     fn map_row<'a>(
         &self,
         view: &FrameView<'a>,
-        dates: &mut HashMap<&'a str, Result<dates::LocalDate, String>>,
+        dates: &mut DateTable<'a>,
         row: usize,
-        line: u64,
-    ) -> Result<Vec<Posting>, String> {
+        postings: &mut Vec<(IdxSize, i64)>,
+    ) -> Result<IdxSize, String> {
         let def = &self.def;
         if let Some((column, text)) = view.bad_number(row) {
             return Err(format!("non-numeric amount '{text}' in column '{column}'"));
         }
-        let mut key_parts = Vec::with_capacity(def.key.len());
-        for column in &def.key {
-            let part = view
-                .text(column, row)
-                .ok_or_else(|| format!("key column '{column}' is empty"))?;
-            key_parts.push(part);
+        for (column, part) in &view.key_parts {
+            if part[row].is_none() {
+                return Err(format!("key column '{column}' is empty"));
+            }
         }
-        let source_key = key_parts.join("|");
-        let date_text = view
-            .text(&def.date.column, row)
-            .ok_or_else(|| format!("date column '{}' is empty", def.date.column))?;
-        let (date, instant) = dates
-            .entry(date_text)
-            .or_insert_with(|| self.dates.parse(date_text))
-            .clone()?;
-        let optional_text = |column: &Option<String>| {
-            column
-                .as_deref()
-                .and_then(|c| view.text(c, row))
-                .unwrap_or_default()
-                .to_string()
-        };
-        let branch = optional_text(&def.branch);
-        if branch == ledgersync_schemas::BRANCH_TOTAL {
+        let date_text =
+            view.date[row].ok_or_else(|| format!("date column '{}' is empty", def.date.column))?;
+        let date = dates.index(date_text, &self.dates)?;
+        if view.branch.get(row).copied().flatten() == Some(ledgersync_schemas::BRANCH_TOTAL) {
             return Err(format!(
-                "branch '{branch}' is reserved for all-branch totals"
+                "branch '{}' is reserved for all-branch totals",
+                ledgersync_schemas::BRANCH_TOTAL
             ));
         }
-        let memo = optional_text(&def.memo);
-        let currency = optional_text(&def.currency);
-        if !currency.is_empty() && !currency.eq_ignore_ascii_case(&self.ctx.currency) {
-            return Err(format!(
-                "currency {currency} differs from the tenant's {}; rows in other currencies need an exchange rate, which this stream does not define",
-                self.ctx.currency
-            ));
+        if let Some(currency) = view.currency.get(row).copied().flatten() {
+            if !currency.eq_ignore_ascii_case(&self.ctx.currency) {
+                return Err(format!(
+                    "currency {currency} differs from the tenant's {}; rows in other currencies need an exchange rate, which this stream does not define",
+                    self.ctx.currency
+                ));
+            }
         }
 
         let t = (0..self.templates.len())
             .find(|&t| self.templates[t].when.is_none() || view.when(t, row))
             .ok_or_else(|| "no template's `when` matches this row".to_string())?;
         let template = &self.templates[t];
-        let mut postings = Vec::with_capacity(template.postings.len());
         for (p, spec) in template.postings.iter().enumerate() {
-            let account = view
-                .account(t, p, row)
+            let accounts = &view.accounts[t][p];
+            let account = accounts.values[row]
                 .ok_or_else(|| format!("no account from {}", spec.account_origin))?;
             if !self.ctx.accounts.contains(account) {
                 return Err(format!(
@@ -360,20 +371,9 @@ impl Mapper {
             if amount.is_zero() {
                 continue;
             }
-            postings.push(Posting {
-                source_key: source_key.clone(),
-                origin_line: line,
-                date,
-                branch: branch.clone(),
-                memo: memo.clone(),
-                occurred_at: instant.map(|i| i.to_rfc3339()),
-                account: account.to_string(),
-                amount,
-                currency: self.ctx.currency.clone(),
-                original_amount: amount,
-            });
+            postings.push((accounts.offset + row as IdxSize, amount.units()));
         }
-        Ok(postings)
+        Ok(date)
     }
 }
 
@@ -400,22 +400,155 @@ fn lookup_expr(
     })
 }
 
+/// The distinct date texts of a batch, parsed once each, as the posting columns
+/// they become.
+#[derive(Default)]
+struct DateTable<'a> {
+    parsed: PlHashMap<&'a str, Result<IdxSize, String>>,
+    dates: Vec<String>,
+    occurred: Vec<Option<String>>,
+}
+
+impl<'a> DateTable<'a> {
+    fn index(&mut self, text: &'a str, parser: &DateParser) -> Result<IdxSize, String> {
+        if let Some(known) = self.parsed.get(text) {
+            return known.clone();
+        }
+        let parsed = parser.parse(text).map(|(date, instant)| {
+            self.dates.push(date.to_string());
+            self.occurred.push(instant.map(|i| i.to_rfc3339()));
+            (self.dates.len() - 1) as IdxSize
+        });
+        self.parsed.insert(text, parsed.clone());
+        parsed
+    }
+}
+
+/// Where each posting of a batch takes its values from, in posting order.
+struct Found {
+    rows: Vec<IdxSize>,
+    /// Position in the account columns stacked template by template.
+    accounts: Vec<IdxSize>,
+    /// Position in the batch's [`DateTable`].
+    dates: Vec<IdxSize>,
+    amounts: Vec<i64>,
+    lines: Vec<u64>,
+}
+
+impl Found {
+    fn with_capacity(capacity: usize) -> Found {
+        Found {
+            rows: Vec::with_capacity(capacity),
+            accounts: Vec::with_capacity(capacity),
+            dates: Vec::with_capacity(capacity),
+            amounts: Vec::with_capacity(capacity),
+            lines: Vec::with_capacity(capacity),
+        }
+    }
+
+    /// The posting columns, gathered from the evaluated batch.
+    fn gather(
+        self,
+        view: &FrameView<'_>,
+        dates: DateTable<'_>,
+        currency: &str,
+    ) -> PolarsResult<PostingFrame> {
+        use ledgersync_schemas::posting_column::*;
+        let len = self.rows.len();
+        // Every row one posting, in order (a journal): the columns are taken as they are.
+        let one_per_row = len == view.height;
+        let rows = IdxCa::from_vec("rows".into(), self.rows);
+        let by_row = |column: &StringChunked, name: &str| -> PolarsResult<Column> {
+            let taken = if one_per_row {
+                column.clone()
+            } else {
+                column.take(&rows)?
+            };
+            Ok(taken.with_name(name.into()).into_column())
+        };
+        let text_or_empty = |column: &Option<StringChunked>, name: &str| match column {
+            Some(values) if values.null_count() == 0 => by_row(values, name),
+            Some(values) => by_row(
+                &values.iter().map(|v| Some(v.unwrap_or_default())).collect(),
+                name,
+            ),
+            None => Ok(StringChunked::full(name.into(), "", len).into_column()),
+        };
+        let accounts = if one_per_row && view.stacked_accounts.len() == view.height {
+            view.stacked_accounts.clone()
+        } else {
+            view.stacked_accounts
+                .take(&IdxCa::from_vec("accounts".into(), self.accounts))?
+        };
+        let date_at = IdxCa::from_vec("dates".into(), self.dates);
+        let months: Vec<&str> = dates
+            .dates
+            .iter()
+            .map(|d| d.get(..7).unwrap_or(d))
+            .collect();
+        let month_table = StringChunked::from_slice(MONTH.into(), &months);
+        let date_table = StringChunked::from_slice(DATE.into(), &dates.dates);
+        let occurred_table: StringChunked = dates
+            .occurred
+            .iter()
+            .map(Option::as_deref)
+            .collect::<StringChunked>()
+            .with_name(OCCURRED_AT.into());
+        let frame = DataFrame::new(
+            len,
+            vec![
+                by_row(&view.key, KEY)?,
+                month_table.take(&date_at)?.into_column(),
+                date_table.take(&date_at)?.into_column(),
+                text_or_empty(&view.branch_column, BRANCH)?,
+                text_or_empty(&view.memo_column, MEMO)?,
+                occurred_table.take(&date_at)?.into_column(),
+                accounts.with_name(ACCOUNT.into()).into_column(),
+                Column::new(AMOUNT.into(), self.amounts),
+                StringChunked::full(CURRENCY.into(), currency, len).into_column(),
+                // Rows in other currencies are refused: every original is the amount.
+                Column::full_null(ORIGINAL_AMOUNT.into(), len, &DataType::Int64),
+                Column::new(LINE.into(), self.lines),
+            ],
+        )?;
+        PostingFrame::from_frame(frame)
+    }
+}
+
+/// An account column of an evaluated batch: the account of each row, and where the
+/// column starts in [`FrameView::stacked_accounts`].
+struct AccountColumn<'a> {
+    values: Vec<Option<&'a str>>,
+    offset: IdxSize,
+}
+
 /// An amount column of an evaluated batch, typed once.
-enum AmountColumn<'a> {
-    Decimal(&'a DecimalChunked, u32),
-    Integer(Int64Chunked),
+enum AmountColumn {
+    Decimal(Vec<Option<i128>>, u32),
+    Integer(Vec<Option<i64>>),
     Null,
 }
 
-/// Typed access to an evaluated batch's columns, resolved once per batch so that
-/// reading a row is a few array lookups.
+/// The evaluated batch's columns as the row pass reads them, resolved once per batch
+/// so that reading a row is a few slice lookups.
 struct FrameView<'a> {
-    texts: HashMap<&'a str, &'a StringChunked>,
-    /// Numeric columns whose decimal is null, by column.
-    numeric_nulls: Vec<(&'a str, BooleanChunked)>,
-    whens: Vec<Option<&'a BooleanChunked>>,
-    accounts: Vec<Vec<&'a StringChunked>>,
-    amounts: Vec<Vec<AmountColumn<'a>>>,
+    height: usize,
+    /// The transaction key: the key column, or the key columns joined by `|`.
+    key: StringChunked,
+    key_parts: Vec<(&'a str, Vec<Option<&'a str>>)>,
+    date: Vec<Option<&'a str>>,
+    /// Empty when the stream has no such column.
+    branch: Vec<Option<&'a str>>,
+    currency: Vec<Option<&'a str>>,
+    branch_column: Option<StringChunked>,
+    memo_column: Option<StringChunked>,
+    /// Per numeric column: the rows whose text is not a number, and the texts.
+    bad_numbers: Vec<(&'a str, Vec<bool>, &'a StringChunked)>,
+    whens: Vec<Option<Vec<Option<bool>>>>,
+    /// Per template and posting.
+    accounts: Vec<Vec<AccountColumn<'a>>>,
+    stacked_accounts: StringChunked,
+    amounts: Vec<Vec<AmountColumn>>,
 }
 
 impl<'a> FrameView<'a> {
@@ -424,37 +557,83 @@ impl<'a> FrameView<'a> {
         def: &'a StreamDef,
         templates: &[CompiledTemplate],
     ) -> PolarsResult<Self> {
-        let mut texts = HashMap::new();
-        for column in frame.columns() {
-            if let Ok(strings) = column.str() {
-                texts.insert(column.name().as_str(), strings);
-            }
+        let text = |name: &str| -> PolarsResult<&'a StringChunked> { frame.column(name)?.str() };
+        let values = |column: &'a StringChunked| column.iter().collect::<Vec<_>>();
+        let mut key_parts = Vec::with_capacity(def.key.len());
+        for column in &def.key {
+            key_parts.push((column.as_str(), values(text(column)?)));
         }
-        let mut numeric_nulls = Vec::new();
+        let key = match def.key.as_slice() {
+            [single] => text(single)?.clone(),
+            _ => (0..frame.height())
+                .map(|row| {
+                    let parts: Option<Vec<&str>> =
+                        key_parts.iter().map(|(_, part)| part[row]).collect();
+                    parts.map(|parts| parts.join("|"))
+                })
+                .collect::<StringChunked>(),
+        };
+        let optional = |column: &Option<String>| -> PolarsResult<Option<StringChunked>> {
+            column.as_deref().map(|c| text(c).cloned()).transpose()
+        };
+        let branch_column = optional(&def.branch)?;
+        let currency_column = optional(&def.currency)?;
+        let mut bad_numbers = Vec::new();
         for column in &def.numeric {
-            numeric_nulls.push((column.as_str(), frame.column(column)?.is_null()));
+            let texts = text(&text_column(column))?;
+            let bad = frame.column(column)?.is_null() & texts.is_not_null();
+            if bad.any() {
+                bad_numbers.push((
+                    column.as_str(),
+                    bad.iter().map(|b| b.unwrap_or(false)).collect(),
+                    texts,
+                ));
+            }
         }
         let mut whens = Vec::new();
         let mut accounts = Vec::new();
         let mut amounts = Vec::new();
+        let mut stacked_accounts: Option<StringChunked> = None;
         for (t, template) in templates.iter().enumerate() {
             whens.push(match template.when {
-                Some(_) => Some(frame.column(&format!("__when_{t}"))?.bool()?),
+                Some(_) => Some(
+                    frame
+                        .column(&format!("__when_{t}"))?
+                        .bool()?
+                        .iter()
+                        .collect(),
+                ),
                 None => None,
             });
             let mut template_accounts = Vec::new();
             let mut template_amounts = Vec::new();
             for p in 0..template.postings.len() {
-                template_accounts.push(frame.column(&format!("__account_{t}_{p}"))?.str()?);
+                let column = text(&format!("__account_{t}_{p}"))?;
+                let offset = match &mut stacked_accounts {
+                    None => {
+                        stacked_accounts = Some(column.clone());
+                        0
+                    }
+                    Some(stacked) => {
+                        let offset = stacked.len();
+                        stacked.append(column)?;
+                        offset
+                    }
+                };
+                template_accounts.push(AccountColumn {
+                    values: values(column),
+                    offset: offset as IdxSize,
+                });
                 let column = frame.column(&format!("__amount_{t}_{p}"))?;
                 template_amounts.push(match column.dtype() {
-                    DataType::Decimal(_, scale) => {
-                        AmountColumn::Decimal(column.decimal()?, *scale as u32)
-                    }
+                    DataType::Decimal(_, scale) => AmountColumn::Decimal(
+                        column.decimal()?.physical().iter().collect(),
+                        *scale as u32,
+                    ),
                     DataType::Null => AmountColumn::Null,
-                    dtype if dtype.is_integer() => {
-                        AmountColumn::Integer(column.cast(&DataType::Int64)?.i64()?.clone())
-                    }
+                    dtype if dtype.is_integer() => AmountColumn::Integer(
+                        column.cast(&DataType::Int64)?.i64()?.iter().collect(),
+                    ),
                     // Refused by the caller before any row is read.
                     _ => AmountColumn::Null,
                 });
@@ -462,25 +641,40 @@ impl<'a> FrameView<'a> {
             accounts.push(template_accounts);
             amounts.push(template_amounts);
         }
+        let mut stacked_accounts =
+            stacked_accounts.unwrap_or_else(|| StringChunked::full_null("".into(), 0));
+        stacked_accounts.rechunk_mut();
+        let optional_values = |column: &Option<String>| -> PolarsResult<Vec<Option<&'a str>>> {
+            Ok(match column.as_deref() {
+                Some(c) => values(text(c)?),
+                None => Vec::new(),
+            })
+        };
         Ok(FrameView {
-            texts,
-            numeric_nulls,
+            height: frame.height(),
+            key,
+            key_parts,
+            date: values(text(&def.date.column)?),
+            branch: optional_values(&def.branch)?,
+            currency: match &currency_column {
+                Some(_) => optional_values(&def.currency)?,
+                None => Vec::new(),
+            },
+            branch_column,
+            memo_column: optional(&def.memo)?,
+            bad_numbers,
             whens,
             accounts,
+            stacked_accounts,
             amounts,
         })
     }
 
-    fn text(&self, column: &str, row: usize) -> Option<&'a str> {
-        self.texts.get(column)?.get(row)
-    }
-
     /// The first numeric column whose value is not a number, with its text.
     fn bad_number(&self, row: usize) -> Option<(&'a str, &'a str)> {
-        self.numeric_nulls.iter().find_map(|(column, nulls)| {
-            if nulls.get(row).unwrap_or(true) {
-                self.text(&text_column(column), row)
-                    .map(|text| (*column, text))
+        self.bad_numbers.iter().find_map(|(column, bad, texts)| {
+            if bad[row] {
+                texts.get(row).map(|text| (*column, text))
             } else {
                 None
             }
@@ -488,28 +682,36 @@ impl<'a> FrameView<'a> {
     }
 
     fn when(&self, t: usize, row: usize) -> bool {
-        self.whens[t].and_then(|w| w.get(row)).unwrap_or(false)
-    }
-
-    fn account(&self, t: usize, p: usize, row: usize) -> Option<&'a str> {
-        self.accounts[t][p].get(row)
+        self.whens[t].as_ref().and_then(|w| w[row]).unwrap_or(false)
     }
 
     fn amount(&self, t: usize, p: usize, row: usize) -> Result<Option<Amount>, String> {
         let value = match &self.amounts[t][p] {
-            AmountColumn::Decimal(decimals, scale) => {
-                decimals.physical().get(row).map(|m| (m, *scale))
-            }
-            AmountColumn::Integer(integers) => integers.get(row).map(|v| (i128::from(v), 0)),
+            AmountColumn::Decimal(decimals, scale) => decimals[row].map(|m| (m, *scale)),
+            AmountColumn::Integer(integers) => integers[row].map(|v| (i128::from(v), 0)),
             AmountColumn::Null => None,
         };
         value
-            .map(|(mantissa, scale)| {
-                Amount::from_scaled(mantissa, scale).map_err(|e| e.to_string())
-            })
+            .map(|(mantissa, scale)| exact_units(mantissa, scale))
             .transpose()
     }
 }
 
+/// A decimal as ten-thousandths, exactly: the common case in integer arithmetic,
+/// anything else (more digits, overflow) through [`Amount::from_scaled`] and its
+/// wording.
+fn exact_units(mantissa: i128, scale: u32) -> Result<Amount, String> {
+    const SCALE: u32 = ledgersync_schemas::AMOUNT_SCALE;
+    let units = if scale >= SCALE {
+        let divisor = 10i128.pow(scale - SCALE);
+        (mantissa % divisor == 0).then(|| mantissa / divisor)
+    } else {
+        mantissa.checked_mul(10i128.pow(SCALE - scale))
+    };
+    match units.map(i64::try_from) {
+        Some(Ok(units)) => Ok(Amount::from_units(units)),
+        _ => Amount::from_scaled(mantissa, scale).map_err(|e| e.to_string()),
+    }
+}
 #[cfg(test)]
 mod tests;

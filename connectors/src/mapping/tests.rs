@@ -58,7 +58,9 @@ fn pos_rows_become_balanced_postings_in_jakarta_dates() {
     assert!(mapped.errors.is_empty(), "{:?}", mapped.errors);
     let s1: Vec<_> = mapped
         .postings
-        .iter()
+        .to_postings()
+        .unwrap()
+        .into_iter()
         .filter(|p| p.source_key == "S1")
         .collect();
     assert_eq!(s1.len(), 3);
@@ -70,7 +72,9 @@ fn pos_rows_become_balanced_postings_in_jakarta_dates() {
     // a zero tax posts nothing; the fractional rupiah survive exactly
     let s2: Vec<_> = mapped
         .postings
-        .iter()
+        .to_postings()
+        .unwrap()
+        .into_iter()
         .filter(|p| p.source_key == "S2")
         .collect();
     assert_eq!(s2.len(), 2);
@@ -120,7 +124,12 @@ fn bad_rows_are_reported_with_line_and_reason() {
         "{}",
         reasons[3].1
     );
-    assert!(mapped.postings.iter().all(|p| p.source_key == "S5"));
+    assert!(mapped
+        .postings
+        .to_postings()
+        .unwrap()
+        .iter()
+        .all(|p| p.source_key == "S5"));
 }
 
 #[test]
@@ -163,7 +172,9 @@ postings = [{ account = "2500", amount = "amount" }, { account = "1010", amount 
     assert!(mapped.errors[0].reason.contains("no template"));
     let loan: Vec<_> = mapped
         .postings
-        .iter()
+        .to_postings()
+        .unwrap()
+        .into_iter()
         .filter(|p| p.source_key == "F2")
         .collect();
     assert_eq!(loan[0].amount.to_string(), "198499999.5");
@@ -171,7 +182,9 @@ postings = [{ account = "2500", amount = "amount" }, { account = "1010", amount 
     assert_eq!(
         mapped
             .postings
-            .iter()
+            .to_postings()
+            .unwrap()
+            .into_iter()
             .filter(|p| p.source_key == "F3")
             .count(),
         2
@@ -194,7 +207,10 @@ postings = [{ account = "1000", amount = "gross * 0.1" }, { account = "4000", am
         other => {
             let mapped = other.unwrap();
             // If polars keeps decimals exact here, the value must be exact too.
-            assert_eq!(mapped.postings[0].amount.to_string(), "10");
+            assert_eq!(
+                mapped.postings.to_postings().unwrap()[0].amount.to_string(),
+                "10"
+            );
         }
     }
 }
