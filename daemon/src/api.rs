@@ -36,8 +36,12 @@ const MAX_UPLOAD_BYTES: usize = 64 << 20;
 /// Largest accepted JSON body (logins, settings, invitations …).
 const MAX_JSON_BYTES: usize = 64 << 10;
 
+/// What every handler shares. axum clones the state for each middleware and
+/// extractor of every request: one reference count, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
     pub store: Arc<dyn Store>,
     pub mailer: Arc<Mailer>,
     pub public_url: String,
@@ -134,9 +138,17 @@ async fn forget_callers_after_changes(
     response
 }
 
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
 impl AppState {
     pub fn new(store: Arc<dyn Store>, config: &DaemonConfig) -> anyhow::Result<AppState> {
-        Ok(AppState {
+        Ok(AppState(Arc::new(Shared {
             store,
             mailer: Arc::new(Mailer::from_config(&config.mail)?),
             public_url: config.mail.public_url.clone(),
@@ -148,7 +160,7 @@ impl AppState {
             cache: Arc::new(ReadCache::new(Duration::from_secs(
                 config.server.cache_ttl_secs,
             ))),
-        })
+        })))
     }
 }
 

@@ -48,8 +48,9 @@ struct TxnState {
     /// Sum of its postings so far; must end at zero.
     sum: i64,
     first_line: u64,
-    /// Its date's text.
-    date: Box<str>,
+    /// Its date, `YYYY-MM-DD` (zeros for text of another length, which is refused
+    /// as misdated anyway).
+    date: [u8; 10],
     /// Index into [`TxnIndex::branches`].
     branch: u32,
     /// The batches it was first and last seen in.
@@ -64,8 +65,10 @@ struct TxnState {
 /// The load's transactions: numbers, balances and where they were seen.
 struct TxnIndex {
     numbers: u32,
-    /// The transaction whose rows are being read.
-    current: Option<(Box<str>, TxnState)>,
+    /// The transaction whose rows are being read, and its key (a buffer reused from
+    /// one transaction to the next).
+    current: Option<TxnState>,
+    current_key: String,
     /// Transactions whose rows so far do not balance or mix dates or branches.
     pending: HashMap<Box<str>, TxnState>,
     /// Transactions with rows in more than one batch.
@@ -89,6 +92,7 @@ impl TxnIndex {
         TxnIndex {
             numbers: 0,
             current: None,
+            current_key: String::new(),
             pending: HashMap::new(),
             split: HashSet::new(),
             branches: Vec::new(),
@@ -139,7 +143,7 @@ impl TxnIndex {
                 branch.unwrap_or_default(),
             );
             let (amount, line) = (amount.unwrap_or_default(), line.unwrap_or_default());
-            if !matches!(&self.current, Some((current, _)) if &**current == key) {
+            if self.current.is_none() || self.current_key != key {
                 // The first row of a batch ends the previous batch's last transaction,
                 // which was open there.
                 self.end_transaction(row > 0);
@@ -150,16 +154,18 @@ impl TxnIndex {
                         self.start(key, date, branch, line, batch)
                     }
                 };
-                self.current = Some((key.into(), state));
+                self.current = Some(state);
+                self.current_key.clear();
+                self.current_key.push_str(key);
             }
             let branch_differs = {
-                let (_, txn) = self.current.as_ref().expect("a transaction is current");
+                let txn = self.current.as_ref().expect("a transaction is current");
                 self.branches[txn.branch as usize] != branch
             };
-            let (_, txn) = self.current.as_mut().expect("a transaction is current");
+            let txn = self.current.as_mut().expect("a transaction is current");
             txn.sum += amount;
             txn.first_line = txn.first_line.min(line);
-            txn.mixed |= &*txn.date != date || branch_differs;
+            txn.mixed |= txn.date != date_bytes(date) || branch_differs;
             if txn.last_batch != batch {
                 self.reread |= txn.closed;
                 txn.last_batch = batch;
@@ -169,7 +175,7 @@ impl TxnIndex {
             }
             numbers.push(txn.number);
         }
-        if let Some((_, txn)) = &self.current {
+        if let Some(txn) = &self.current {
             open.insert(txn.number);
         }
         Ok(Noted {
@@ -215,7 +221,7 @@ impl TxnIndex {
             number,
             sum: 0,
             first_line: line,
-            date: date.into(),
+            date: date_bytes(date),
             branch,
             first_batch: batch,
             last_batch: batch,
@@ -227,7 +233,7 @@ impl TxnIndex {
     /// The current transaction's rows ended; `within_batch` if the batch goes on
     /// (so it was reduced as complete there, unless it began in an earlier batch).
     fn end_transaction(&mut self, within_batch: bool) {
-        let Some((key, mut txn)) = self.current.take() else {
+        let Some(mut txn) = self.current.take() else {
             return;
         };
         if txn.first_batch != txn.last_batch {
@@ -237,7 +243,7 @@ impl TxnIndex {
             txn.closed = true;
         }
         if txn.sum != 0 || txn.mixed {
-            self.pending.insert(key, txn);
+            self.pending.insert(self.current_key.as_str().into(), txn);
         }
     }
 
@@ -316,6 +322,11 @@ impl KeyFilter {
 struct Writing {
     reducing: tokio::task::JoinHandle<PolarsResult<(aggregates::Partials, KeyFilter)>>,
     encoding: tokio::task::JoinHandle<PolarsResult<segments::Encoded>>,
+}
+
+/// A `YYYY-MM-DD` date as bytes; zeros for text of another length.
+fn date_bytes(date: &str) -> [u8; 10] {
+    date.as_bytes().try_into().unwrap_or_default()
 }
 
 /// Year and month of a `YYYY-MM-DD` date (checked whole: once per transaction,

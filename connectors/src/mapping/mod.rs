@@ -704,7 +704,11 @@ fn exact_units(mantissa: i128, scale: u32) -> Result<Amount, String> {
     const SCALE: u32 = ledgersync_schemas::AMOUNT_SCALE;
     let units = if scale >= SCALE {
         let divisor = 10i128.pow(scale - SCALE);
-        (mantissa % divisor == 0).then(|| mantissa / divisor)
+        // 64-bit division where the values allow: several times cheaper than 128.
+        match (i64::try_from(mantissa), i64::try_from(divisor)) {
+            (Ok(small), Ok(divisor)) => (small % divisor == 0).then(|| i128::from(small / divisor)),
+            _ => (mantissa % divisor == 0).then(|| mantissa / divisor),
+        }
     } else {
         mantissa.checked_mul(10i128.pow(SCALE - scale))
     };

@@ -241,3 +241,20 @@ fn missing_columns_and_broken_expressions_fail_early() {
         Err(MappingError::Expression { .. })
     ));
 }
+
+#[test]
+fn decimals_become_exact_ten_thousandths_or_are_refused() {
+    // 1.2345 read at scale 8, a whole number at scale 0, a negative at scale 2.
+    assert_eq!(exact_units(123_450_000, 8).unwrap().to_string(), "1.2345");
+    assert_eq!(exact_units(5, 0).unwrap().units(), 50_000);
+    assert_eq!(exact_units(-75_501, 2).unwrap().to_string(), "-755.01");
+    // A fifth digit is refused, not rounded.
+    assert!(exact_units(123_456_789, 8)
+        .unwrap_err()
+        .contains("1.23456789"));
+    // Beyond 64 bits before scaling down: the 128-bit path.
+    let wide = i128::from(i64::MAX) * 10_000;
+    assert_eq!(exact_units(wide, 8).unwrap().units(), i64::MAX);
+    // Beyond 64 bits after it: an overflow, worded by the ledger.
+    assert!(exact_units(i128::from(i64::MAX) * 100_000, 4).is_err());
+}
