@@ -1,13 +1,24 @@
 //! Streams a CSV file as [`RowBatch`]es of at most `batch_rows` rows, so memory is
 //! bounded by the batch, not the file. Header names are trimmed and lower-cased;
 //! cells are trimmed. A row with the wrong number of fields is reported, not fatal.
+//!
+//! Most exports are plain: no quotes, `\n` or `\r\n` line ends. Such text is split
+//! on its delimiters with `memchr`, a batch at a time, which is several times
+//! cheaper than a general CSV parser. The first batch that is not plain (a quote, a
+//! lone `\r`, bytes that are not UTF-8) hands the rest of the file to the csv
+//! crate, which reads it as it would have from the start: same cells, same line
+//! numbers, same errors. Lines end at `\n`; a lone `\r` (classic Mac line ends)
+//! is part of its line.
 
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Cursor, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use crate::batch::{RowBatch, RowError};
 use polars::prelude::{IntoColumn, StringChunkedBuilder};
+
+/// Bytes read from the file at a time while looking for a batch's lines.
+const READ_BYTES: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
@@ -29,31 +40,122 @@ pub enum FileError {
 
 pub struct CsvBatches {
     path: PathBuf,
-    reader: csv::Reader<BufReader<File>>,
     columns: Vec<String>,
     batch_rows: usize,
     total_bytes: u64,
-    record: csv::StringRecord,
-    done: bool,
+    source: Source,
+}
+
+enum Source {
+    Plain(PlainLines),
+    /// The csv crate, from the first batch that is not plain to the end of the file.
+    Csv {
+        reader: csv::Reader<Box<dyn Read + Send>>,
+        record: csv::StringRecord,
+        /// Lines and bytes of the file before the reader's first byte.
+        lines_before: u64,
+        bytes_before: u64,
+    },
+    Done,
+}
+
+/// The rest of a plain file, read in blocks; `pending` starts at a line start.
+struct PlainLines {
+    file: File,
+    pending: Vec<u8>,
+    /// Line number of `pending`'s first line, counted from 1 at the file's start.
+    line: u64,
+    /// Bytes of the file before `pending`.
+    offset: u64,
+    at_end: bool,
+}
+
+/// Cells of one batch, built column by column.
+struct BatchBuilder {
+    cells: Vec<StringChunkedBuilder>,
+    lines: Vec<u64>,
+    errors: Vec<RowError>,
+}
+
+impl BatchBuilder {
+    fn new(columns: &[String], capacity: usize) -> BatchBuilder {
+        BatchBuilder {
+            cells: columns
+                .iter()
+                .map(|name| StringChunkedBuilder::new(name.as_str().into(), capacity))
+                .collect(),
+            lines: Vec::with_capacity(capacity),
+            errors: Vec::new(),
+        }
+    }
+
+    fn rows(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// Adds a row of untrimmed cells; a row of one blank cell is a blank line.
+    fn push<'a>(&mut self, line: u64, fields: impl ExactSizeIterator<Item = &'a str> + Clone) {
+        let width = self.cells.len();
+        let found = fields.len();
+        if found == 1
+            && fields
+                .clone()
+                .next()
+                .is_some_and(|cell| cell.trim().is_empty())
+        {
+            return;
+        }
+        if found != width {
+            self.errors.push(RowError {
+                line,
+                reason: format!("expected {width} fields, found {found}"),
+            });
+            return;
+        }
+        for (builder, cell) in self.cells.iter_mut().zip(fields) {
+            let cell = cell.trim();
+            if cell.is_empty() {
+                builder.append_null();
+            } else {
+                builder.append_value(cell);
+            }
+        }
+        self.lines.push(line);
+    }
+
+    fn finish(self) -> polars::error::PolarsResult<Option<RowBatch>> {
+        if self.lines.is_empty() && self.errors.is_empty() {
+            return Ok(None);
+        }
+        let columns = self
+            .cells
+            .into_iter()
+            .map(|builder| builder.finish().into_column())
+            .collect();
+        RowBatch::from_columns(self.lines.len(), columns, self.lines, self.errors).map(Some)
+    }
 }
 
 impl CsvBatches {
     pub fn open(path: &Path, batch_rows: usize) -> Result<CsvBatches, FileError> {
-        let file = File::open(path).map_err(|source| FileError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let open = || {
+            File::open(path).map_err(|source| FileError::Open {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        let file = open()?;
         let total_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-        // Cells are trimmed as they are copied out: the csv crate's own trimming
-        // builds a new record for every row.
-        let mut reader = csv::ReaderBuilder::new()
-            .flexible(true)
-            .from_reader(BufReader::with_capacity(1 << 20, file));
         let csv_error = |source| FileError::Csv {
             path: path.to_path_buf(),
             source,
         };
-        let columns: Vec<String> = reader
+        // The header through the csv crate (it may be quoted); the rows from where
+        // it ends.
+        let mut header = csv::ReaderBuilder::new()
+            .flexible(true)
+            .from_reader(BufReader::with_capacity(64 << 10, file));
+        let columns: Vec<String> = header
             .headers()
             .map_err(csv_error)?
             .iter()
@@ -64,86 +166,393 @@ impl CsvBatches {
                 path: path.to_path_buf(),
             });
         }
+        let after_header = header.position().clone();
+        let (mut offset, mut line) = (after_header.byte(), after_header.line());
+        let mut file = open()?;
+        let io_error = |source| FileError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        file.seek(SeekFrom::Start(offset)).map_err(io_error)?;
+        // A header ended by `\r\n` leaves the csv crate before the `\n`: the rows
+        // start after it, on the next line.
+        let mut first = [0u8];
+        let mut pending = Vec::new();
+        if file.read(&mut first).map_err(io_error)? == 1 {
+            if first[0] == b'\n' {
+                offset += 1;
+                line += 1;
+            } else {
+                pending.push(first[0]);
+            }
+        }
         Ok(CsvBatches {
             path: path.to_path_buf(),
-            reader,
             columns,
             batch_rows: batch_rows.max(1),
             total_bytes,
-            record: csv::StringRecord::new(),
-            done: false,
+            source: Source::Plain(PlainLines {
+                file,
+                pending,
+                line,
+                offset,
+                at_end: false,
+            }),
         })
+    }
+
+    /// As [`CsvBatches::open`], reading every row with the csv crate (tests compare
+    /// the two ways).
+    #[cfg(test)]
+    fn open_general(path: &Path, batch_rows: usize) -> Result<CsvBatches, FileError> {
+        let mut batches = Self::open(path, batch_rows)?;
+        if let Source::Plain(plain) = std::mem::replace(&mut batches.source, Source::Done) {
+            batches.source = general(plain, Vec::new());
+        }
+        Ok(batches)
     }
 
     pub fn columns(&self) -> &[String] {
         &self.columns
     }
 
-    /// File size, and bytes read so far, for progress reporting.
+    /// Bytes read so far, and the file size, for progress reporting.
     pub fn progress(&self) -> (u64, u64) {
-        (self.reader.position().byte(), self.total_bytes)
+        let read = match &self.source {
+            Source::Plain(plain) => plain.offset,
+            Source::Csv {
+                reader,
+                bytes_before,
+                ..
+            } => bytes_before + reader.position().byte(),
+            Source::Done => self.total_bytes,
+        };
+        (read, self.total_bytes)
     }
 
     /// The next batch, or `None` at the end of the file.
     pub fn next_batch(&mut self) -> Result<Option<RowBatch>, FileError> {
-        if self.done {
-            return Ok(None);
-        }
-        let width = self.columns.len();
-        // Cells go straight into polars' string builders: no string per cell.
         let capacity = self.batch_rows.min(65_536);
-        let mut cells: Vec<StringChunkedBuilder> = self
-            .columns
-            .iter()
-            .map(|name| StringChunkedBuilder::new(name.as_str().into(), capacity))
-            .collect();
-        let mut lines = Vec::with_capacity(capacity);
-        let mut errors = Vec::new();
-        while lines.len() < self.batch_rows {
-            let more = self
-                .reader
-                .read_record(&mut self.record)
-                .map_err(|source| FileError::Csv {
-                    path: self.path.clone(),
-                    source,
-                })?;
-            if !more {
-                self.done = true;
-                break;
-            }
-            let line = self.record.position().map(|p| p.line()).unwrap_or(0);
-            if self.record.len() == 1 && self.record[0].trim().is_empty() {
-                continue;
-            }
-            if self.record.len() != width {
-                errors.push(RowError {
-                    line,
-                    reason: format!("expected {width} fields, found {}", self.record.len()),
-                });
-                continue;
-            }
-            for (builder, cell) in cells.iter_mut().zip(self.record.iter()) {
-                let cell = cell.trim();
-                if cell.is_empty() {
-                    builder.append_null();
-                } else {
-                    builder.append_value(cell);
+        let mut batch = BatchBuilder::new(&self.columns, capacity);
+        let io_error = |path: &Path, source: std::io::Error| FileError::Csv {
+            path: path.to_path_buf(),
+            source: source.into(),
+        };
+        // Plain chunks until the batch is full (blank lines are no rows), the file
+        // ends, or a chunk is not plain.
+        let mut not_plain = None;
+        if let Source::Plain(plain) = &mut self.source {
+            loop {
+                let wanted = self.batch_rows - batch.rows();
+                let chunk = match wanted {
+                    0 => break,
+                    _ => plain
+                        .next_chunk(wanted)
+                        .map_err(|e| io_error(&self.path, e))?,
+                };
+                if chunk.is_empty() {
+                    break;
+                }
+                match plain_text(&chunk) {
+                    Some(text) => plain.add_rows(text, &mut batch),
+                    None => {
+                        not_plain = Some(chunk);
+                        break;
+                    }
                 }
             }
-            lines.push(line);
         }
-        if lines.is_empty() && errors.is_empty() {
-            return Ok(None);
+        if let Some(chunk) = not_plain {
+            let Source::Plain(plain) = std::mem::replace(&mut self.source, Source::Done) else {
+                unreachable!("only a plain source has chunks");
+            };
+            self.source = general(plain, chunk);
         }
-        let columns = cells
-            .into_iter()
-            .map(|builder| builder.finish().into_column())
-            .collect();
-        RowBatch::from_columns(lines.len(), columns, lines, errors)
-            .map(Some)
-            .map_err(|source| FileError::Frame {
-                path: self.path.clone(),
-                source,
-            })
+        if let Source::Csv {
+            reader,
+            record,
+            lines_before,
+            ..
+        } = &mut self.source
+        {
+            while batch.rows() < self.batch_rows {
+                let more = reader
+                    .read_record(record)
+                    .map_err(|source| FileError::Csv {
+                        path: self.path.clone(),
+                        source,
+                    })?;
+                if !more {
+                    break;
+                }
+                let line = *lines_before + record.position().map(|p| p.line()).unwrap_or(0);
+                let count = record.len();
+                batch.push(
+                    line,
+                    Counted {
+                        fields: record.iter(),
+                        count,
+                    },
+                );
+            }
+        }
+        self.finish(batch)
+    }
+
+    fn finish(&mut self, batch: BatchBuilder) -> Result<Option<RowBatch>, FileError> {
+        let finished = batch.finish().map_err(|source| FileError::Frame {
+            path: self.path.clone(),
+            source,
+        })?;
+        if finished.is_none() {
+            self.source = Source::Done;
+        }
+        Ok(finished)
+    }
+}
+
+/// The csv crate over the rest of a file: `chunk` (taken from it, unread) first.
+fn general(plain: PlainLines, chunk: Vec<u8>) -> Source {
+    let PlainLines {
+        file,
+        pending,
+        line,
+        offset,
+        ..
+    } = plain;
+    let bytes_before = offset - chunk.len() as u64;
+    let rest: Box<dyn Read + Send> = Box::new(
+        Cursor::new(chunk)
+            .chain(Cursor::new(pending))
+            .chain(BufReader::with_capacity(READ_BYTES, file)),
+    );
+    Source::Csv {
+        // Records end at `\n` only (a `\r` before it is trimmed with the cell): with
+        // the default `\r\n` terminator the csv crate dates each record of a CRLF
+        // file from the line before. A lone `\r` is no line end here.
+        reader: csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .terminator(csv::Terminator::Any(b'\n'))
+            .from_reader(rest),
+        record: csv::StringRecord::new(),
+        // The csv crate counts lines from 1.
+        lines_before: line - 1,
+        bytes_before,
+    }
+}
+
+/// The chunk as text if it is plain: UTF-8, no quotes, every `\r` ending a line.
+fn plain_text(chunk: &[u8]) -> Option<&str> {
+    if memchr::memchr(b'"', chunk).is_some() {
+        return None;
+    }
+    let lone_return = memchr::memchr_iter(b'\r', chunk).any(|at| chunk.get(at + 1) != Some(&b'\n'));
+    if lone_return {
+        return None;
+    }
+    std::str::from_utf8(chunk).ok()
+}
+
+impl PlainLines {
+    /// Takes up to `rows` whole lines (the last line of the file may lack its `\n`)
+    /// off the front of what is left of the file.
+    fn next_chunk(&mut self, rows: usize) -> std::io::Result<Vec<u8>> {
+        let mut scanned = 0;
+        let mut found = 0;
+        let cut = loop {
+            let mut end = None;
+            for at in memchr::memchr_iter(b'\n', &self.pending[scanned..]) {
+                found += 1;
+                if found == rows {
+                    end = Some(scanned + at + 1);
+                    break;
+                }
+            }
+            if let Some(end) = end {
+                break end;
+            }
+            scanned = self.pending.len();
+            if self.at_end {
+                break self.pending.len();
+            }
+            let before = self.pending.len();
+            self.pending.resize(before + READ_BYTES, 0);
+            let read = self.file.read(&mut self.pending[before..])?;
+            self.pending.truncate(before + read);
+            self.at_end = read == 0;
+        };
+        let rest = self.pending.split_off(cut);
+        let chunk = std::mem::replace(&mut self.pending, rest);
+        self.offset += chunk.len() as u64;
+        Ok(chunk)
+    }
+
+    /// Adds the rows of a plain chunk, numbering its lines on from `self.line`: one
+    /// SIMD scan finds every delimiter of the chunk.
+    fn add_rows(&mut self, text: &str, batch: &mut BatchBuilder) {
+        let bytes = text.as_bytes();
+        let mut fields: Vec<&str> = Vec::with_capacity(batch.cells.len() + 1);
+        let mut start = 0;
+        for at in memchr::memchr2_iter(b',', b'\n', bytes) {
+            // Delimiters are ASCII, so slices between them are whole characters.
+            fields.push(&text[start..at]);
+            start = at + 1;
+            if bytes[at] == b'\n' {
+                self.end_row(&mut fields, batch);
+            }
+        }
+        // The last line of a file without a newline at its end.
+        if start < bytes.len() {
+            fields.push(&text[start..]);
+            self.end_row(&mut fields, batch);
+        }
+    }
+
+    fn end_row(&mut self, fields: &mut Vec<&str>, batch: &mut BatchBuilder) {
+        if let Some(last) = fields.last_mut() {
+            *last = last.strip_suffix('\r').unwrap_or(last);
+        }
+        // An empty line is one blank field, which `push` skips as the csv crate does.
+        batch.push(self.line, fields.iter().copied());
+        fields.clear();
+        self.line += 1;
+    }
+}
+
+/// An iterator whose length was counted beforehand.
+#[derive(Clone)]
+struct Counted<I> {
+    fields: I,
+    count: usize,
+}
+
+impl<'a, I: Iterator<Item = &'a str>> Iterator for Counted<I> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let next = self.fields.next();
+        if next.is_some() {
+            self.count -= 1;
+        }
+        next
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.count, Some(self.count))
+    }
+}
+
+impl<'a, I: Iterator<Item = &'a str>> ExactSizeIterator for Counted<I> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (line, cells) of each row of a file, its row errors, and its size.
+    type ReadAll = (Vec<(u64, Vec<Option<String>>)>, Vec<RowError>, u64);
+
+    /// Every batch of a file.
+    fn read_all(path: &Path, batch_rows: usize, general: bool) -> ReadAll {
+        let mut batches = if general {
+            CsvBatches::open_general(path, batch_rows).unwrap()
+        } else {
+            CsvBatches::open(path, batch_rows).unwrap()
+        };
+        let (mut rows, mut errors) = (Vec::new(), Vec::new());
+        while let Some(batch) = batches.next_batch().unwrap() {
+            assert!(batch.len() <= batch_rows);
+            for (row, &line) in batch.origin_lines.iter().enumerate() {
+                let cells = batch
+                    .frame
+                    .columns()
+                    .iter()
+                    .map(|c| c.str().unwrap().get(row).map(str::to_string))
+                    .collect();
+                rows.push((line, cells));
+            }
+            errors.extend(batch.errors);
+        }
+        let (read, total) = batches.progress();
+        assert_eq!(read, total);
+        (rows, errors, total)
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut file, text.as_bytes()).unwrap();
+        file
+    }
+
+    #[test]
+    fn plain_and_general_reading_agree() {
+        let texts = [
+            // LF, a blank line, a blank-looking line, a ragged row, cells to trim
+            // and to leave empty, no newline at the end.
+            "date, txn_id ,amount\n2025-01-01,T1,5\n\n   \n2025-01-02,T2\n 2025-01-03 , T3 ,\n2025-01-04,T4,7",
+            // CRLF and a BOM.
+            "\u{feff}date,txn_id,amount\r\n2025-01-01,T1,5\r\n2025-01-02,T2,6\r\n",
+            // Quotes from the third row on: the rest goes to the csv crate.
+            "a,b\n1,2\n3,4\n\"5,5\",6\n7,\"8\n8\"\n9,10\n",
+            // A lone carriage return, and CRLF with quotes.
+            "a,b\n1,2\r3,4\n5,6\n",
+            "a,b\r\n\"1\",2\r\n3,\"4\"\r\n\r\n5,6\r\n",
+        ];
+        for text in texts {
+            let source = file(text);
+            for batch_rows in [1, 2, 3, 100] {
+                let plain = read_all(source.path(), batch_rows, false);
+                let general = read_all(source.path(), batch_rows, true);
+                assert_eq!(plain, general, "{text:?} in batches of {batch_rows}");
+            }
+        }
+    }
+
+    #[test]
+    fn rows_keep_their_file_lines() {
+        let source = file("a,b\n1,2\n\n3\n 4 , \n\"5\",6\n");
+        let (rows, errors, _) = read_all(source.path(), 2, false);
+        let expected = vec![
+            (2, vec![Some("1".to_string()), Some("2".to_string())]),
+            (5, vec![Some("4".to_string()), None]),
+            (6, vec![Some("5".to_string()), Some("6".to_string())]),
+        ];
+        assert_eq!(rows, expected);
+        assert_eq!(
+            errors,
+            vec![RowError {
+                line: 4,
+                reason: "expected 2 fields, found 1".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn quoted_crlf_rows_keep_their_file_lines_too() {
+        let source = file("a,b\r\n\"1\",2\r\n\r\n\"3\n3\",4\r\n5,6\r\n");
+        let (rows, errors, _) = read_all(source.path(), 10, false);
+        let lines: Vec<u64> = rows.iter().map(|(line, _)| *line).collect();
+        assert_eq!(lines, [2, 4, 6]);
+        assert_eq!(rows[1].1[0].as_deref(), Some("3\n3"));
+        assert_eq!(rows[2].1[1].as_deref(), Some("6"));
+        assert!(errors.is_empty());
+    }
+
+    #[test]
+    fn a_large_plain_file_is_read_in_bounded_batches() {
+        let mut text = String::from("key,amount\n");
+        for i in 0..5_000 {
+            text.push_str(&format!("K{i:05},{i}.5\n"));
+        }
+        let source = file(&text);
+        let mut batches = CsvBatches::open(source.path(), 1_000).unwrap();
+        let mut lines = Vec::new();
+        while let Some(batch) = batches.next_batch().unwrap() {
+            assert_eq!(batch.len(), 1_000);
+            let keys = batch.frame.column("key").unwrap().str().unwrap().clone();
+            assert_eq!(keys.get(0), Some(format!("K{:05}", lines.len()).as_str()));
+            lines.extend(batch.origin_lines);
+        }
+        assert_eq!(lines, (2..5_002).collect::<Vec<u64>>());
     }
 }
