@@ -456,7 +456,12 @@ impl Found {
         use ledgersync_schemas::posting_column::*;
         let len = self.rows.len();
         // Every row one posting, in order (a journal): the columns are taken as they are.
-        let one_per_row = len == view.height;
+        let one_per_row = len == view.height
+            && self
+                .rows
+                .iter()
+                .enumerate()
+                .all(|(posting, &row)| row as usize == posting);
         let rows = IdxCa::from_vec("rows".into(), self.rows);
         let by_row = |column: &StringChunked, name: &str| -> PolarsResult<Column> {
             let taken = if one_per_row {

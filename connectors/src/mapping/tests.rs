@@ -258,3 +258,53 @@ fn decimals_become_exact_ten_thousandths_or_are_refused() {
     // Beyond 64 bits after it: an overflow, worded by the ledger.
     assert!(exact_units(i128::from(i64::MAX) * 100_000, 4).is_err());
 }
+
+#[test]
+fn postings_take_their_own_rows_values_when_other_rows_post_nothing() {
+    // Two rows, two postings each; the first row's amounts are zero, so the batch has
+    // as many postings as rows without one posting per row.
+    let def = StreamDef::from_toml(
+        r#"
+name = "pairs"
+key = ["id"]
+date = { column = "day" }
+branch = "outlet"
+numeric = ["amount"]
+
+[[templates]]
+postings = [
+  { account = "1000", amount = "amount" },
+  { account = "4000", amount = "-amount" },
+]
+"#,
+    )
+    .unwrap();
+    let mapper = Mapper::compile(def, ctx()).unwrap();
+    let mapped = mapper
+        .map(batch(
+            "id,day,outlet,amount",
+            &["A,2025-01-01,Kemang,0", "B,2025-01-02,Senopati,5"],
+        ))
+        .unwrap();
+    assert!(mapped.errors.is_empty(), "{:?}", mapped.errors);
+    let postings = mapped.postings.to_postings().unwrap();
+    let seen: Vec<(&str, &str, &str, String)> = postings
+        .iter()
+        .map(|p| {
+            (
+                p.source_key.as_str(),
+                p.branch.as_str(),
+                p.account.as_str(),
+                p.date.to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("B", "Senopati", "1000", "2025-01-02".to_string()),
+            ("B", "Senopati", "4000", "2025-01-02".to_string()),
+        ]
+    );
+    assert_eq!(postings[0].origin_line, 3);
+}
