@@ -147,7 +147,12 @@ impl TxnIndex {
                 // The first row of a batch ends the previous batch's last transaction,
                 // which was open there.
                 self.end_transaction(row > 0);
-                let state = match self.pending.remove(key) {
+                // Most loads never have a transaction pending: no key to hash then.
+                let resumed = match self.pending.is_empty() {
+                    true => None,
+                    false => self.pending.remove(key),
+                };
+                let state = match resumed {
                     Some(state) => state,
                     None => {
                         starts.push(row as u32);
@@ -190,11 +195,14 @@ impl TxnIndex {
     fn start(&mut self, key: &str, date: &str, branch: &str, line: u64, batch: u32) -> TxnState {
         match &mut self.key_range {
             None => self.key_range = Some((key.to_string(), key.to_string())),
+            // Buffers reused: keys of sorted files raise `last` at every transaction.
             Some((first, last)) => {
                 if key < first.as_str() {
-                    *first = key.to_string();
+                    first.clear();
+                    first.push_str(key);
                 } else if key > last.as_str() {
-                    *last = key.to_string();
+                    last.clear();
+                    last.push_str(key);
                 }
             }
         }
