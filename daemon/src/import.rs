@@ -67,15 +67,47 @@ pub async fn map_context(store: &dyn Store, tenant: &Tenant) -> anyhow::Result<M
 }
 
 /// The file's content fingerprint: BLAKE3 of the memory-mapped file, which hashes a
-/// large export several times faster than SHA-256 read through a buffer. Files
-/// loaded by versions that fingerprinted with SHA-256 are not recognised as loaded
-/// again; re-importing one replaces its transactions with themselves.
+/// large export several times faster than SHA-256 read through a buffer.
 fn file_hash(path: &Path) -> anyhow::Result<String> {
     let mut hasher = blake3::Hasher::new();
     hasher
         .update_mmap(path)
         .with_context(|| format!("cannot read {}", path.display()))?;
     Ok(format!("blake3:{}", hasher.finalize().to_hex()))
+}
+
+/// The fingerprint versions before BLAKE3 recorded: SHA-256, in bare hex.
+fn sha256_file_hash(path: &Path) -> anyhow::Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// A load of the same content, by its fingerprint or, for sources loaded by
+/// versions before BLAKE3, by theirs: re-importing an old file must not undo the
+/// corrections loaded after it.
+async fn same_content_loaded(
+    store: &dyn Store,
+    tenant: &Tenant,
+    source: &str,
+    path: &Path,
+    fingerprint: &str,
+) -> anyhow::Result<Option<PastLoad>> {
+    if let Some(past) = store.find_load(tenant, source, fingerprint).await? {
+        return Ok(Some(past));
+    }
+    if !store.has_unnamed_fingerprints(tenant, source).await? {
+        return Ok(None);
+    }
+    let path = path.to_path_buf();
+    let earlier = tokio::task::spawn_blocking(move || sha256_file_hash(&path))
+        .await
+        .context("the hashing task failed")??;
+    Ok(store.find_load(tenant, source, &earlier).await?)
 }
 
 /// Imports a file; a refused file is recorded as a failed load (nothing loaded) so
@@ -95,7 +127,9 @@ pub async fn import_csv(
             .await
             .context("the hashing task failed")??
     };
-    if let Some(past) = store.find_load(tenant, &source, &fingerprint).await? {
+    if let Some(past) =
+        same_content_loaded(store.as_ref(), tenant, &source, path, &fingerprint).await?
+    {
         return Ok(ImportOutcome::AlreadyLoaded(past));
     }
     let stream_name = stream.name.clone();

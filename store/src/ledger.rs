@@ -309,6 +309,23 @@ impl Store for SqlStore {
         row.as_ref().map(past_load).transpose()
     }
 
+    async fn has_unnamed_fingerprints(
+        &self,
+        tenant: &Tenant,
+        source: &str,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.backend.begin(&tenant.id).await?;
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM loads WHERE source = $1 AND status = 'succeeded' \
+             AND fingerprint NOT LIKE '%:%' LIMIT 1",
+        )
+        .bind(source)
+        .fetch_optional(&mut *tx)
+        .await
+        .context("looking up earlier fingerprints")?;
+        Ok(found.is_some())
+    }
+
     async fn loads(&self, tenant: &Tenant) -> Result<Vec<PastLoad>, StoreError> {
         let mut tx = self.backend.begin(&tenant.id).await?;
         let rows = sqlx::query(&format!("SELECT {LOAD_COLUMNS} FROM loads ORDER BY id"))

@@ -253,6 +253,13 @@ pub trait Store: Send + Sync {
         source: &str,
         fingerprint: &str,
     ) -> Result<Option<PastLoad>, StoreError>;
+    /// Whether a committed load of the source has a fingerprint without a `scheme:`
+    /// prefix (written before fingerprints named their hash).
+    async fn has_unnamed_fingerprints(
+        &self,
+        tenant: &Tenant,
+        source: &str,
+    ) -> Result<bool, StoreError>;
     async fn loads(&self, tenant: &Tenant) -> Result<Vec<PastLoad>, StoreError>;
     /// Records a refused load (nothing of it was loaded) and why.
     async fn record_failed_load(

@@ -347,7 +347,8 @@ fn year_month(date: &str) -> Option<(i32, u32)> {
             .all(|b| b.is_ascii_digit())
             .then(|| digits.parse().ok())?
     };
-    if date.len() != 10 || &date[4..5] != "-" || &date[7..8] != "-" {
+    let bytes = date.as_bytes();
+    if bytes.len() != 10 || bytes[4] != b'-' || bytes[7] != b'-' {
         return None;
     }
     let (year, month, day) = (number(0..4)? as i32, number(5..7)?, number(8..10)?);
@@ -372,6 +373,8 @@ pub(crate) struct SqlLoad {
     /// Away while `writing`.
     filter: Option<KeyFilter>,
     writing: Option<Writing>,
+    /// A batch failed to stage: the load can only be dropped (rolled back).
+    broken: bool,
 }
 
 impl SqlLoad {
@@ -397,6 +400,16 @@ impl SqlLoad {
             partials: aggregates::Partials::default(),
             filter: Some(KeyFilter::new()),
             writing: None,
+            broken: false,
+        }
+    }
+
+    fn usable(&self) -> Result<(), StoreError> {
+        match self.broken {
+            true => Err(StoreError::Invalid(
+                "an earlier batch of this load failed to stage; the load must start again".into(),
+            )),
+            false => Ok(()),
         }
     }
 
@@ -420,6 +433,44 @@ impl SqlLoad {
         self.partials = partials;
         self.filter = Some(filter);
         segments::insert_encoded(&mut self.tx, None, encoded).await
+    }
+
+    /// Notes a batch, writes the one before it, and sends this one to be reduced and
+    /// encoded.
+    async fn stage_batch(&mut self, postings: PostingFrame) -> Result<(), StoreError> {
+        if postings.is_empty() {
+            return Ok(());
+        }
+        let Noted {
+            numbers,
+            open,
+            starts,
+        } = self.index.note(&postings, self.batches)?;
+        self.batches += 1;
+        self.postings += postings.height() as i64;
+        self.control_sum += segments::column::<Int64Type>(postings.frame(), segments::AMOUNT)?
+            .into_no_null_iter()
+            .map(i64::abs)
+            .sum::<i64>();
+        let frame = segments::frame(postings, numbers).map_err(polars_error("staging postings"))?;
+        // The previous batch is written while this one was noted; this one is
+        // prepared while the next is read, mapped and noted.
+        self.flush().await?;
+        let chart = self.chart.clone();
+        let mut partials = std::mem::take(&mut self.partials);
+        let mut filter = self.filter.take().expect("flushed");
+        let reduced = frame.select(segments::AGGREGATED.into_iter().chain([segments::KEY]));
+        let reduced = reduced.map_err(polars_error("staging postings"))?;
+        self.writing = Some(Writing {
+            reducing: tokio::task::spawn_blocking(move || {
+                filter.note(reduced.column(segments::KEY)?.str()?, &starts);
+                // The load's own number is not known yet; 0 is no load's.
+                partials.add(reduced.select(segments::AGGREGATED)?, 0, &open, &chart)?;
+                Ok((partials, filter))
+            }),
+            encoding: tokio::task::spawn_blocking(move || segments::Encoded::new(frame)),
+        });
+        Ok(())
     }
 
     fn filter(&self) -> &KeyFilter {
@@ -598,39 +649,10 @@ impl SqlLoad {
 #[async_trait]
 impl LoadSession for SqlLoad {
     async fn stage_frame(&mut self, postings: PostingFrame) -> Result<(), StoreError> {
-        if postings.is_empty() {
-            return Ok(());
-        }
-        let Noted {
-            numbers,
-            open,
-            starts,
-        } = self.index.note(&postings, self.batches)?;
-        self.batches += 1;
-        self.postings += postings.height() as i64;
-        self.control_sum += segments::column::<Int64Type>(postings.frame(), segments::AMOUNT)?
-            .into_no_null_iter()
-            .map(i64::abs)
-            .sum::<i64>();
-        let frame = segments::frame(postings, numbers).map_err(polars_error("staging postings"))?;
-        // The previous batch is written while this one was noted; this one is
-        // prepared while the next is read, mapped and noted.
-        self.flush().await?;
-        let chart = self.chart.clone();
-        let mut partials = std::mem::take(&mut self.partials);
-        let mut filter = self.filter.take().expect("flushed");
-        let reduced = frame.select(segments::AGGREGATED.into_iter().chain([segments::KEY]));
-        let reduced = reduced.map_err(polars_error("staging postings"))?;
-        self.writing = Some(Writing {
-            reducing: tokio::task::spawn_blocking(move || {
-                filter.note(reduced.column(segments::KEY)?.str()?, &starts);
-                // The load's own number is not known yet; 0 is no load's.
-                partials.add(reduced.select(segments::AGGREGATED)?, 0, &open, &chart)?;
-                Ok((partials, filter))
-            }),
-            encoding: tokio::task::spawn_blocking(move || segments::Encoded::new(frame)),
-        });
-        Ok(())
+        self.usable()?;
+        let staged = self.stage_batch(postings).await;
+        self.broken = staged.is_err();
+        staged
     }
 
     async fn commit(
@@ -638,6 +660,7 @@ impl LoadSession for SqlLoad {
         record: LoadRecord,
         max_errors: usize,
     ) -> Result<LoadSummary, StoreError> {
+        self.usable()?;
         let started = std::time::Instant::now();
         self.flush().await?;
         let flushed = started.elapsed();

@@ -75,6 +75,57 @@ async fn journal_imports_once_and_reimport_changes_nothing() {
     assert_eq!(months[&month("2025-02")].labour(), amount("46800000"));
 }
 
+/// Files loaded by versions that fingerprinted content with bare SHA-256 are still
+/// recognised: re-importing one changes nothing, even after later corrections.
+// polars' lazy engine blocks in place: the mapping needs a multi-threaded runtime.
+#[tokio::test(flavor = "multi_thread")]
+async fn files_fingerprinted_by_earlier_versions_are_still_known() {
+    use ledgersync_store::LoadRecord;
+    use sha2::{Digest, Sha256};
+    let (test, store, tenant) = sqlite_tenant("pro").await;
+    let file = write(test.dir.path(), "gl.csv", GOOD_JOURNAL);
+    // The load an earlier version made of this file, fingerprint and all.
+    let postings = ledgersync_connectors::Mapper::compile(
+        StreamDef::journal(),
+        ledgersync::import::map_context(store.as_ref(), &tenant)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let mut batches = ledgersync_connectors::file::CsvBatches::open(&file, 100).unwrap();
+    let mapped = postings
+        .map(batches.next_batch().unwrap().unwrap())
+        .unwrap();
+    let mut session = store.begin_load(&tenant).await.unwrap();
+    session.stage_frame(mapped.postings).await.unwrap();
+    let sha256 = hex::encode(Sha256::digest(std::fs::read(&file).unwrap()));
+    session
+        .commit(
+            LoadRecord {
+                source: "file:journal".into(),
+                fingerprint: sha256,
+                stream: "journal".into(),
+                origin: file.display().to_string(),
+                rows_read: 7,
+                cursor: None,
+            },
+            10,
+        )
+        .await
+        .unwrap();
+    let again = import_csv(
+        store.clone(),
+        &tenant,
+        StreamDef::journal(),
+        &file,
+        &options(),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(again, ImportOutcome::AlreadyLoaded(_)));
+    assert_eq!(store.loads(&tenant).await.unwrap().len(), 1);
+}
+
 #[tokio::test]
 async fn every_bad_row_is_reported_and_nothing_changes() {
     let (test, store, tenant) = sqlite_tenant("lite").await;

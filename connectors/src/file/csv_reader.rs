@@ -7,8 +7,8 @@
 //! cheaper than a general CSV parser. The first batch that is not plain (a quote, a
 //! lone `\r`, bytes that are not UTF-8) hands the rest of the file to the csv
 //! crate, which reads it as it would have from the start: same cells, same line
-//! numbers, same errors. Lines end at `\n`; a lone `\r` (classic Mac line ends)
-//! is part of its line.
+//! numbers, same errors. Lines end at `\n`; a lone `\r` ends lines only in a
+//! file without any `\n` (classic Mac line ends).
 
 use std::fs::File;
 use std::io::{BufReader, Cursor, Read, Seek, SeekFrom};
@@ -19,6 +19,9 @@ use polars::prelude::{IntoColumn, StringChunkedBuilder};
 
 /// Bytes read from the file at a time while looking for a batch's lines.
 const READ_BYTES: usize = 1 << 20;
+/// Bytes of a chunk beyond which it is cut at its last line end, and handed to the
+/// csv crate whole if it has none (a file with `\r` line ends, or one huge line).
+const LONGEST_CHUNK: usize = 16 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
@@ -244,7 +247,7 @@ impl CsvBatches {
         if let Source::Plain(plain) = &mut self.source {
             loop {
                 let wanted = self.batch_rows - batch.rows();
-                let chunk = match wanted {
+                let (chunk, whole) = match wanted {
                     0 => break,
                     _ => plain
                         .next_chunk(wanted)
@@ -253,7 +256,7 @@ impl CsvBatches {
                 if chunk.is_empty() {
                     break;
                 }
-                match plain_text(&chunk) {
+                match plain_text(&chunk).filter(|_| whole) {
                     Some(text) => plain.add_rows(text, &mut batch),
                     None => {
                         not_plain = Some(chunk);
@@ -321,19 +324,24 @@ fn general(plain: PlainLines, chunk: Vec<u8>) -> Source {
         ..
     } = plain;
     let bytes_before = offset - chunk.len() as u64;
+    // Lines end at `\n`, but in a file that has none and `\r` instead (classic Mac).
+    let terminator = match (memchr::memchr(b'\n', &chunk), memchr::memchr(b'\r', &chunk)) {
+        (None, Some(_)) => csv::Terminator::CRLF,
+        _ => csv::Terminator::Any(b'\n'),
+    };
     let rest: Box<dyn Read + Send> = Box::new(
         Cursor::new(chunk)
             .chain(Cursor::new(pending))
             .chain(BufReader::with_capacity(READ_BYTES, file)),
     );
     Source::Csv {
-        // Records end at `\n` only (a `\r` before it is trimmed with the cell): with
-        // the default `\r\n` terminator the csv crate dates each record of a CRLF
-        // file from the line before. A lone `\r` is no line end here.
+        // Records end at `\n` (a `\r` before it is trimmed with the cell): with the
+        // `\r\n` terminator the csv crate dates each record of a CRLF file from the
+        // line before.
         reader: csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
-            .terminator(csv::Terminator::Any(b'\n'))
+            .terminator(terminator)
             .from_reader(rest),
         record: csv::StringRecord::new(),
         // The csv crate counts lines from 1.
@@ -356,25 +364,32 @@ fn plain_text(chunk: &[u8]) -> Option<&str> {
 
 impl PlainLines {
     /// Takes up to `rows` whole lines (the last line of the file may lack its `\n`)
-    /// off the front of what is left of the file.
-    fn next_chunk(&mut self, rows: usize) -> std::io::Result<Vec<u8>> {
+    /// off the front of what is left of the file; `false` with bytes in which no
+    /// line ends within [`LONGEST_CHUNK`].
+    fn next_chunk(&mut self, rows: usize) -> std::io::Result<(Vec<u8>, bool)> {
         let mut scanned = 0;
         let mut found = 0;
-        let cut = loop {
-            let mut end = None;
+        let mut last_end = 0;
+        let (cut, whole) = loop {
             for at in memchr::memchr_iter(b'\n', &self.pending[scanned..]) {
                 found += 1;
+                last_end = scanned + at + 1;
                 if found == rows {
-                    end = Some(scanned + at + 1);
                     break;
                 }
             }
-            if let Some(end) = end {
-                break end;
+            if found == rows {
+                break (last_end, true);
             }
             scanned = self.pending.len();
             if self.at_end {
-                break self.pending.len();
+                break (self.pending.len(), true);
+            }
+            if self.pending.len() >= LONGEST_CHUNK {
+                match last_end {
+                    0 => break (self.pending.len(), false),
+                    _ => break (last_end, true),
+                }
             }
             let before = self.pending.len();
             self.pending.resize(before + READ_BYTES, 0);
@@ -385,7 +400,7 @@ impl PlainLines {
         let rest = self.pending.split_off(cut);
         let chunk = std::mem::replace(&mut self.pending, rest);
         self.offset += chunk.len() as u64;
-        Ok(chunk)
+        Ok((chunk, whole))
     }
 
     /// Adds the rows of a plain chunk, numbering its lines on from `self.line`: one
@@ -525,6 +540,16 @@ mod tests {
                 reason: "expected 2 fields, found 1".into()
             }]
         );
+    }
+
+    #[test]
+    fn classic_mac_line_ends_still_end_rows() {
+        let source = file("a,b\r1,2\r3,4\r");
+        let (rows, errors, _) = read_all(source.path(), 10, false);
+        let cells: Vec<_> = rows.into_iter().map(|(_, cells)| cells).collect();
+        let text = |s: &str| Some(s.to_string());
+        assert_eq!(cells, [[text("1"), text("2")], [text("3"), text("4")]]);
+        assert!(errors.is_empty());
     }
 
     #[test]
