@@ -66,12 +66,15 @@ pub async fn map_context(store: &dyn Store, tenant: &Tenant) -> anyhow::Result<M
     })
 }
 
-/// The file's content fingerprint: BLAKE3 of the memory-mapped file, which hashes a
-/// large export several times faster than SHA-256 read through a buffer.
+/// The file's content fingerprint: BLAKE3, which hashes a large export several
+/// times faster than SHA-256. Read, not memory-mapped: a file an exporter truncates
+/// while it is hashed would kill the process with SIGBUS through a mapping.
 fn file_hash(path: &Path) -> anyhow::Result<String> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut hasher = blake3::Hasher::new();
     hasher
-        .update_mmap(path)
+        .update_reader(file)
         .with_context(|| format!("cannot read {}", path.display()))?;
     Ok(format!("blake3:{}", hasher.finalize().to_hex()))
 }
