@@ -62,11 +62,13 @@ enum Source {
     Done,
 }
 
-/// The rest of a plain file, read in blocks; `pending` starts at a line start.
+/// The rest of a plain file, read in blocks into one buffer that is reused: `pending`
+/// starts at a line start; its first `taken` bytes are the chunk last handed out.
 struct PlainLines {
     file: File,
     pending: Vec<u8>,
-    /// Line number of `pending`'s first line, counted from 1 at the file's start.
+    taken: usize,
+    /// Line number of the next line to parse, counted from 1 at the file's start.
     line: u64,
     /// Bytes of the file before `pending`.
     offset: u64,
@@ -197,6 +199,7 @@ impl CsvBatches {
             source: Source::Plain(PlainLines {
                 file,
                 pending,
+                taken: 0,
                 line,
                 offset,
                 at_end: false,
@@ -210,7 +213,7 @@ impl CsvBatches {
     fn open_general(path: &Path, batch_rows: usize) -> Result<CsvBatches, FileError> {
         let mut batches = Self::open(path, batch_rows)?;
         if let Source::Plain(plain) = std::mem::replace(&mut batches.source, Source::Done) {
-            batches.source = general(plain, Vec::new());
+            batches.source = general(plain);
         }
         Ok(batches)
     }
@@ -222,7 +225,7 @@ impl CsvBatches {
     /// Bytes read so far, and the file size, for progress reporting.
     pub fn progress(&self) -> (u64, u64) {
         let read = match &self.source {
-            Source::Plain(plain) => plain.offset,
+            Source::Plain(plain) => plain.offset + plain.taken as u64,
             Source::Csv {
                 reader,
                 bytes_before,
@@ -243,33 +246,33 @@ impl CsvBatches {
         };
         // Plain chunks until the batch is full (blank lines are no rows), the file
         // ends, or a chunk is not plain.
-        let mut not_plain = None;
+        let mut not_plain = false;
         if let Source::Plain(plain) = &mut self.source {
             loop {
                 let wanted = self.batch_rows - batch.rows();
-                let (chunk, whole) = match wanted {
+                let (cut, whole) = match wanted {
                     0 => break,
                     _ => plain
                         .next_chunk(wanted)
                         .map_err(|e| io_error(&self.path, e))?,
                 };
-                if chunk.is_empty() {
+                if cut == 0 {
                     break;
                 }
-                match plain_text(&chunk).filter(|_| whole) {
-                    Some(text) => plain.add_rows(text, &mut batch),
+                match plain_text(&plain.pending[..cut]).filter(|_| whole) {
+                    Some(text) => add_rows(text, &mut plain.line, &mut batch),
                     None => {
-                        not_plain = Some(chunk);
+                        not_plain = true;
                         break;
                     }
                 }
             }
         }
-        if let Some(chunk) = not_plain {
+        if not_plain {
             let Source::Plain(plain) = std::mem::replace(&mut self.source, Source::Done) else {
                 unreachable!("only a plain source has chunks");
             };
-            self.source = general(plain, chunk);
+            self.source = general(plain);
         }
         if let Source::Csv {
             reader,
@@ -314,8 +317,9 @@ impl CsvBatches {
     }
 }
 
-/// The csv crate over the rest of a file: `chunk` (taken from it, unread) first.
-fn general(plain: PlainLines, chunk: Vec<u8>) -> Source {
+/// The csv crate over the rest of a file, from the start of what the plain reader
+/// holds and has not parsed (the chunk it last took was not plain).
+fn general(plain: PlainLines) -> Source {
     let PlainLines {
         file,
         pending,
@@ -323,17 +327,17 @@ fn general(plain: PlainLines, chunk: Vec<u8>) -> Source {
         offset,
         ..
     } = plain;
-    let bytes_before = offset - chunk.len() as u64;
+    let bytes_before = offset;
     // Lines end at `\n`, but in a file that has none and `\r` instead (classic Mac).
-    let terminator = match (memchr::memchr(b'\n', &chunk), memchr::memchr(b'\r', &chunk)) {
+    let terminator = match (
+        memchr::memchr(b'\n', &pending),
+        memchr::memchr(b'\r', &pending),
+    ) {
         (None, Some(_)) => csv::Terminator::CRLF,
         _ => csv::Terminator::Any(b'\n'),
     };
-    let rest: Box<dyn Read + Send> = Box::new(
-        Cursor::new(chunk)
-            .chain(Cursor::new(pending))
-            .chain(BufReader::with_capacity(READ_BYTES, file)),
-    );
+    let rest: Box<dyn Read + Send> =
+        Box::new(Cursor::new(pending).chain(BufReader::with_capacity(READ_BYTES, file)));
     Source::Csv {
         // Records end at `\n` (a `\r` before it is trimmed with the cell): with the
         // `\r\n` terminator the csv crate dates each record of a CRLF file from the
@@ -363,10 +367,14 @@ fn plain_text(chunk: &[u8]) -> Option<&str> {
 }
 
 impl PlainLines {
-    /// Takes up to `rows` whole lines (the last line of the file may lack its `\n`)
-    /// off the front of what is left of the file; `false` with bytes in which no
-    /// line ends within [`LONGEST_CHUNK`].
-    fn next_chunk(&mut self, rows: usize) -> std::io::Result<(Vec<u8>, bool)> {
+    /// Drops the chunk last handed out and takes the next: up to `rows` whole lines
+    /// (the last line of the file may lack its `\n`) at the front of `pending`, of the
+    /// length returned; `false` with bytes in which no line ends within
+    /// [`LONGEST_CHUNK`].
+    fn next_chunk(&mut self, rows: usize) -> std::io::Result<(usize, bool)> {
+        self.pending.drain(..self.taken);
+        self.offset += self.taken as u64;
+        self.taken = 0;
         let mut scanned = 0;
         let mut found = 0;
         let mut last_end = 0;
@@ -397,42 +405,40 @@ impl PlainLines {
             self.pending.truncate(before + read);
             self.at_end = read == 0;
         };
-        let rest = self.pending.split_off(cut);
-        let chunk = std::mem::replace(&mut self.pending, rest);
-        self.offset += chunk.len() as u64;
-        Ok((chunk, whole))
+        self.taken = cut;
+        Ok((cut, whole))
     }
+}
 
-    /// Adds the rows of a plain chunk, numbering its lines on from `self.line`: one
-    /// SIMD scan finds every delimiter of the chunk.
-    fn add_rows(&mut self, text: &str, batch: &mut BatchBuilder) {
-        let bytes = text.as_bytes();
-        let mut fields: Vec<&str> = Vec::with_capacity(batch.cells.len() + 1);
-        let mut start = 0;
-        for at in memchr::memchr2_iter(b',', b'\n', bytes) {
-            // Delimiters are ASCII, so slices between them are whole characters.
-            fields.push(&text[start..at]);
-            start = at + 1;
-            if bytes[at] == b'\n' {
-                self.end_row(&mut fields, batch);
-            }
-        }
-        // The last line of a file without a newline at its end.
-        if start < bytes.len() {
-            fields.push(&text[start..]);
-            self.end_row(&mut fields, batch);
+/// Adds the rows of a plain chunk, numbering its lines on from `line`: one SIMD scan
+/// finds every delimiter of the chunk.
+fn add_rows(text: &str, line: &mut u64, batch: &mut BatchBuilder) {
+    let bytes = text.as_bytes();
+    let mut fields: Vec<&str> = Vec::with_capacity(batch.cells.len() + 1);
+    let mut start = 0;
+    for at in memchr::memchr2_iter(b',', b'\n', bytes) {
+        // Delimiters are ASCII, so slices between them are whole characters.
+        fields.push(&text[start..at]);
+        start = at + 1;
+        if bytes[at] == b'\n' {
+            end_row(&mut fields, line, batch);
         }
     }
+    // The last line of a file without a newline at its end.
+    if start < bytes.len() {
+        fields.push(&text[start..]);
+        end_row(&mut fields, line, batch);
+    }
+}
 
-    fn end_row(&mut self, fields: &mut Vec<&str>, batch: &mut BatchBuilder) {
-        if let Some(last) = fields.last_mut() {
-            *last = last.strip_suffix('\r').unwrap_or(last);
-        }
-        // An empty line is one blank field, which `push` skips as the csv crate does.
-        batch.push(self.line, fields.iter().copied());
-        fields.clear();
-        self.line += 1;
+fn end_row(fields: &mut Vec<&str>, line: &mut u64, batch: &mut BatchBuilder) {
+    if let Some(last) = fields.last_mut() {
+        *last = last.strip_suffix('\r').unwrap_or(last);
     }
+    // An empty line is one blank field, which `push` skips as the csv crate does.
+    batch.push(*line, fields.iter().copied());
+    fields.clear();
+    *line += 1;
 }
 
 /// An iterator whose length was counted beforehand.
