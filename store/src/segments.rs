@@ -20,7 +20,7 @@ use crate::error::{Context, StoreError};
 pub(crate) const TXN: &str = "txn";
 /// The other columns are a [`PostingFrame`]'s.
 pub(crate) use ledgersync_schemas::posting_column::{
-    ACCOUNT, AMOUNT, BRANCH, DATE, KEY, LINE, MONTH, OCCURRED_AT,
+    ACCOUNT, AMOUNT, BRANCH, DATE, KEY, LINE, MONTH, OCCURRED_AT, ORIGINAL_AMOUNT,
 };
 
 /// The columns aggregation reads.
@@ -61,7 +61,25 @@ pub(crate) fn frame(postings: PostingFrame, txns: Vec<u32>) -> PolarsResult<Data
     Ok(frame)
 }
 
+/// Columns that are often wholly empty (plain dates have no instant; amounts in the
+/// tenant's currency have no separate original), with the type they read back as.
+const OFTEN_EMPTY: [(&str, DataType); 2] = [
+    (OCCURRED_AT, DataType::String),
+    (ORIGINAL_AMOUNT, DataType::Int64),
+];
+
 pub(crate) fn encode(frame: &mut DataFrame) -> PolarsResult<Vec<u8>> {
+    // A wholly empty column is written as a null column, which has no buffers: its
+    // views or values would be as many bytes of zeros to compress and checksum.
+    for (name, _) in &OFTEN_EMPTY {
+        let height = frame.height();
+        if frame
+            .column(name)
+            .is_ok_and(|c| height > 0 && c.null_count() == height)
+        {
+            frame.with_column(Column::full_null((*name).into(), height, &DataType::Null))?;
+        }
+    }
     let mut bytes = Vec::new();
     IpcWriter::new(&mut bytes)
         .with_compression(Some(IpcCompression::LZ4))
@@ -71,11 +89,18 @@ pub(crate) fn encode(frame: &mut DataFrame) -> PolarsResult<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Decodes a segment, only `columns` if given.
+/// Decodes a segment, only `columns` if given; empty columns get their types back.
 pub(crate) fn decode(bytes: Vec<u8>, columns: Option<&[&str]>) -> PolarsResult<DataFrame> {
-    IpcReader::new(Cursor::new(bytes))
+    let mut frame = IpcReader::new(Cursor::new(bytes))
         .with_columns(columns.map(|c| c.iter().map(|s| s.to_string()).collect()))
-        .finish()
+        .finish()?;
+    for (name, dtype) in &OFTEN_EMPTY {
+        if frame.column(name).is_ok_and(|c| c.dtype().is_null()) {
+            let height = frame.height();
+            frame.with_column(Column::full_null((*name).into(), height, dtype))?;
+        }
+    }
+    Ok(frame)
 }
 
 /// Smallest and largest value of a text column, in byte order.
@@ -290,4 +315,63 @@ pub(crate) async fn read(
 ) -> Result<DataFrame, StoreError> {
     let (_, bytes) = read_bytes(tx, id).await?;
     blocking("decoding postings", move || decode(bytes, columns)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ledgersync_schemas::{Amount, Posting};
+
+    fn posting(occurred_at: Option<&str>, original: i64) -> Posting {
+        Posting {
+            source_key: "S1".into(),
+            origin_line: 2,
+            date: "2025-02-01".parse().unwrap(),
+            branch: "Kemang".into(),
+            memo: String::new(),
+            occurred_at: occurred_at.map(str::to_string),
+            account: "1000".into(),
+            amount: Amount::from_units(10_000),
+            currency: "IDR".into(),
+            original_amount: Amount::from_units(original),
+        }
+    }
+
+    fn round_trip(postings: &[Posting]) -> DataFrame {
+        let mut stored = frame(
+            PostingFrame::from_postings(postings),
+            vec![0; postings.len()],
+        )
+        .unwrap();
+        decode(encode(&mut stored).unwrap(), None).unwrap()
+    }
+
+    /// Wholly empty columns are stored without buffers and read back typed and empty;
+    /// columns with a value keep every value.
+    #[test]
+    fn empty_columns_read_back_with_their_types() {
+        let empty = round_trip(&[posting(None, 10_000), posting(None, 10_000)]);
+        assert_eq!(
+            empty.column(OCCURRED_AT).unwrap().dtype(),
+            &DataType::String
+        );
+        assert_eq!(
+            empty.column(ORIGINAL_AMOUNT).unwrap().dtype(),
+            &DataType::Int64
+        );
+        assert_eq!(empty.column(OCCURRED_AT).unwrap().null_count(), 2);
+        let back = PostingFrame::from_frame(empty.drop(TXN).unwrap()).unwrap();
+        assert_eq!(
+            back.to_postings().unwrap(),
+            [posting(None, 10_000), posting(None, 10_000)]
+        );
+
+        let mixed = [
+            posting(Some("2025-01-31T17:30:00+00:00"), 10_000),
+            posting(None, 5),
+        ];
+        let kept = round_trip(&mixed);
+        let back = PostingFrame::from_frame(kept.drop(TXN).unwrap()).unwrap();
+        assert_eq!(back.to_postings().unwrap(), mixed);
+    }
 }
