@@ -123,18 +123,15 @@ fn clone_response(response: &Response<Bytes>) -> Response<Bytes> {
     copy
 }
 
-/// Any request that may change users, keys, plans or settings invalidates the
-/// credential cache once it is answered.
+/// A request that may change users, keys, plans or settings (every route but a
+/// GET) invalidates the credential cache once it is answered.
 async fn forget_callers_after_changes(
     State(state): State<AppState>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let mutating = request.method() != axum::http::Method::GET;
     let response = next.run(request).await;
-    if mutating {
-        state.cache.forget_callers();
-    }
+    state.cache.forget_callers();
     response
 }
 
@@ -299,15 +296,19 @@ pub fn router(state: AppState) -> Router {
                 },
             ));
         }
+        // Only requests that may change users, keys, plans or settings: reads (the
+        // hot path) skip a middleware.
+        if spec.method != "GET" {
+            handler = handler.layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                forget_callers_after_changes,
+            ));
+        }
         router = router.route(spec.path, handler);
     }
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            forget_callers_after_changes,
-        ))
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         .with_state(state)
 }
@@ -466,9 +467,9 @@ impl Caller {
     }
 }
 
-fn bearer_or_cookie(headers: &HeaderMap) -> Option<String> {
+fn bearer_or_cookie(headers: &HeaderMap) -> Option<&str> {
     if let Some(value) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        return value.strip_prefix("Bearer ").map(|s| s.trim().to_string());
+        return value.strip_prefix("Bearer ").map(str::trim);
     }
     headers
         .get_all(COOKIE)
@@ -477,8 +478,8 @@ fn bearer_or_cookie(headers: &HeaderMap) -> Option<String> {
         .flat_map(|v| v.split(';'))
         .find_map(|pair| {
             pair.trim()
-                .strip_prefix(&format!("{SESSION_COOKIE}="))
-                .map(str::to_string)
+                .strip_prefix(SESSION_COOKIE)
+                .and_then(|rest| rest.strip_prefix('='))
         })
 }
 
@@ -495,7 +496,7 @@ async fn authenticate(headers: &HeaderMap, state: &AppState) -> Result<Caller, P
     if secret.len() > 200 {
         return Err(unauthorized());
     }
-    let hash = keys::hash(&secret);
+    let hash = keys::hash(secret);
     if let Some(caller) = state.cache.caller(&hash) {
         return Ok(caller);
     }
@@ -561,6 +562,24 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             tracing::error!(path = %parts.uri.path(), "A handler asked for the caller on a public route.");
             Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "This route has no caller.")
         })
+    }
+}
+
+/// Whether a request accepts CSV (`Accept: text/csv`), read without copying the
+/// request's headers as the `HeaderMap` extractor would.
+pub struct WantsCsv(pub bool);
+
+impl<S: Send + Sync> FromRequestParts<S> for WantsCsv {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(WantsCsv(
+            parts
+                .headers
+                .get(ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|accept| accept.contains("text/csv")),
+        ))
     }
 }
 
@@ -768,7 +787,7 @@ async fn report(
     caller: Caller,
     Path(kind): Path<String>,
     Params(params): Params<ReportParams>,
-    headers: HeaderMap,
+    WantsCsv(wants_csv): WantsCsv,
 ) -> Result<Response, Problem> {
     let kind: ReportKind = kind
         .parse()
@@ -800,10 +819,6 @@ async fn report(
     if params.branch.as_ref().is_some_and(|b| b.len() > 200) {
         return Err(Problem::bad("branch: longer than 200 characters"));
     }
-    let wants_csv = headers
-        .get(ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|accept| accept.contains("text/csv"));
     let cache_key = format!(
         "{}|{kind:?}|{from}|{to}|{}|{by:?}|{wants_csv}",
         caller.tenant.id,

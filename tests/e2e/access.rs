@@ -589,3 +589,45 @@ async fn welcome_mail_goes_through_a_real_smtp_server() {
         .extension()
         .is_some_and(|x| x == "eml")));
 }
+
+/// Credentials are served from memory for the cache TTL, but a change made through
+/// the same process shows at once: a key revoked over the API stops working on the
+/// next request.
+#[tokio::test]
+async fn revocations_take_effect_at_once_despite_the_cache() {
+    let test = sqlite_store().await;
+    let app = spawn_app(test.store.clone()).await;
+    let (_, admin) = provisioned_admin(&app, "owner@kopi.example", "lite").await;
+    let created: Value = app
+        .client
+        .post(format!("{}/v1/apikeys", app.address))
+        .bearer_auth(&admin)
+        .json(&json!({ "name": "dashboard", "scope": "read" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (id, secret) = (
+        created["key"]["id"].as_str().unwrap().to_string(),
+        created["secret"].as_str().unwrap().to_string(),
+    );
+    let settings = format!("{}/v1/settings", app.address);
+    // Twice: the second answer comes from the cache.
+    for _ in 0..2 {
+        assert_eq!(app.get(&settings, &secret).await.status(), StatusCode::OK);
+    }
+    let revoked = app
+        .client
+        .delete(format!("{}/v1/apikeys/{id}", app.address))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert!(revoked.status().is_success(), "{}", revoked.status());
+    assert_eq!(
+        app.get(&settings, &secret).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
