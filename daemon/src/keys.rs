@@ -18,8 +18,14 @@ pub fn generate_with_prefix(prefix: &str) -> String {
     format!("{prefix}{}", hex::encode(bytes))
 }
 
+/// What is stored and looked up for a credential: SHA-256 in lowercase hex. Every
+/// authenticated request computes it, so the hex goes through a table into one
+/// buffer rather than a character at a time.
 pub fn hash(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.trim().as_bytes()))
+    let mut text = [0u8; 64];
+    hex::encode_to_slice(Sha256::digest(secret.trim().as_bytes()), &mut text)
+        .expect("64 hex digits for 32 bytes");
+    String::from_utf8_lossy(&text).into_owned()
 }
 
 /// Scopes a key can carry.
@@ -34,5 +40,10 @@ mod tests {
         assert_eq!(a.len(), 4 + 64);
         assert_eq!(super::hash(&a), super::hash(&format!(" {a}\n")));
         assert_ne!(super::hash(&a), super::hash(&b));
+        // The stored form: SHA-256 in lowercase hex (FIPS 180-2's "abc" vector).
+        assert_eq!(
+            super::hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }
