@@ -116,8 +116,7 @@ const NAME_BITS: u32 = 24;
 /// - a flow: `bucket << 4 | section << 1 | inflow`.
 #[derive(Default)]
 pub(crate) struct Partials {
-    branch_numbers: PlHashMap<String, u32>,
-    branches: Vec<String>,
+    branches: Numbering,
     per_account: Vec<DataFrame>,
     /// Per transaction and section, of transactions that may continue elsewhere.
     open: Vec<DataFrame>,
@@ -127,6 +126,30 @@ pub(crate) struct Partials {
 
 const KEY: &str = "key";
 const BUCKET: &str = "bucket";
+
+/// Names (branches) numbered in the order they are first seen, looked up both ways.
+#[derive(Default)]
+pub(crate) struct Numbering {
+    numbers: PlHashMap<String, u32>,
+    names: Vec<String>,
+}
+
+impl Numbering {
+    pub(crate) fn number(&mut self, name: &str) -> u32 {
+        if let Some(&number) = self.numbers.get(name) {
+            return number;
+        }
+        let number = self.names.len() as u32;
+        self.names.push(name.to_string());
+        self.numbers.insert(name.to_string(), number);
+        number
+    }
+
+    /// The name of a number this numbering gave; empty for any other.
+    pub(crate) fn name(&self, number: u32) -> &str {
+        self.names.get(number as usize).map_or("", String::as_str)
+    }
+}
 
 /// A transaction's id across loads: its load's id and its number within the load.
 fn uid(load_id: i64, txn: u32) -> i64 {
@@ -156,16 +179,6 @@ impl Partials {
     ) -> PolarsResult<()> {
         let (postings, open) = identified(postings, load_id, |txn| open.contains(&txn))?;
         self.reduce(postings, open, chart)
-    }
-
-    fn branch_number(&mut self, branch: &str) -> u32 {
-        if let Some(&number) = self.branch_numbers.get(branch) {
-            return number;
-        }
-        let number = self.branches.len() as u32;
-        self.branches.push(branch.to_string());
-        self.branch_numbers.insert(branch.to_string(), number);
-        number
     }
 
     /// Reduces postings with a `uid` column; `open` marks the rows of transactions
@@ -219,7 +232,7 @@ impl Partials {
             let branch_number = match last_branch {
                 Some((name, number)) if name == branch => number,
                 _ => {
-                    let number = self.branch_number(branch);
+                    let number = self.branches.number(branch);
                     last_branch = Some((branch, number));
                     number
                 }
@@ -296,10 +309,10 @@ impl Partials {
             self.flows.push(flows(open).collect()?);
         }
         let bucket_name = |bucket: u64| {
-            let branch = (bucket & ((1 << NAME_BITS) - 1)) as usize;
+            let branch = (bucket & ((1 << NAME_BITS) - 1)) as u32;
             (
                 month_name(bucket >> NAME_BITS),
-                self.branches.get(branch).cloned().unwrap_or_default(),
+                self.branches.name(branch).to_string(),
             )
         };
         if !self.per_account.is_empty() {

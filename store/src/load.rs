@@ -51,7 +51,7 @@ struct TxnState {
     /// Its date, `YYYY-MM-DD` (zeros for text of another length, which is refused
     /// as misdated anyway).
     date: [u8; 10],
-    /// Index into [`TxnIndex::branches`].
+    /// Its number in [`TxnIndex::branches`].
     branch: u32,
     /// The batches it was first and last seen in.
     first_batch: u32,
@@ -73,8 +73,7 @@ struct TxnIndex {
     pending: HashMap<Box<str>, TxnState>,
     /// Transactions with rows in more than one batch.
     split: HashSet<u32>,
-    branches: Vec<String>,
-    branch_numbers: PlHashMap<String, u32>,
+    branches: aggregates::Numbering,
     /// (year, month, branch) of the load's transactions.
     buckets: HashSet<(i32, u32, u32)>,
     /// A transaction reduced as complete in a batch turned up again: the load's
@@ -95,24 +94,13 @@ impl TxnIndex {
             current_key: String::new(),
             pending: HashMap::new(),
             split: HashSet::new(),
-            branches: Vec::new(),
-            branch_numbers: PlHashMap::default(),
+            branches: aggregates::Numbering::default(),
             buckets: HashSet::new(),
             reread: false,
             key_range: None,
             misdated: Vec::new(),
             misdated_count: 0,
         }
-    }
-
-    fn branch_index(&mut self, branch: &str) -> u32 {
-        if let Some(&index) = self.branch_numbers.get(branch) {
-            return index;
-        }
-        let index = self.branches.len() as u32;
-        self.branches.push(branch.to_string());
-        self.branch_numbers.insert(branch.to_string(), index);
-        index
     }
 
     /// Numbers the postings of batch `batch`, checks them as far as their rows go,
@@ -165,7 +153,7 @@ impl TxnIndex {
             }
             let branch_differs = {
                 let txn = self.current.as_ref().expect("a transaction is current");
-                self.branches[txn.branch as usize] != branch
+                self.branches.name(txn.branch) != branch
             };
             let txn = self.current.as_mut().expect("a transaction is current");
             txn.sum += amount;
@@ -220,7 +208,7 @@ impl TxnIndex {
                 });
             }
         }
-        let branch = self.branch_index(branch);
+        let branch = self.branches.number(branch);
         let (year, month) = year_month.unwrap_or_default();
         self.buckets.insert((year, month, branch));
         let number = self.numbers;
@@ -719,7 +707,7 @@ impl LoadSession for SqlLoad {
             .map(|&(year, month, branch)| {
                 (
                     format!("{year:04}-{month:02}"),
-                    self.index.branches[branch as usize].clone(),
+                    self.index.branches.name(branch).to_string(),
                 )
             })
             .collect();
