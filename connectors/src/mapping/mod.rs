@@ -200,7 +200,7 @@ impl Mapper {
     /// polars evaluates every expression over the whole batch; one pass over the rows
     /// then checks each row and notes, per posting, where its values are (row, account
     /// column, date) and its amount. The posting columns are gathered from the
-    /// evaluated columns by those positions: no string is copied per posting.
+    /// evaluated columns by those positions: no string is allocated per posting.
     pub fn map(&self, batch: RowBatch) -> Result<MappedBatch, MappingError> {
         let polars_error = |source| MappingError::Polars {
             stream: self.def.name.clone(),
