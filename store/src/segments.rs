@@ -238,31 +238,35 @@ pub(crate) async fn holding_keys(
     .fetch_all(&mut **tx)
     .await
     .context("listing postings")?;
-    let mut ids = Vec::new();
-    for row in rows {
-        let first: Option<String> = row.try_get("first_key").context("listing postings")?;
-        let last: Option<String> = row.try_get("last_key").context("listing postings")?;
-        let apart = match (first, last) {
-            (Some(first), Some(last)) => last.as_str() < keys.0 || first.as_str() > keys.1,
-            _ => false,
-        };
-        if !apart {
-            ids.push(row.try_get("id").context("listing postings")?);
-        }
-    }
-    Ok(ids)
+    Ok(key_ranges(rows)?
+        .into_iter()
+        .filter(|(_, range)| match range {
+            Some((first, last)) => last.as_str() >= keys.0 && first.as_str() <= keys.1,
+            None => true,
+        })
+        .map(|(id, _)| id)
+        .collect())
 }
 
 /// Ids and key ranges of the segments of the load being written.
 pub(crate) async fn staged_ranges(
     tx: &mut Transaction<'static, Any>,
-) -> Result<Vec<(i64, Option<(String, String)>)>, StoreError> {
+) -> Result<KeyRanges, StoreError> {
     let rows = sqlx::query(
         "SELECT id, first_key, last_key FROM ledger_segments WHERE load_id IS NULL ORDER BY id",
     )
     .fetch_all(&mut **tx)
     .await
     .context("listing postings")?;
+    key_ranges(rows)
+}
+
+/// Segment ids with their smallest and largest key.
+pub(crate) type KeyRanges = Vec<(i64, Option<(String, String)>)>;
+
+/// `(id, first_key, last_key)` rows as ids and key ranges (none for segments written
+/// before ranges were kept).
+fn key_ranges(rows: Vec<sqlx::any::AnyRow>) -> Result<KeyRanges, StoreError> {
     rows.into_iter()
         .map(|row| {
             let first: Option<String> = row.try_get("first_key")?;
