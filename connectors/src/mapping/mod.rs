@@ -582,7 +582,6 @@ impl<'a> FrameView<'a> {
             column.as_deref().map(|c| text(c).cloned()).transpose()
         };
         let branch_column = optional(&def.branch)?;
-        let currency_column = optional(&def.currency)?;
         let mut bad_numbers = Vec::new();
         for column in &def.numeric {
             let texts = text(&text_column(column))?;
@@ -661,10 +660,7 @@ impl<'a> FrameView<'a> {
             key_parts,
             date: values(text(&def.date.column)?),
             branch: optional_values(&def.branch)?,
-            currency: match &currency_column {
-                Some(_) => optional_values(&def.currency)?,
-                None => Vec::new(),
-            },
+            currency: optional_values(&def.currency)?,
             branch_column,
             memo_column: optional(&def.memo)?,
             bad_numbers,
