@@ -1,8 +1,12 @@
 //! CSV files through the real mapping path into the SQLite store.
 
+use std::path::Path;
+use std::sync::Arc;
+
 use ledgersync::import::{import_csv, read_chart, FileRejected, ImportOutcome};
 use ledgersync_config::StreamDef;
 use ledgersync_schemas::{Month, BRANCH_TOTAL};
+use ledgersync_store::{Store, Tenant};
 
 use crate::helpers::{amount, options, sqlite_tenant, write};
 
@@ -16,6 +20,22 @@ const GOOD_JOURNAL: &str = "date,txn_id,account,amount,branch,memo
 2025-02-01,J3,1010,-46800000,Kemang,Payroll
 ";
 
+/// Imports `file` through the built-in journal stream with the default options.
+async fn import_journal(
+    store: &Arc<dyn Store>,
+    tenant: &Tenant,
+    file: &Path,
+) -> anyhow::Result<ImportOutcome> {
+    import_csv(
+        store.clone(),
+        tenant,
+        StreamDef::journal(),
+        file,
+        &options(),
+    )
+    .await
+}
+
 fn month(text: &str) -> Month {
     text.parse().unwrap()
 }
@@ -24,28 +44,12 @@ fn month(text: &str) -> Month {
 async fn journal_imports_once_and_reimport_changes_nothing() {
     let (test, store, tenant) = sqlite_tenant("pro").await;
     let file = write(test.dir.path(), "gl.csv", GOOD_JOURNAL);
-    let outcome = import_csv(
-        store.clone(),
-        &tenant,
-        StreamDef::journal(),
-        &file,
-        &options(),
-    )
-    .await
-    .unwrap();
+    let outcome = import_journal(&store, &tenant, &file).await.unwrap();
     let ImportOutcome::Loaded(summary) = outcome else {
         panic!("expected a load")
     };
     assert_eq!((summary.transactions, summary.postings), (3, 7));
-    let again = import_csv(
-        store.clone(),
-        &tenant,
-        StreamDef::journal(),
-        &file,
-        &options(),
-    )
-    .await
-    .unwrap();
+    let again = import_journal(&store, &tenant, &file).await.unwrap();
     assert!(matches!(again, ImportOutcome::AlreadyLoaded(_)));
     assert_eq!(store.posting_count(&tenant).await.unwrap(), 7);
     assert_eq!(store.loads(&tenant).await.unwrap().len(), 1);
@@ -57,15 +61,7 @@ async fn journal_imports_once_and_reimport_changes_nothing() {
         "gl-again.csv",
         &format!("{GOOD_JOURNAL}\n"),
     );
-    import_csv(
-        store.clone(),
-        &tenant,
-        StreamDef::journal(),
-        &copy,
-        &options(),
-    )
-    .await
-    .unwrap();
+    import_journal(&store, &tenant, &copy).await.unwrap();
     assert_eq!(store.posting_count(&tenant).await.unwrap(), 7);
     let months = store
         .month_metrics(&tenant, BRANCH_TOTAL, month("2025-01"), month("2025-02"))
@@ -113,15 +109,7 @@ async fn files_fingerprinted_by_earlier_versions_are_still_known() {
         )
         .await
         .unwrap();
-    let again = import_csv(
-        store.clone(),
-        &tenant,
-        StreamDef::journal(),
-        &file,
-        &options(),
-    )
-    .await
-    .unwrap();
+    let again = import_journal(&store, &tenant, &file).await.unwrap();
     assert!(matches!(again, ImportOutcome::AlreadyLoaded(_)));
     assert_eq!(store.loads(&tenant).await.unwrap().len(), 1);
 }
@@ -141,15 +129,7 @@ async fn every_bad_row_is_reported_and_nothing_changes() {
 2025-01-07,J5,1010,0.00001
 ",
     );
-    let err = import_csv(
-        store.clone(),
-        &tenant,
-        StreamDef::journal(),
-        &file,
-        &options(),
-    )
-    .await
-    .unwrap_err();
+    let err = import_journal(&store, &tenant, &file).await.unwrap_err();
     let rejected = err
         .downcast_ref::<FileRejected>()
         .expect("a row-level rejection");
@@ -195,15 +175,9 @@ async fn every_bad_row_is_reported_and_nothing_changes() {
         "unbalanced.csv",
         "date,txn_id,account,amount\n2025-01-05,J1,1010,100\n2025-01-05,J1,3000,-100\n2025-01-06,J2,1010,100\n2025-01-06,J2,3000,-99.5\n",
     );
-    let err = import_csv(
-        store.clone(),
-        &tenant,
-        StreamDef::journal(),
-        &unbalanced,
-        &options(),
-    )
-    .await
-    .unwrap_err();
+    let err = import_journal(&store, &tenant, &unbalanced)
+        .await
+        .unwrap_err();
     let text = err.to_string();
     assert!(
         text.contains("unbalanced.csv:4: unbalanced transaction 'J2': its postings sum to 0.5"),
@@ -216,15 +190,7 @@ async fn every_bad_row_is_reported_and_nothing_changes() {
         "missing.csv",
         "date,txn_id,amount\n2025-01-05,J1,100\n",
     );
-    let err = import_csv(
-        store.clone(),
-        &tenant,
-        StreamDef::journal(),
-        &missing,
-        &options(),
-    )
-    .await
-    .unwrap_err();
+    let err = import_journal(&store, &tenant, &missing).await.unwrap_err();
     assert!(
         err.to_string().contains("missing column(s) account"),
         "{err}"
