@@ -282,33 +282,66 @@ struct Noted {
 /// the filter (maybe) saw them. Fed off the async workers, a batch behind.
 struct KeyFilter {
     seen: BloomFilter,
-    suspects: HashSet<Box<str>>,
+    suspects: HashMap<Box<str>, Suspicion>,
 }
+
+/// Where a key the filter flagged may have started before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Suspicion {
+    /// The last batch it was flagged in: an earlier start, if any, is in that batch
+    /// or one before it.
+    last_batch: u32,
+    /// It did start earlier in a batch it was flagged in (checked exactly there).
+    repeated_in_batch: bool,
+}
+
+/// Flagged keys of one batch beyond which the batch's starts are put in a hash set
+/// rather than searched, so that a file of many repeats stays linear.
+const SCANNED_SUSPECTS: usize = 32;
 
 impl KeyFilter {
     fn new() -> KeyFilter {
         KeyFilter {
             seen: BloomFilter::with_num_bits(FILTER_KEYS * 10).hashes(FILTER_HASHES),
-            suspects: HashSet::new(),
+            suspects: HashMap::new(),
         }
     }
 
-    /// Notes the keys at `starts` of a batch's key column.
-    fn note(&mut self, keys: &StringChunked, starts: &[u32]) {
+    /// Notes the keys at `starts` of batch `batch`'s key column. A flagged key is
+    /// checked at once against the batch's own earlier starts, which are at hand:
+    /// most flags are false, and a key of a sorted file is then known to be new
+    /// without reading any stored segment (see [`SqlLoad::merge_scattered`]).
+    fn note(&mut self, keys: &StringChunked, starts: &[u32], batch: u32) {
+        let key = |row: u32| keys.get(row as usize).unwrap_or_default();
         // Hashing first and setting bits in a tight loop lets the processor
         // overlap the filter's cache misses.
-        let hashes: Vec<(u32, u64)> = starts
+        let hashes: Vec<u64> = starts
             .iter()
-            .map(|&row| {
-                let key = keys.get(row as usize).unwrap_or_default();
-                (row, self.seen.source_hash(key))
-            })
+            .map(|&row| self.seen.source_hash(key(row)))
             .collect();
-        for (row, hash) in hashes {
-            if self.seen.insert_hash(hash) {
-                self.suspects
-                    .insert(keys.get(row as usize).unwrap_or_default().into());
+        let mut flagged = 0;
+        // The batch's starts before `indexed`, once flags are many.
+        let (mut started, mut indexed) = (HashSet::new(), 0);
+        for (at, hash) in hashes.into_iter().enumerate() {
+            if !self.seen.insert_hash(hash) {
+                continue;
             }
+            flagged += 1;
+            let this = key(starts[at]);
+            let earlier = &starts[..at];
+            let repeated = if flagged > SCANNED_SUSPECTS {
+                started.extend(earlier[indexed..].iter().map(|&row| key(row)));
+                indexed = earlier.len();
+                started.contains(this)
+            } else {
+                earlier.iter().any(|&row| key(row) == this)
+            };
+            let suspicion = self.suspects.entry(this.into()).or_insert(Suspicion {
+                last_batch: batch,
+                repeated_in_batch: false,
+            });
+            suspicion.last_batch = batch;
+            suspicion.repeated_in_batch |= repeated;
         }
     }
 }
@@ -361,6 +394,8 @@ pub(crate) struct SqlLoad {
     /// Away while `writing`.
     filter: Option<KeyFilter>,
     writing: Option<Writing>,
+    /// The segment of each batch written so far, in batch order.
+    staged: Vec<i64>,
     /// A batch failed to stage: the load can only be dropped (rolled back).
     broken: bool,
 }
@@ -388,6 +423,7 @@ impl SqlLoad {
             partials: aggregates::Partials::default(),
             filter: Some(KeyFilter::new()),
             writing: None,
+            staged: Vec::new(),
             broken: false,
         }
     }
@@ -420,7 +456,9 @@ impl SqlLoad {
             .map_err(polars_error("encoding postings"))?;
         self.partials = partials;
         self.filter = Some(filter);
-        segments::insert_encoded(&mut self.tx, None, encoded).await
+        let id = segments::insert_encoded(&mut self.tx, None, encoded).await?;
+        self.staged.push(id);
+        Ok(())
     }
 
     /// Notes a batch, writes the one before it, and sends this one to be reduced and
@@ -445,13 +483,14 @@ impl SqlLoad {
         // prepared while the next is read, mapped and noted.
         self.flush().await?;
         let chart = self.chart.clone();
+        let batch = self.batches - 1;
         let mut partials = std::mem::take(&mut self.partials);
         let mut filter = self.filter.take().expect("flushed");
         let reduced = frame.select(segments::AGGREGATED.into_iter().chain([segments::KEY]));
         let reduced = reduced.map_err(polars_error("staging postings"))?;
         self.writing = Some(Writing {
             reducing: tokio::task::spawn_blocking(move || {
-                filter.note(reduced.column(segments::KEY)?.str()?, &starts);
+                filter.note(reduced.column(segments::KEY)?.str()?, &starts, batch);
                 // The load's own number is not known yet; 0 is no load's.
                 partials.add(reduced.select(segments::AGGREGATED)?, 0, &open, &chart)?;
                 Ok((partials, filter))
@@ -475,21 +514,47 @@ impl SqlLoad {
         if self.filter().suspects.is_empty() {
             return Ok((Vec::new(), 0));
         }
-        // Only segments whose key range holds a suspect can hold its rows.
         let ranges = segments::staged_ranges(&mut self.tx).await?;
-        let mut suspects: Vec<&str> = self.filter().suspects.iter().map(|k| &**k).collect();
+        let batch_of: HashMap<i64, u32> = (0..).zip(&self.staged).map(|(b, &id)| (id, b)).collect();
+        let holds = |range: &Option<(String, String)>, key: &str| match range {
+            Some((first, last)) => first.as_str() <= key && key <= last.as_str(),
+            None => true,
+        };
+        // Most flags are false. A key not started twice in the batch it was flagged
+        // in, and outside the key range of every earlier batch's segment, started
+        // once: its segments need not be read.
+        let mut suspects: Vec<String> = self
+            .filter()
+            .suspects
+            .iter()
+            .filter(|(key, suspicion)| {
+                suspicion.repeated_in_batch
+                    || ranges.iter().any(|(id, range)| {
+                        batch_of
+                            .get(id)
+                            .is_none_or(|&batch| batch < suspicion.last_batch)
+                            && holds(range, key)
+                    })
+            })
+            .map(|(key, _)| key.to_string())
+            .collect();
+        if suspects.is_empty() {
+            return Ok((Vec::new(), 0));
+        }
         suspects.sort_unstable();
+        // Only segments whose key range holds a suspect can hold its rows.
         let staged: Vec<i64> = ranges
             .into_iter()
             .filter(|(_, range)| match range {
                 Some((first, last)) => {
-                    let from = suspects.partition_point(|k| *k < first.as_str());
-                    suspects.get(from).is_some_and(|k| *k <= last.as_str())
+                    let from = suspects.partition_point(|k| k < first);
+                    suspects.get(from).is_some_and(|k| k <= last)
                 }
                 None => true,
             })
             .map(|(id, _)| id)
             .collect();
+        let suspects: HashSet<String> = suspects.into_iter().collect();
         let mut numbers: HashMap<String, BTreeSet<u32>> = HashMap::new();
         for &id in &staged {
             let frame =
@@ -497,7 +562,7 @@ impl SqlLoad {
             let keys = segments::column::<StringType>(&frame, segments::KEY)?;
             let txns = segments::column::<UInt32Type>(&frame, segments::TXN)?;
             for (key, txn) in keys.iter().zip(txns.into_no_null_iter()) {
-                if let Some(key) = key.filter(|k| self.filter().suspects.contains(*k)) {
+                if let Some(key) = key.filter(|k| suspects.contains(*k)) {
                     numbers.entry(key.to_string()).or_default().insert(txn);
                 }
             }
