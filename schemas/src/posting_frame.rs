@@ -12,9 +12,8 @@ use crate::{Amount, Posting};
 pub mod posting_column {
     /// The source's transaction key (text).
     pub const KEY: &str = "key";
-    /// `YYYY-MM` of [`DATE`].
-    pub const MONTH: &str = "month";
-    /// Calendar date in the tenant's timezone, `YYYY-MM-DD`.
+    /// Calendar date in the tenant's timezone (`Date`: days since 1970-01-01). The
+    /// month is derived from it where needed, not stored.
     pub const DATE: &str = "date";
     pub const BRANCH: &str = "branch";
     pub const MEMO: &str = "memo";
@@ -30,9 +29,8 @@ pub mod posting_column {
     /// The source line (or row) a posting came from, for error reports (`UInt64`).
     pub const LINE: &str = "line";
 
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 10] = [
         KEY,
-        MONTH,
         DATE,
         BRANCH,
         MEMO,
@@ -55,6 +53,7 @@ pub struct PostingFrame(DataFrame);
 
 fn dtype_of(column: &str) -> DataType {
     match column {
+        DATE => DataType::Date,
         AMOUNT | ORIGINAL_AMOUNT => DataType::Int64,
         LINE => DataType::UInt64,
         _ => DataType::String,
@@ -80,8 +79,7 @@ impl PostingFrame {
     }
 
     pub fn from_postings(postings: &[Posting]) -> PostingFrame {
-        let dates: Vec<String> = postings.iter().map(|p| p.date.to_string()).collect();
-        let months: Vec<&str> = dates.iter().map(|d| d.get(..7).unwrap_or(d)).collect();
+        let days: Vec<i32> = postings.iter().map(|p| p.date.to_epoch_days()).collect();
         let texts = |name: &str, pick: fn(&Posting) -> &str| {
             Column::new(
                 name.into(),
@@ -101,8 +99,9 @@ impl PostingFrame {
             postings.len(),
             vec![
                 texts(KEY, |p| &p.source_key),
-                Column::new(MONTH.into(), months),
-                Column::new(DATE.into(), &dates),
+                Int32Chunked::from_vec(DATE.into(), days)
+                    .into_date()
+                    .into_column(),
                 texts(BRANCH, |p| &p.branch),
                 texts(MEMO, |p| &p.memo),
                 Column::new(
@@ -135,9 +134,9 @@ impl PostingFrame {
     /// The postings as structs, for tests and small batches.
     pub fn to_postings(&self) -> PolarsResult<Vec<Posting>> {
         let text = |name: &str| self.0.column(name).and_then(|c| c.str().cloned());
-        let (keys, dates, branches, memos, occurred, accounts, currencies) = (
+        let dates = self.0.column(DATE)?.date()?.physical();
+        let (keys, branches, memos, occurred, accounts, currencies) = (
             text(KEY)?,
-            text(DATE)?,
             text(BRANCH)?,
             text(MEMO)?,
             text(OCCURRED_AT)?,
@@ -149,13 +148,13 @@ impl PostingFrame {
         let lines = self.0.column(LINE)?.u64()?;
         (0..self.0.height())
             .map(|row| {
-                let date = dates.get(row).unwrap_or_default();
+                let days = dates.get(row).unwrap_or_default();
                 let amount = Amount::from_units(amounts.get(row).unwrap_or_default());
                 Ok(Posting {
                     source_key: keys.get(row).unwrap_or_default().to_string(),
                     origin_line: lines.get(row).unwrap_or_default(),
-                    date: NaiveDate::parse_from_str(date, "%Y-%m-%d").map_err(
-                        |_| polars_err!(ComputeError: "posting date '{date}' is not YYYY-MM-DD"),
+                    date: NaiveDate::from_epoch_days(days).ok_or_else(
+                        || polars_err!(ComputeError: "posting date {days} is out of range"),
                     )?,
                     branch: branches.get(row).unwrap_or_default().to_string(),
                     memo: memos.get(row).unwrap_or_default().to_string(),
@@ -213,10 +212,7 @@ mod tests {
         ];
         let frame = PostingFrame::from_postings(&postings);
         assert_eq!(frame.height(), 2);
-        assert_eq!(
-            frame.frame().column(MONTH).unwrap().str().unwrap().get(0),
-            Some("2025-02")
-        );
+        assert_eq!(frame.frame().column(DATE).unwrap().dtype(), &DataType::Date);
         assert_eq!(frame.to_postings().unwrap(), postings);
     }
 

@@ -20,12 +20,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
+use chrono::Datelike;
 use polars::prelude::*;
 use sqlx::{Any, Executor, Row, Transaction};
 
 use crate::backend::Backend;
 use crate::error::{Context, StoreError};
-use crate::segments::{self, polars_error, ACCOUNT, AMOUNT, BRANCH, MONTH, TXN};
+use crate::segments::{self, polars_error, ACCOUNT, AMOUNT, BRANCH, DATE, TXN};
 
 const UID: &str = "uid";
 const SECTION: &str = "section";
@@ -162,6 +163,35 @@ fn month_number(month: &str) -> Option<u64> {
     (1..=12).contains(&month).then_some(year * 12 + month - 1)
 }
 
+/// The [`month_number`] of the date `days` after 1970-01-01; none before year 0.
+fn month_number_of(days: i32) -> Option<u64> {
+    let date = chrono::NaiveDate::from_epoch_days(days)?;
+    let year = u64::try_from(date.year()).ok()?;
+    Some(year * 12 + u64::from(date.month0()))
+}
+
+/// Month numbers of dates, remembering the last: rows of a transaction, and often
+/// of a file, share their date.
+#[derive(Default)]
+struct MonthOfDate {
+    last: Option<(i32, u64)>,
+}
+
+impl MonthOfDate {
+    fn get(&mut self, days: i32) -> PolarsResult<u64> {
+        match self.last {
+            Some((known, month)) if known == days => Ok(month),
+            _ => {
+                let month = month_number_of(days).ok_or_else(
+                    || polars_err!(ComputeError: "stored date {days} is out of range"),
+                )?;
+                self.last = Some((days, month));
+                Ok(month)
+            }
+        }
+    }
+}
+
 fn month_name(number: u64) -> String {
     format!("{:04}-{:02}", number / 12, number % 12 + 1)
 }
@@ -192,7 +222,7 @@ impl Partials {
         if postings.height() == 0 {
             return Ok(());
         }
-        let months = postings.column(MONTH)?.str()?;
+        let dates = postings.column(DATE)?.date()?.physical();
         let branches = postings.column(BRANCH)?.str()?;
         let accounts = postings.column(ACCOUNT)?.str()?;
         let amounts = postings.column(AMOUNT)?.i64()?;
@@ -203,9 +233,9 @@ impl Partials {
         let mut buckets = Vec::with_capacity(rows);
         let mut values = Vec::with_capacity(rows);
         let mut kept = Vec::with_capacity(rows);
-        let mut last_month: (&str, u64) = ("", 0);
+        let mut months = MonthOfDate::default();
         let mut last_branch: Option<(&str, u32)> = None;
-        for (((((month, branch), account), amount), uid), open) in months
+        for (((((date, branch), account), amount), uid), open) in dates
             .iter()
             .zip(branches.iter())
             .zip(accounts.iter())
@@ -213,8 +243,7 @@ impl Partials {
             .zip(uids.iter())
             .zip(open.iter())
         {
-            let (Some(month), Some(account), Some(amount), Some(uid)) =
-                (month, account, amount, uid)
+            let (Some(date), Some(account), Some(amount), Some(uid)) = (date, account, amount, uid)
             else {
                 continue;
             };
@@ -222,12 +251,7 @@ impl Partials {
             let Some(&number) = chart.numbers.get(account) else {
                 continue;
             };
-            if month != last_month.0 {
-                let parsed = month_number(month).ok_or_else(
-                    || polars_err!(ComputeError: "stored month '{month}' is not YYYY-MM"),
-                )?;
-                last_month = (month, parsed);
-            }
+            let month = months.get(date)?;
             let branch = branch.unwrap_or_default();
             let branch_number = match last_branch {
                 Some((name, number)) if name == branch => number,
@@ -237,7 +261,7 @@ impl Partials {
                     number
                 }
             };
-            let bucket = last_month.1 << NAME_BITS | u64::from(branch_number);
+            let bucket = month << NAME_BITS | u64::from(branch_number);
             account_keys.push(bucket << NAME_BITS | u64::from(number));
             txn_keys.push(uid << SECTION_BITS | i64::from(chart.sections[number as usize]));
             buckets.push(bucket);
@@ -546,8 +570,8 @@ pub(crate) async fn recompute(
         }
         None => segments::ids(tx, &format!("1 = 1{except_clause}"), &[]).await?,
     };
-    let wanted: Option<Arc<HashSet<String>>> =
-        months.map(|m| Arc::new(m.iter().cloned().collect()));
+    let wanted: Option<Arc<HashSet<u64>>> =
+        months.map(|m| Arc::new(m.iter().filter_map(|month| month_number(month)).collect()));
     let split = Arc::new(split);
     let mut batch: Vec<DataFrame> = Vec::new();
     let mut batch_open: Vec<BooleanChunked> = Vec::new();
@@ -592,17 +616,24 @@ pub(crate) async fn recompute(
 fn prepared(
     bytes: Vec<u8>,
     load_id: i64,
-    wanted: Option<&HashSet<String>>,
+    wanted: Option<&HashSet<u64>>,
     open: Option<&HashSet<u32>>,
 ) -> PolarsResult<(DataFrame, BooleanChunked)> {
     let mut frame = segments::decode(bytes, Some(&segments::AGGREGATED))?;
     if let Some(wanted) = wanted {
-        let keep: BooleanChunked = frame
-            .column(MONTH)?
-            .str()?
+        let mut months = MonthOfDate::default();
+        let keep = frame
+            .column(DATE)?
+            .date()?
+            .physical()
             .iter()
-            .map(|m| m.is_some_and(|m| wanted.contains(m)))
-            .collect();
+            .map(|days| {
+                Ok(days
+                    .map(|d| months.get(d))
+                    .transpose()?
+                    .is_some_and(|m| wanted.contains(&m)))
+            })
+            .collect::<PolarsResult<BooleanChunked>>()?;
         frame = frame.filter(&keep)?;
     }
     identified(frame, load_id, |txn| open.is_some_and(|o| o.contains(&txn)))

@@ -16,7 +16,7 @@ use sqlx::{Any, Executor, Transaction};
 use crate::aggregates;
 use crate::backend::Backend;
 use crate::error::{Context, StoreError};
-use crate::segments::{self, DATE, MONTH, OCCURRED_AT, TXN};
+use crate::segments::{self, DATE, OCCURRED_AT, TXN};
 
 /// Re-dates the ledger into `timezone` if its dates are in another one; returns the
 /// number of transactions whose date changed.
@@ -141,21 +141,21 @@ fn redated(
             *first = (*first).min(other);
         }
     }
-    let dates = frame.column(DATE)?.str()?.clone();
+    let dates = frame.column(DATE)?.date()?.physical().clone();
     let txns = frame.column(TXN)?.u32()?.clone();
-    let mut new_dates: Vec<String> = Vec::with_capacity(frame.height());
+    let mut new_dates: Vec<i32> = Vec::with_capacity(frame.height());
     let mut moved = HashSet::new();
     let mut months = BTreeSet::new();
     for (date, txn) in dates.iter().zip(txns.into_no_null_iter()) {
         let date = date.unwrap_or_default();
         let Some(first) = firsts.get(&txn) else {
-            new_dates.push(date.to_string());
+            new_dates.push(date);
             continue;
         };
-        let local = first.with_timezone(&tz).date_naive().to_string();
+        let local = first.with_timezone(&tz).date_naive().to_epoch_days();
         if local != date {
-            months.insert(date[..7.min(date.len())].to_string());
-            months.insert(local[..7].to_string());
+            months.extend(segments::month_of(date));
+            months.extend(segments::month_of(local));
             moved.insert(txn);
         }
         new_dates.push(local);
@@ -163,8 +163,10 @@ fn redated(
     if moved.is_empty() {
         return Ok(Ok(None));
     }
-    let new_months: Vec<&str> = new_dates.iter().map(|d| &d[..7]).collect();
-    frame.with_column(Column::new(MONTH.into(), new_months))?;
-    frame.with_column(Column::new(DATE.into(), &new_dates))?;
+    frame.with_column(
+        Int32Chunked::from_vec(DATE.into(), new_dates)
+            .into_date()
+            .into_column(),
+    )?;
     Ok(Ok(Some((frame, moved.len() as u64, months))))
 }

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use fastbloom::BloomFilter;
 use ledgersync_schemas::{Amount, PostingFrame, RowError};
 use polars::prelude::*;
@@ -48,9 +48,8 @@ struct TxnState {
     /// Sum of its postings so far; must end at zero.
     sum: i64,
     first_line: u64,
-    /// Its date, `YYYY-MM-DD` (zeros for text of another length, which is refused
-    /// as misdated anyway).
-    date: [u8; 10],
+    /// Its date, in days since 1970-01-01.
+    date: i32,
     /// Its number in [`TxnIndex::branches`].
     branch: u32,
     /// The batches it was first and last seen in.
@@ -110,7 +109,7 @@ impl TxnIndex {
     fn note(&mut self, postings: &PostingFrame, batch: u32) -> Result<Noted, StoreError> {
         let frame = postings.frame();
         let keys = segments::column::<StringType>(frame, segments::KEY)?;
-        let dates = segments::column::<StringType>(frame, segments::DATE)?;
+        let dates = segments::dates(frame)?;
         let branches = segments::column::<StringType>(frame, segments::BRANCH)?;
         let amounts = segments::column::<Int64Type>(frame, segments::AMOUNT)?;
         let lines = segments::column::<UInt64Type>(frame, segments::LINE)?;
@@ -158,7 +157,7 @@ impl TxnIndex {
             let txn = self.current.as_mut().expect("a transaction is current");
             txn.sum += amount;
             txn.first_line = txn.first_line.min(line);
-            txn.mixed |= txn.date != date_bytes(date) || branch_differs;
+            txn.mixed |= txn.date != date || branch_differs;
             if txn.last_batch != batch {
                 self.reread |= txn.closed;
                 txn.last_batch = batch;
@@ -180,7 +179,7 @@ impl TxnIndex {
 
     /// A new transaction, or one whose key comes back after it was complete (the
     /// [`KeyFilter`] tells it may have; the commit settles it).
-    fn start(&mut self, key: &str, date: &str, branch: &str, line: u64, batch: u32) -> TxnState {
+    fn start(&mut self, key: &str, date: i32, branch: &str, line: u64, batch: u32) -> TxnState {
         match &mut self.key_range {
             None => self.key_range = Some((key.to_string(), key.to_string())),
             // Buffers reused: keys of sorted files raise `last` at every transaction.
@@ -194,10 +193,15 @@ impl TxnIndex {
                 }
             }
         }
-        let year_month = year_month(date).filter(|(year, _)| YEARS.contains(year));
+        let day = NaiveDate::from_epoch_days(date);
+        let year_month = day
+            .map(|day| (day.year(), day.month()))
+            .filter(|(year, _)| YEARS.contains(year));
         if year_month.is_none() {
             self.misdated_count += 1;
             if self.misdated.len() < KEPT_ERRORS {
+                let date =
+                    day.map_or_else(|| format!("day {date} after 1970-01-01"), |d| d.to_string());
                 self.misdated.push(RowError {
                     line,
                     reason: format!(
@@ -217,7 +221,7 @@ impl TxnIndex {
             number,
             sum: 0,
             first_line: line,
-            date: date_bytes(date),
+            date,
             branch,
             first_batch: batch,
             last_batch: batch,
@@ -301,8 +305,12 @@ const SCANNED_SUSPECTS: usize = 32;
 
 impl KeyFilter {
     fn new() -> KeyFilter {
+        KeyFilter::with_bits(FILTER_KEYS * 10)
+    }
+
+    fn with_bits(bits: usize) -> KeyFilter {
         KeyFilter {
-            seen: BloomFilter::with_num_bits(FILTER_KEYS * 10).hashes(FILTER_HASHES),
+            seen: BloomFilter::with_num_bits(bits).hashes(FILTER_HASHES),
             suspects: HashMap::new(),
         }
     }
@@ -351,29 +359,6 @@ impl KeyFilter {
 struct Writing {
     reducing: tokio::task::JoinHandle<PolarsResult<(aggregates::Partials, KeyFilter)>>,
     encoding: tokio::task::JoinHandle<PolarsResult<segments::Encoded>>,
-}
-
-/// A `YYYY-MM-DD` date as bytes; zeros for text of another length.
-fn date_bytes(date: &str) -> [u8; 10] {
-    date.as_bytes().try_into().unwrap_or_default()
-}
-
-/// Year and month of a `YYYY-MM-DD` date (checked whole: once per transaction,
-/// without a format string to interpret).
-fn year_month(date: &str) -> Option<(i32, u32)> {
-    let number = |range: std::ops::Range<usize>| -> Option<u32> {
-        let digits = date.get(range)?;
-        digits
-            .bytes()
-            .all(|b| b.is_ascii_digit())
-            .then(|| digits.parse().ok())?
-    };
-    let bytes = date.as_bytes();
-    if bytes.len() != 10 || bytes[4] != b'-' || bytes[7] != b'-' {
-        return None;
-    }
-    let (year, month, day) = (number(0..4)? as i32, number(5..7)?, number(8..10)?);
-    NaiveDate::from_ymd_opt(year, month, day).map(|_| (year, month))
 }
 
 pub(crate) struct SqlLoad {
@@ -595,7 +580,7 @@ impl SqlLoad {
                 segments::rewrite(&mut self.tx, id, frame.clone()).await?;
             }
             let keys = segments::column::<StringType>(&frame, segments::KEY)?;
-            let dates = segments::column::<StringType>(&frame, segments::DATE)?;
+            let dates = segments::dates(&frame)?;
             let branches = segments::column::<StringType>(&frame, segments::BRANCH)?;
             let lines = segments::column::<UInt64Type>(&frame, segments::LINE)?;
             let amounts = segments::column::<Int64Type>(&frame, segments::AMOUNT)?;
@@ -684,11 +669,11 @@ impl SqlLoad {
                 continue;
             }
             let removed = frame.filter(&gone).map_err(&failed)?;
-            let months = segments::column::<StringType>(&removed, segments::MONTH)?;
+            let dates = segments::dates(&removed)?;
             let branches = segments::column::<StringType>(&removed, segments::BRANCH)?;
-            for (month, branch) in months.iter().zip(branches.iter()) {
+            for (date, branch) in dates.iter().zip(branches.iter()) {
                 left.insert((
-                    month.unwrap_or_default().to_string(),
+                    date.and_then(segments::month_of).unwrap_or_default(),
                     branch.unwrap_or_default().to_string(),
                 ));
             }
@@ -833,5 +818,45 @@ impl LoadSession for SqlLoad {
             control_sum: Amount::from_units(self.control_sum),
             buckets_recomputed: buckets.len() as i64,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A filter far too small flags nearly every key; only keys that did start
+    /// earlier in the same batch are marked repeated, by the scan and by the hash
+    /// set it turns into after [`SCANNED_SUSPECTS`] flags alike.
+    #[test]
+    fn flagged_keys_know_whether_their_batch_repeats_them() {
+        let mut filter = KeyFilter::with_bits(64);
+        let keys: Vec<String> = (0..200).map(|i| format!("K{i}")).collect();
+        let mut batch: Vec<&str> = keys.iter().map(String::as_str).collect();
+        // Repeats early (scanned) and late (looked up in the set).
+        batch.insert(5, "K1");
+        batch.push("K150");
+        let column = StringChunked::from_slice("key".into(), &batch);
+        let starts: Vec<u32> = (0..batch.len() as u32).collect();
+        filter.note(&column, &starts, 0);
+        assert!(
+            filter.suspects.len() > SCANNED_SUSPECTS * 2,
+            "the filter is saturated"
+        );
+        let repeated: BTreeSet<&str> = filter
+            .suspects
+            .iter()
+            .filter(|(_, s)| s.repeated_in_batch)
+            .map(|(key, _)| &**key)
+            .collect();
+        assert_eq!(repeated, BTreeSet::from(["K1", "K150"]));
+
+        // A later batch moves a key's last flag on, and keeps what was known.
+        let later = StringChunked::from_slice("key".into(), &["K1", "K7"]);
+        filter.note(&later, &[0, 1], 3);
+        let k1 = filter.suspects["K1"];
+        let k7 = filter.suspects["K7"];
+        assert_eq!((k1.last_batch, k1.repeated_in_batch), (3, true));
+        assert_eq!((k7.last_batch, k7.repeated_in_batch), (3, false));
     }
 }

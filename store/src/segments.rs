@@ -20,14 +20,32 @@ use crate::error::{Context, StoreError};
 pub(crate) const TXN: &str = "txn";
 /// The other columns are a [`PostingFrame`]'s.
 pub(crate) use ledgersync_schemas::posting_column::{
-    ACCOUNT, AMOUNT, BRANCH, DATE, KEY, LINE, MONTH, OCCURRED_AT, ORIGINAL_AMOUNT,
+    ACCOUNT, AMOUNT, BRANCH, DATE, KEY, LINE, OCCURRED_AT, ORIGINAL_AMOUNT,
 };
 
 /// The columns aggregation reads.
-pub(crate) const AGGREGATED: [&str; 5] = [TXN, MONTH, BRANCH, ACCOUNT, AMOUNT];
+pub(crate) const AGGREGATED: [&str; 5] = [TXN, DATE, BRANCH, ACCOUNT, AMOUNT];
+
+/// A column segments written before dates were typed also kept: `YYYY-MM` of the
+/// date, as text (the date was text too).
+const LEGACY_MONTH: &str = "month";
 
 pub(crate) fn polars_error(context: &'static str) -> impl Fn(PolarsError) -> StoreError {
     move |e| StoreError::Invalid(format!("{context}: {e}"))
+}
+
+/// The dates of a decoded segment, as days since 1970-01-01.
+pub(crate) fn dates(frame: &DataFrame) -> Result<&Int32Chunked, StoreError> {
+    frame
+        .column(DATE)
+        .and_then(|c| c.date())
+        .map(|dates| dates.physical())
+        .map_err(polars_error("reading stored postings"))
+}
+
+/// `YYYY-MM` of the date `days` after 1970-01-01 (none beyond chrono's range).
+pub(crate) fn month_of(days: i32) -> Option<String> {
+    chrono::NaiveDate::from_epoch_days(days).map(|date| date.format("%Y-%m").to_string())
 }
 
 /// A typed column of a decoded segment; a segment without it is corrupt.
@@ -116,6 +134,27 @@ pub(crate) fn decode(bytes: Vec<u8>, columns: Option<&[&str]>) -> PolarsResult<D
     let mut frame = IpcReader::new(Cursor::new(ipc))
         .with_columns(columns.map(|c| c.iter().map(|s| s.to_string()).collect()))
         .finish()?;
+    if frame.column(LEGACY_MONTH).is_ok() {
+        frame.drop_in_place(LEGACY_MONTH)?;
+    }
+    if let Ok(DataType::String) = frame.column(DATE).map(|c| c.dtype()) {
+        let typed = frame
+            .column(DATE)?
+            .str()?
+            .iter()
+            .map(|text| {
+                text.map(|text| {
+                    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                        .map(|date| date.to_epoch_days())
+                        .map_err(
+                            |_| polars_err!(ComputeError: "stored date '{text}' is not YYYY-MM-DD"),
+                        )
+                })
+                .transpose()
+            })
+            .collect::<PolarsResult<Int32Chunked>>()?;
+        frame.with_column(typed.with_name(DATE.into()).into_date().into_column())?;
+    }
     for (name, dtype) in &OFTEN_EMPTY {
         if frame.column(name).is_ok_and(|c| c.dtype().is_null()) {
             let height = frame.height();
@@ -134,6 +173,13 @@ fn text_range(frame: &DataFrame, column: &str) -> PolarsResult<(String, String)>
     Ok((text(values.min_binary()), text(values.max_binary())))
 }
 
+/// First and last month of a segment's dates.
+fn month_range(frame: &DataFrame) -> PolarsResult<(String, String)> {
+    let dates = frame.column(DATE)?.date()?.physical();
+    let month = |days: Option<i32>| days.and_then(month_of).unwrap_or_default();
+    Ok((month(dates.min()), month(dates.max())))
+}
+
 /// A segment ready to store, with what its manifest row says of it.
 pub(crate) struct Encoded {
     months: (String, String),
@@ -145,7 +191,7 @@ pub(crate) struct Encoded {
 
 impl Encoded {
     pub(crate) fn new(mut frame: DataFrame) -> PolarsResult<Encoded> {
-        let months = text_range(&frame, MONTH)?;
+        let months = month_range(&frame)?;
         let keys = text_range(&frame, KEY)?;
         let rows = frame.height() as i64;
         encode(&mut frame).map(|bytes| Encoded {
@@ -402,17 +448,38 @@ mod tests {
     }
 
     /// Segments written before the single LZ4 frame (IPC files with LZ4-framed
-    /// buffers) still read back.
+    /// buffers, dates as text beside their month) still read back.
     #[test]
     fn segments_of_both_encodings_read_back() {
         use polars_io::ipc::IpcCompression;
         let postings: Vec<Posting> = (0..1000).map(|i| posting(None, i)).collect();
         let mut stored = frame(PostingFrame::from_postings(&postings), vec![0; 1000]).unwrap();
+        // Then dates were text, beside their month.
+        let mut legacy = stored.clone();
+        let texts = legacy
+            .column(DATE)
+            .unwrap()
+            .cast(&DataType::String)
+            .unwrap();
+        let months: StringChunked = texts
+            .str()
+            .unwrap()
+            .iter()
+            .map(|d| d.map(|d| &d[..7]))
+            .collect();
+        legacy.with_column(texts).unwrap();
+        legacy
+            .with_column(months.into_column().with_name(LEGACY_MONTH.into()))
+            .unwrap();
+        assert_eq!(
+            legacy.column(LEGACY_MONTH).unwrap().str().unwrap().get(0),
+            Some("2025-02")
+        );
         let mut earlier = Vec::new();
         IpcWriter::new(&mut earlier)
             .with_compression(Some(IpcCompression::LZ4))
             .with_compat_level(CompatLevel::newest())
-            .finish(&mut stored.clone())
+            .finish(&mut legacy)
             .unwrap();
         assert!(earlier.starts_with(b"ARROW1"));
         let current = encode(&mut stored).unwrap();

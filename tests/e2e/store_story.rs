@@ -613,6 +613,31 @@ async fn a_key_that_comes_back_is_one_transaction(store: &dyn Store) {
         .unwrap();
     assert_eq!(loaded, rebuilt);
 
+    // The same when the key comes back within one batch.
+    let within = provision(store, "lite").await;
+    let mut session = store.begin_load(&within).await.unwrap();
+    session
+        .stage(
+            &[
+                transfer(),
+                purchase(),
+                vec![
+                    lined(posting("T1", "2025-01-21", "Kemang", "1000", "5"), 9),
+                    lined(posting("T1", "2025-01-21", "Kemang", "4000", "-5"), 10),
+                ],
+            ]
+            .concat(),
+        )
+        .await
+        .unwrap();
+    let summary = session.commit(record("apart", None), 10).await.unwrap();
+    assert_eq!((summary.transactions, summary.postings), (2, 6));
+    let within_batch = store
+        .month_metrics(&within, BRANCH_TOTAL, month("2025-01"), month("2025-01"))
+        .await
+        .unwrap();
+    assert_eq!(within_batch, rebuilt);
+
     // Coming back unbalanced makes the whole transaction unbalanced, reported at its
     // first line.
     let other = provision(store, "lite").await;

@@ -405,7 +405,8 @@ fn lookup_expr(
 #[derive(Default)]
 struct DateTable<'a> {
     parsed: PlHashMap<&'a str, Result<IdxSize, String>>,
-    dates: Vec<String>,
+    /// Days since 1970-01-01, as a polars `Date`.
+    dates: Vec<i32>,
     occurred: Vec<Option<String>>,
 }
 
@@ -415,7 +416,7 @@ impl<'a> DateTable<'a> {
             return known.clone();
         }
         let parsed = parser.parse(text).map(|(date, instant)| {
-            self.dates.push(date.to_string());
+            self.dates.push(date.to_epoch_days());
             self.occurred.push(instant.map(|i| i.to_rfc3339()));
             (self.dates.len() - 1) as IdxSize
         });
@@ -486,13 +487,7 @@ impl Found {
                 .take(&IdxCa::from_vec("accounts".into(), self.accounts))?
         };
         let date_at = IdxCa::from_vec("dates".into(), self.dates);
-        let months: Vec<&str> = dates
-            .dates
-            .iter()
-            .map(|d| d.get(..7).unwrap_or(d))
-            .collect();
-        let month_table = StringChunked::from_slice(MONTH.into(), &months);
-        let date_table = StringChunked::from_slice(DATE.into(), &dates.dates);
+        let date_table = Int32Chunked::from_vec(DATE.into(), dates.dates);
         let occurred_table: StringChunked = dates
             .occurred
             .iter()
@@ -503,8 +498,7 @@ impl Found {
             len,
             vec![
                 by_row(&view.key, KEY)?,
-                month_table.take(&date_at)?.into_column(),
-                date_table.take(&date_at)?.into_column(),
+                date_table.take(&date_at)?.into_date().into_column(),
                 text_or_empty(&view.branch_column, BRANCH)?,
                 text_or_empty(&view.memo_column, MEMO)?,
                 occurred_table.take(&date_at)?.into_column(),
