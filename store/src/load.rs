@@ -74,7 +74,7 @@ struct TxnIndex {
     split: HashSet<u32>,
     branches: aggregates::Numbering,
     /// (year, month, branch) of the load's transactions.
-    buckets: HashSet<(i32, u32, u32)>,
+    buckets: PlHashSet<(i32, u32, u32)>,
     /// A transaction reduced as complete in a batch turned up again: the load's
     /// partial sums are wrong and the commit aggregates it from storage instead.
     reread: bool,
@@ -94,7 +94,7 @@ impl TxnIndex {
             pending: HashMap::new(),
             split: HashSet::new(),
             branches: aggregates::Numbering::default(),
-            buckets: HashSet::new(),
+            buckets: PlHashSet::new(),
             reread: false,
             key_range: None,
             misdated: Vec::new(),

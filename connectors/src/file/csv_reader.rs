@@ -118,7 +118,7 @@ impl BatchBuilder {
             return;
         }
         for (builder, cell) in self.cells.iter_mut().zip(fields) {
-            let cell = cell.trim();
+            let cell = trimmed(cell);
             if cell.is_empty() {
                 builder.append_null();
             } else {
@@ -441,6 +441,18 @@ fn end_row(fields: &mut Vec<&str>, line: &mut u64, batch: &mut BatchBuilder) {
     *line += 1;
 }
 
+/// A cell without the whitespace around it. Most cells start and end with a
+/// printable ASCII character and are taken as they are, without `trim`'s decoding
+/// of characters at both ends.
+fn trimmed(cell: &str) -> &str {
+    let printable = |byte: &u8| (b'!'..=b'~').contains(byte);
+    let bytes = cell.as_bytes();
+    match (bytes.first(), bytes.last()) {
+        (Some(first), Some(last)) if printable(first) && printable(last) => cell,
+        _ => cell.trim(),
+    }
+}
+
 /// An iterator whose length was counted beforehand.
 #[derive(Clone)]
 struct Counted<I> {
@@ -503,6 +515,29 @@ mod tests {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         std::io::Write::write_all(&mut file, text.as_bytes()).unwrap();
         file
+    }
+
+    #[test]
+    fn cells_are_trimmed_as_str_trim_does() {
+        for cell in [
+            "",
+            " ",
+            "1010",
+            " 1010",
+            "1010 ",
+            "\t-5.5\r",
+            "\u{a0}Kemang\u{a0}",
+            "é",
+            "Café",
+            "x",
+            " x",
+            "\u{3000}Jakarta",
+            "a\u{2003}",
+            "~!",
+            "a b",
+        ] {
+            assert_eq!(trimmed(cell), cell.trim(), "{cell:?}");
+        }
     }
 
     #[test]
