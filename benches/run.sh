@@ -34,13 +34,16 @@ fresh_store() { # dir → a store with tenant `bench`
 }
 
 # 1 and 4. Journal import (aggregates included) against polars' bare read_csv; peak memory.
-# Best of three fresh imports, as polars' figure is best of three in one process.
+# Three rounds, each a fresh import and polars' best of three in one process, taking
+# the best of each side: alternating keeps a machine whose speed drifts from
+# favouring either.
 for run in 3 2 1; do
   fresh_store "one$run"
   /usr/bin/time -f "%e %M" -o "$work/import$run.time" "$bin" import --tenant bench "$work/journal.csv" >&2
+  "$venv/bin/python" benches/polars_read_csv.py "$work/journal.csv" >"$work/polars$run.time"
 done
 read -r import_s import_kb < <(sort -g "$work"/import[123].time | head -1)
-read -r polars_s rows < <("$venv/bin/python" benches/polars_read_csv.py "$work/journal.csv")
+read -r polars_s rows < <(sort -g "$work"/polars[123].time | head -1)
 import_rps=$(python3 -c "print(round($rows / $import_s))")
 polars_rps=$(python3 -c "print(round($rows / $polars_s))")
 fresh_store two
