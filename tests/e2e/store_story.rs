@@ -581,19 +581,20 @@ async fn a_key_that_comes_back_is_one_transaction(store: &dyn Store) {
             lined(posting("P1", "2025-01-20", "Kemang", "2000", "-30"), 5),
         ]
     };
+    // The transfer's key again: a cash sale of 5.
+    let comeback = || {
+        vec![
+            lined(posting("T1", "2025-01-21", "Kemang", "1000", "5"), 9),
+            lined(posting("T1", "2025-01-21", "Kemang", "4000", "-5"), 10),
+        ]
+    };
     let tenant = provision(store, "lite").await;
     let mut session = store.begin_load(&tenant).await.unwrap();
     session
         .stage(&[transfer(), purchase()].concat())
         .await
         .unwrap();
-    session
-        .stage(&[
-            lined(posting("T1", "2025-01-21", "Kemang", "1000", "5"), 9),
-            lined(posting("T1", "2025-01-21", "Kemang", "4000", "-5"), 10),
-        ])
-        .await
-        .unwrap();
+    session.stage(&comeback()).await.unwrap();
     let summary = session.commit(record("apart", None), 10).await.unwrap();
     assert_eq!((summary.transactions, summary.postings), (2, 6));
     let loaded = store
@@ -617,17 +618,7 @@ async fn a_key_that_comes_back_is_one_transaction(store: &dyn Store) {
     let within = provision(store, "lite").await;
     let mut session = store.begin_load(&within).await.unwrap();
     session
-        .stage(
-            &[
-                transfer(),
-                purchase(),
-                vec![
-                    lined(posting("T1", "2025-01-21", "Kemang", "1000", "5"), 9),
-                    lined(posting("T1", "2025-01-21", "Kemang", "4000", "-5"), 10),
-                ],
-            ]
-            .concat(),
-        )
+        .stage(&[transfer(), purchase(), comeback()].concat())
         .await
         .unwrap();
     let summary = session.commit(record("apart", None), 10).await.unwrap();
