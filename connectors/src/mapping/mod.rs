@@ -263,7 +263,9 @@ impl Mapper {
                 outputs.push(posting.amount.clone().alias(format!("__amount_{t}_{p}")));
             }
         }
-        let evaluated = lazy.with_columns(outputs).collect().map_err(polars_error)?;
+        let mut evaluated = lazy.with_columns(outputs).collect().map_err(polars_error)?;
+        // One chunk per column: the row pass then reads each value straight from it.
+        evaluated.rechunk_mut();
         for (t, template) in self.templates.iter().enumerate() {
             for (p, posting) in template.postings.iter().enumerate() {
                 let dtype = evaluated
@@ -328,20 +330,22 @@ impl Mapper {
             return Err(format!("non-numeric amount '{text}' in column '{column}'"));
         }
         for (column, part) in &view.key_parts {
-            if part[row].is_none() {
+            if part.get(row).is_none() {
                 return Err(format!("key column '{column}' is empty"));
             }
         }
-        let date_text =
-            view.date[row].ok_or_else(|| format!("date column '{}' is empty", def.date.column))?;
+        let date_text = view
+            .date
+            .get(row)
+            .ok_or_else(|| format!("date column '{}' is empty", def.date.column))?;
         let date = dates.index(date_text, &self.dates)?;
-        if view.branch.get(row).copied().flatten() == Some(ledgersync_schemas::BRANCH_TOTAL) {
+        if view.branch.and_then(|b| b.get(row)) == Some(ledgersync_schemas::BRANCH_TOTAL) {
             return Err(format!(
                 "branch '{}' is reserved for all-branch totals",
                 ledgersync_schemas::BRANCH_TOTAL
             ));
         }
-        if let Some(currency) = view.currency.get(row).copied().flatten() {
+        if let Some(currency) = view.currency.and_then(|c| c.get(row)) {
             if !currency.eq_ignore_ascii_case(&self.ctx.currency) {
                 return Err(format!(
                     "currency {currency} differs from the tenant's {}; rows in other currencies need an exchange rate, which this stream does not define",
@@ -356,7 +360,9 @@ impl Mapper {
         let template = &self.templates[t];
         for (p, spec) in template.postings.iter().enumerate() {
             let accounts = &view.accounts[t][p];
-            let account = accounts.values[row]
+            let account = accounts
+                .values
+                .get(row)
                 .ok_or_else(|| format!("no account from {}", spec.account_origin))?;
             if !self.ctx.accounts.contains(account) {
                 return Err(format!(
@@ -514,10 +520,13 @@ impl Found {
     }
 }
 
+/// A text column of an evaluated batch, read row by row without copying.
+type Texts<'a> = &'a <StringType as PolarsDataType>::Array;
+
 /// An account column of an evaluated batch: the account of each row, and where the
 /// column starts in [`FrameView::stacked_accounts`].
 struct AccountColumn<'a> {
-    values: Vec<Option<&'a str>>,
+    values: Texts<'a>,
     offset: IdxSize,
 }
 
@@ -534,11 +543,11 @@ struct FrameView<'a> {
     height: usize,
     /// The transaction key: the key column, or the key columns joined by `|`.
     key: StringChunked,
-    key_parts: Vec<(&'a str, Vec<Option<&'a str>>)>,
-    date: Vec<Option<&'a str>>,
-    /// Empty when the stream has no such column.
-    branch: Vec<Option<&'a str>>,
-    currency: Vec<Option<&'a str>>,
+    key_parts: Vec<(&'a str, Texts<'a>)>,
+    date: Texts<'a>,
+    /// None when the stream has no such column.
+    branch: Option<Texts<'a>>,
+    currency: Option<Texts<'a>>,
     branch_column: Option<StringChunked>,
     memo_column: Option<StringChunked>,
     /// Per numeric column: the rows whose text is not a number, and the texts.
@@ -557,17 +566,23 @@ impl<'a> FrameView<'a> {
         templates: &[CompiledTemplate],
     ) -> PolarsResult<Self> {
         let text = |name: &str| -> PolarsResult<&'a StringChunked> { frame.column(name)?.str() };
-        let values = |column: &'a StringChunked| column.iter().collect::<Vec<_>>();
+        let values = |column: &'a StringChunked| -> PolarsResult<Texts<'a>> {
+            polars_ensure!(
+                column.chunks().len() == 1,
+                ComputeError: "column '{}' is in {} chunks, not one", column.name(), column.chunks().len()
+            );
+            Ok(column.downcast_as_array())
+        };
         let mut key_parts = Vec::with_capacity(def.key.len());
         for column in &def.key {
-            key_parts.push((column.as_str(), values(text(column)?)));
+            key_parts.push((column.as_str(), values(text(column)?)?));
         }
         let key = match def.key.as_slice() {
             [single] => text(single)?.clone(),
             _ => (0..frame.height())
                 .map(|row| {
                     let parts: Option<Vec<&str>> =
-                        key_parts.iter().map(|(_, part)| part[row]).collect();
+                        key_parts.iter().map(|(_, part)| part.get(row)).collect();
                     parts.map(|parts| parts.join("|"))
                 })
                 .collect::<StringChunked>(),
@@ -619,7 +634,7 @@ impl<'a> FrameView<'a> {
                     }
                 };
                 template_accounts.push(AccountColumn {
-                    values: values(column),
+                    values: values(column)?,
                     offset: offset as IdxSize,
                 });
                 let column = frame.column(&format!("__amount_{t}_{p}"))?;
@@ -642,17 +657,14 @@ impl<'a> FrameView<'a> {
         let mut stacked_accounts =
             stacked_accounts.unwrap_or_else(|| StringChunked::full_null("".into(), 0));
         stacked_accounts.rechunk_mut();
-        let optional_values = |column: &Option<String>| -> PolarsResult<Vec<Option<&'a str>>> {
-            Ok(match column.as_deref() {
-                Some(c) => values(text(c)?),
-                None => Vec::new(),
-            })
+        let optional_values = |column: &Option<String>| -> PolarsResult<Option<Texts<'a>>> {
+            column.as_deref().map(|c| values(text(c)?)).transpose()
         };
         Ok(FrameView {
             height: frame.height(),
             key,
             key_parts,
-            date: values(text(&def.date.column)?),
+            date: values(text(&def.date.column)?)?,
             branch: optional_values(&def.branch)?,
             currency: optional_values(&def.currency)?,
             branch_column,
