@@ -112,6 +112,8 @@ pub(crate) fn encode(frame: &mut DataFrame) -> PolarsResult<Vec<u8>> {
         .block_mode(lz4::BlockMode::Independent)
         .checksum(lz4::ContentChecksum::NoChecksum)
         .block_checksum(lz4::liblz4::BlockChecksum::NoBlockChecksum)
+        // Each write is compressed as it comes, not first copied into a block buffer.
+        .auto_flush(true)
         .build(Vec::new())?;
     IpcWriter::new(&mut lz4)
         // polars' own string layout, written as is rather than converted.

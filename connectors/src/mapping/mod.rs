@@ -531,8 +531,9 @@ struct AccountColumn<'a> {
 }
 
 /// An amount column of an evaluated batch, typed once.
-enum AmountColumn {
-    Decimal(Vec<Option<i128>>, u32),
+enum AmountColumn<'a> {
+    /// Read straight from the evaluated column's one chunk.
+    Decimal(&'a <Int128Type as PolarsDataType>::Array, u32),
     Integer(Vec<Option<i64>>),
     Null,
 }
@@ -556,7 +557,7 @@ struct FrameView<'a> {
     /// Per template and posting.
     accounts: Vec<Vec<AccountColumn<'a>>>,
     stacked_accounts: StringChunked,
-    amounts: Vec<Vec<AmountColumn>>,
+    amounts: Vec<Vec<AmountColumn<'a>>>,
 }
 
 impl<'a> FrameView<'a> {
@@ -639,10 +640,14 @@ impl<'a> FrameView<'a> {
                 });
                 let column = frame.column(&format!("__amount_{t}_{p}"))?;
                 template_amounts.push(match column.dtype() {
-                    DataType::Decimal(_, scale) => AmountColumn::Decimal(
-                        column.decimal()?.physical().iter().collect(),
-                        *scale as u32,
-                    ),
+                    DataType::Decimal(_, scale) => {
+                        let mantissas = column.decimal()?.physical();
+                        polars_ensure!(
+                            mantissas.chunks().len() == 1,
+                            ComputeError: "amount column {t}.{p} is in {} chunks, not one", mantissas.chunks().len()
+                        );
+                        AmountColumn::Decimal(mantissas.downcast_as_array(), *scale as u32)
+                    }
                     DataType::Null => AmountColumn::Null,
                     dtype if dtype.is_integer() => AmountColumn::Integer(
                         column.cast(&DataType::Int64)?.i64()?.iter().collect(),
@@ -694,7 +699,7 @@ impl<'a> FrameView<'a> {
 
     fn amount(&self, t: usize, p: usize, row: usize) -> Result<Option<Amount>, String> {
         let value = match &self.amounts[t][p] {
-            AmountColumn::Decimal(decimals, scale) => decimals[row].map(|m| (m, *scale)),
+            AmountColumn::Decimal(mantissas, scale) => mantissas.get(row).map(|m| (m, *scale)),
             AmountColumn::Integer(integers) => integers[row].map(|v| (i128::from(v), 0)),
             AmountColumn::Null => None,
         };
