@@ -116,20 +116,15 @@ impl TxnIndex {
         let mut numbers = Vec::with_capacity(frame.height());
         let mut open = HashSet::new();
         let mut starts = Vec::new();
+        // A posting frame has no empty values in these columns.
         let rows = keys
             .iter()
-            .zip(dates.iter())
-            .zip(branches.iter())
-            .zip(amounts.iter())
-            .zip(lines.iter());
+            .map(Option::unwrap_or_default)
+            .zip(dates.into_no_null_iter())
+            .zip(branches.iter().map(Option::unwrap_or_default))
+            .zip(amounts.into_no_null_iter())
+            .zip(lines.into_no_null_iter());
         for (row, ((((key, date), branch), amount), line)) in rows.enumerate() {
-            // A posting frame has no empty values there.
-            let (key, date, branch) = (
-                key.unwrap_or_default(),
-                date.unwrap_or_default(),
-                branch.unwrap_or_default(),
-            );
-            let (amount, line) = (amount.unwrap_or_default(), line.unwrap_or_default());
             if self.current.is_none() || self.current_key != key {
                 // The first row of a batch ends the previous batch's last transaction,
                 // which was open there.
