@@ -224,6 +224,22 @@ impl Partials {
         if postings.height() == 0 {
             return Ok(());
         }
+        // Rows without a date, account, amount or transaction count nowhere (stored
+        // postings have none): dropped first, the loop reads values unchecked.
+        let required = [DATE, ACCOUNT, AMOUNT, UID];
+        let mut postings = postings;
+        let mut open = open;
+        if required
+            .iter()
+            .any(|name| postings.column(name).is_ok_and(|c| c.null_count() > 0))
+        {
+            let mut complete = BooleanChunked::full("complete".into(), true, postings.height());
+            for name in required {
+                complete = complete & postings.column(name)?.is_not_null();
+            }
+            postings = postings.filter(&complete)?;
+            open = open.filter(&complete)?;
+        }
         let dates = postings.column(DATE)?.date()?.physical();
         let branches = postings.column(BRANCH)?.str()?;
         let accounts = postings.column(ACCOUNT)?.str()?;
@@ -237,17 +253,13 @@ impl Partials {
         let mut months = MonthOfDate::default();
         let mut last_branch: Option<(&str, u32)> = None;
         for (((((date, branch), account), amount), uid), open) in dates
-            .iter()
+            .into_no_null_iter()
             .zip(branches.iter())
-            .zip(accounts.iter())
-            .zip(amounts.iter())
-            .zip(uids.iter())
+            .zip(accounts.iter().map(Option::unwrap_or_default))
+            .zip(amounts.into_no_null_iter())
+            .zip(uids.into_no_null_iter())
             .zip(open.iter())
         {
-            let (Some(date), Some(account), Some(amount), Some(uid)) = (date, account, amount, uid)
-            else {
-                continue;
-            };
             // Postings of accounts no longer in the chart count nowhere, as before.
             let Some(&number) = chart.numbers.get(account) else {
                 continue;
@@ -717,4 +729,65 @@ async fn write_rollups(
         .keys()
         .filter(|(_, branch)| branch != ledgersync_schemas::BRANCH_TOTAL)
         .count() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chart() -> Chart {
+        Chart {
+            numbers: [("1000".to_string(), 0), ("4000".to_string(), 1)]
+                .into_iter()
+                .collect(),
+            classes: vec![CASH.into(), "revenue".into()],
+            categories: vec![String::new(), "food".into()],
+            sections: vec![0, 1],
+            section_names: vec![CASH.into(), "operating".into()],
+        }
+    }
+
+    /// Postings of 2025-01-15 at Kemang: (transaction, account, amount, dated).
+    fn postings(rows: &[(u32, Option<&str>, Option<i64>, bool)]) -> DataFrame {
+        let day = chrono::NaiveDate::from_ymd_opt(2025, 1, 15)
+            .unwrap()
+            .to_epoch_days();
+        let days: Int32Chunked = rows.iter().map(|r| r.3.then_some(day)).collect();
+        DataFrame::new(
+            rows.len(),
+            vec![
+                Column::new(TXN.into(), rows.iter().map(|r| r.0).collect::<Vec<u32>>()),
+                days.with_name(DATE.into()).into_date().into_column(),
+                Column::new(BRANCH.into(), vec!["Kemang"; rows.len()]),
+                Column::new(ACCOUNT.into(), rows.iter().map(|r| r.1).collect::<Vec<_>>()),
+                Column::new(AMOUNT.into(), rows.iter().map(|r| r.2).collect::<Vec<_>>()),
+            ],
+        )
+        .unwrap()
+    }
+
+    /// A row without a date, account or amount counts nowhere: the sums equal those
+    /// of the same postings without it.
+    #[test]
+    fn incomplete_rows_count_nowhere() {
+        let sums = |frame: DataFrame| {
+            let mut partials = Partials::default();
+            partials.add(frame, 1, &HashSet::new(), &chart()).unwrap();
+            partials.finish(&chart()).unwrap()
+        };
+        let clean = sums(postings(&[
+            (0, Some("1000"), Some(1_000_000), true),
+            (0, Some("4000"), Some(-1_000_000), true),
+        ]));
+        let with_gaps = sums(postings(&[
+            (0, Some("1000"), Some(1_000_000), true),
+            (0, None, Some(5), true),
+            (0, Some("4000"), Some(-1_000_000), true),
+            (0, Some("4000"), None, true),
+            (0, Some("4000"), Some(7), false),
+        ]));
+        assert_eq!(with_gaps, clean);
+        let kemang = &clean[&("2025-01".to_string(), "Kemang".to_string())];
+        assert_eq!(kemang["class:revenue"], -1_000_000);
+    }
 }
