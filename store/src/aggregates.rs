@@ -217,8 +217,8 @@ impl Partials {
     /// that may continue in other batches.
     fn reduce(
         &mut self,
-        postings: DataFrame,
-        open: BooleanChunked,
+        mut postings: DataFrame,
+        mut open: BooleanChunked,
         chart: &Chart,
     ) -> PolarsResult<()> {
         if postings.height() == 0 {
@@ -227,8 +227,6 @@ impl Partials {
         // Rows without a date, account, amount or transaction count nowhere (stored
         // postings have none): dropped first, the loop reads values unchecked.
         let required = [DATE, ACCOUNT, AMOUNT, UID];
-        let mut postings = postings;
-        let mut open = open;
         if required
             .iter()
             .any(|name| postings.column(name).is_ok_and(|c| c.null_count() > 0))
