@@ -520,6 +520,16 @@ impl Found {
     }
 }
 
+/// The one chunk of an evaluated column, which the row pass reads in place (the
+/// batch is rechunked before it).
+fn one_chunk<T: PolarsDataType>(column: &ChunkedArray<T>) -> PolarsResult<&T::Array> {
+    polars_ensure!(
+        column.chunks().len() == 1,
+        ComputeError: "column '{}' is in {} chunks, not one", column.name(), column.chunks().len()
+    );
+    Ok(column.downcast_as_array())
+}
+
 /// A text column of an evaluated batch, read row by row without copying.
 type Texts<'a> = &'a <StringType as PolarsDataType>::Array;
 
@@ -567,16 +577,9 @@ impl<'a> FrameView<'a> {
         templates: &[CompiledTemplate],
     ) -> PolarsResult<Self> {
         let text = |name: &str| -> PolarsResult<&'a StringChunked> { frame.column(name)?.str() };
-        let values = |column: &'a StringChunked| -> PolarsResult<Texts<'a>> {
-            polars_ensure!(
-                column.chunks().len() == 1,
-                ComputeError: "column '{}' is in {} chunks, not one", column.name(), column.chunks().len()
-            );
-            Ok(column.downcast_as_array())
-        };
         let mut key_parts = Vec::with_capacity(def.key.len());
         for column in &def.key {
-            key_parts.push((column.as_str(), values(text(column)?)?));
+            key_parts.push((column.as_str(), one_chunk(text(column)?)?));
         }
         let key = match def.key.as_slice() {
             [single] => text(single)?.clone(),
@@ -635,19 +638,15 @@ impl<'a> FrameView<'a> {
                     }
                 };
                 template_accounts.push(AccountColumn {
-                    values: values(column)?,
+                    values: one_chunk(column)?,
                     offset: offset as IdxSize,
                 });
                 let column = frame.column(&format!("__amount_{t}_{p}"))?;
                 template_amounts.push(match column.dtype() {
-                    DataType::Decimal(_, scale) => {
-                        let mantissas = column.decimal()?.physical();
-                        polars_ensure!(
-                            mantissas.chunks().len() == 1,
-                            ComputeError: "amount column {t}.{p} is in {} chunks, not one", mantissas.chunks().len()
-                        );
-                        AmountColumn::Decimal(mantissas.downcast_as_array(), *scale as u32)
-                    }
+                    DataType::Decimal(_, scale) => AmountColumn::Decimal(
+                        one_chunk(column.decimal()?.physical())?,
+                        *scale as u32,
+                    ),
                     DataType::Null => AmountColumn::Null,
                     dtype if dtype.is_integer() => AmountColumn::Integer(
                         column.cast(&DataType::Int64)?.i64()?.iter().collect(),
@@ -663,13 +662,13 @@ impl<'a> FrameView<'a> {
             stacked_accounts.unwrap_or_else(|| StringChunked::full_null("".into(), 0));
         stacked_accounts.rechunk_mut();
         let optional_values = |column: &Option<String>| -> PolarsResult<Option<Texts<'a>>> {
-            column.as_deref().map(|c| values(text(c)?)).transpose()
+            column.as_deref().map(|c| one_chunk(text(c)?)).transpose()
         };
         Ok(FrameView {
             height: frame.height(),
             key,
             key_parts,
-            date: values(text(&def.date.column)?)?,
+            date: one_chunk(text(&def.date.column)?)?,
             branch: optional_values(&def.branch)?,
             currency: optional_values(&def.currency)?,
             branch_column,
