@@ -59,6 +59,11 @@ impl DateParser {
     }
 
     fn parse_guessing(&self, text: &str) -> Option<LocalDate> {
+        // Plain dates first: they are what most exports hold, and a date followed by
+        // a time does not read as one (the text must end with the date).
+        if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+            return Some((date, None));
+        }
         if let Ok(instant) = DateTime::parse_from_rfc3339(text) {
             return Some(self.localize(instant.with_timezone(&Utc)));
         }
@@ -68,9 +73,7 @@ impl DateParser {
         {
             return self.place_naive(naive);
         }
-        NaiveDate::parse_from_str(text, "%Y-%m-%d")
-            .ok()
-            .map(|d| (d, None))
+        None
     }
 
     fn place_naive(&self, naive: NaiveDateTime) -> Option<LocalDate> {
