@@ -118,6 +118,9 @@ const NAME_BITS: u32 = 24;
 #[derive(Default)]
 pub(crate) struct Partials {
     branches: Numbering,
+    branch_texts: ShortTexts<u32>,
+    /// Account numbers in the chart, none for an account no longer in it.
+    account_texts: ShortTexts<Option<u32>>,
     /// Summed as rows are read: there are few keys (months × branches × accounts),
     /// which a hash map adds to faster than polars groups a frame per batch.
     per_account: PlHashMap<u64, i64>,
@@ -151,6 +154,68 @@ impl Numbering {
     /// The name of a number this numbering gave; empty for any other.
     pub(crate) fn name(&self, number: u32) -> &str {
         self.names.get(number as usize).map_or("", String::as_str)
+    }
+}
+
+/// Bytes of text an Arrow string view holds whole (longer texts are in buffers).
+const INLINE_TEXT: u32 = 12;
+
+/// Values derived from the texts of a column (numbers of accounts or branches),
+/// looked up once per distinct short text: a text of up to [`INLINE_TEXT`] bytes is
+/// held whole in its 16-byte view, so the view itself is the key, hashed and
+/// compared as one integer. Longer texts are looked up every time: their views
+/// point into buffers, which differ from one batch to the next.
+pub(crate) struct ShortTexts<V> {
+    known: PlHashMap<u128, V>,
+    last: Option<(u128, V)>,
+}
+
+impl<V> Default for ShortTexts<V> {
+    fn default() -> Self {
+        ShortTexts {
+            known: PlHashMap::default(),
+            last: None,
+        }
+    }
+}
+
+impl<V: Copy> ShortTexts<V> {
+    /// The value of each row's text (of `""` for an empty one), in row order.
+    pub(crate) fn values(
+        &mut self,
+        column: &StringChunked,
+        mut look_up: impl FnMut(&str) -> V,
+    ) -> Vec<V> {
+        if column.null_count() > 0 {
+            return column
+                .iter()
+                .map(|text| look_up(text.unwrap_or_default()))
+                .collect();
+        }
+        let mut values = Vec::with_capacity(column.len());
+        for array in column.downcast_iter() {
+            for (row, view) in array.views().iter().enumerate() {
+                if view.length > INLINE_TEXT {
+                    values.push(look_up(array.value(row)));
+                    continue;
+                }
+                let key = view.as_u128();
+                let value = match self.last {
+                    // Rows of one transaction or branch usually follow each other.
+                    Some((last, value)) if last == key => value,
+                    _ => {
+                        let value = *self
+                            .known
+                            .entry(key)
+                            .or_insert_with(|| look_up(array.value(row)));
+                        self.last = Some((key, value));
+                        value
+                    }
+                };
+                values.push(value);
+            }
+        }
+        values
     }
 }
 
@@ -209,7 +274,17 @@ impl Partials {
         open: &HashSet<u32>,
         chart: &Chart,
     ) -> PolarsResult<()> {
-        let (postings, open) = identified(postings, load_id, |txn| open.contains(&txn))?;
+        // A batch has few open transactions (those at its edges), asked about for
+        // every row: a scan of a few numbers beats hashing each.
+        const SCANNED: usize = 8;
+        let few: Vec<u32> = match open.len() <= SCANNED {
+            true => open.iter().copied().collect(),
+            false => Vec::new(),
+        };
+        let (postings, open) = identified(postings, load_id, |txn| match open.len() <= SCANNED {
+            true => few.contains(&txn),
+            false => open.contains(&txn),
+        })?;
         self.reduce(postings, open, chart)
     }
 
@@ -239,8 +314,18 @@ impl Partials {
             open = open.filter(&complete)?;
         }
         let dates = postings.column(DATE)?.date()?.physical();
-        let branches = postings.column(BRANCH)?.str()?;
-        let accounts = postings.column(ACCOUNT)?.str()?;
+        let Partials {
+            branches,
+            branch_texts,
+            account_texts,
+            ..
+        } = self;
+        let branch_numbers = branch_texts.values(postings.column(BRANCH)?.str()?, |name| {
+            branches.number(name)
+        });
+        let account_numbers = account_texts.values(postings.column(ACCOUNT)?.str()?, |code| {
+            chart.numbers.get(code).copied()
+        });
         let amounts = postings.column(AMOUNT)?.i64()?;
         let uids = postings.column(UID)?.i64()?;
         let rows = postings.height();
@@ -249,29 +334,19 @@ impl Partials {
         let mut values = Vec::with_capacity(rows);
         let mut kept = Vec::with_capacity(rows);
         let mut months = MonthOfDate::default();
-        let mut last_branch: Option<(&str, u32)> = None;
-        for (((((date, branch), account), amount), uid), open) in dates
+        for (((((date, branch_number), account), amount), uid), open) in dates
             .into_no_null_iter()
-            .zip(branches.iter())
-            .zip(accounts.iter().map(Option::unwrap_or_default))
+            .zip(branch_numbers)
+            .zip(account_numbers)
             .zip(amounts.into_no_null_iter())
             .zip(uids.into_no_null_iter())
             .zip(open.iter())
         {
             // Postings of accounts no longer in the chart count nowhere, as before.
-            let Some(&number) = chart.numbers.get(account) else {
+            let Some(number) = account else {
                 continue;
             };
             let month = months.get(date)?;
-            let branch = branch.unwrap_or_default();
-            let branch_number = match last_branch {
-                Some((name, number)) if name == branch => number,
-                _ => {
-                    let number = self.branches.number(branch);
-                    last_branch = Some((branch, number));
-                    number
-                }
-            };
             let bucket = month << NAME_BITS | u64::from(branch_number);
             *self
                 .per_account
@@ -286,9 +361,9 @@ impl Partials {
         let per_txn = DataFrame::new(
             height,
             vec![
-                Column::new(KEY.into(), txn_keys),
-                Column::new(BUCKET.into(), buckets),
-                Column::new(AMOUNT.into(), values),
+                Int64Chunked::from_vec(KEY.into(), txn_keys).into_column(),
+                UInt64Chunked::from_vec(BUCKET.into(), buckets).into_column(),
+                Int64Chunked::from_vec(AMOUNT.into(), values).into_column(),
             ],
         )?;
         let open: BooleanChunked = kept.into_iter().collect();
@@ -644,7 +719,7 @@ fn identified(
         .into_no_null_iter()
         .map(|txn| uid(load_id, txn))
         .collect();
-    frame.with_column(Column::new(UID.into(), uids))?;
+    frame.with_column(Int64Chunked::from_vec(UID.into(), uids).into_column())?;
     Ok((frame, mask))
 }
 

@@ -79,6 +79,7 @@ struct TxnIndex {
     /// Transactions with rows in more than one batch.
     split: HashSet<u32>,
     branches: aggregates::Numbering,
+    branch_texts: aggregates::ShortTexts<u32>,
     /// (year, month, branch) of the load's transactions.
     buckets: PlHashSet<(i32, u32, u32)>,
     /// A transaction reduced as complete in a batch turned up again: the load's
@@ -100,6 +101,7 @@ impl TxnIndex {
             pending: HashMap::new(),
             split: HashSet::new(),
             branches: aggregates::Numbering::default(),
+            branch_texts: aggregates::ShortTexts::default(),
             buckets: PlHashSet::new(),
             reread: false,
             key_range: None,
@@ -116,7 +118,17 @@ impl TxnIndex {
         let frame = postings.frame();
         let keys = segments::column::<StringType>(frame, segments::KEY)?;
         let dates = segments::dates(frame)?;
-        let branches = segments::column::<StringType>(frame, segments::BRANCH)?;
+        let branch_numbers = {
+            let TxnIndex {
+                branches,
+                branch_texts,
+                ..
+            } = self;
+            branch_texts.values(
+                segments::column::<StringType>(frame, segments::BRANCH)?,
+                |name| branches.number(name),
+            )
+        };
         let amounts = segments::column::<Int64Type>(frame, segments::AMOUNT)?;
         let lines = segments::column::<UInt64Type>(frame, segments::LINE)?;
         let mut numbers = Vec::with_capacity(frame.height());
@@ -127,7 +139,7 @@ impl TxnIndex {
             .iter()
             .map(Option::unwrap_or_default)
             .zip(dates.into_no_null_iter())
-            .zip(branches.iter().map(Option::unwrap_or_default))
+            .zip(branch_numbers)
             .zip(amounts.into_no_null_iter())
             .zip(lines.into_no_null_iter());
         for (row, ((((key, date), branch), amount), line)) in rows.enumerate() {
@@ -151,14 +163,10 @@ impl TxnIndex {
                 self.current_key.clear();
                 self.current_key.push_str(key);
             }
-            let branch_differs = {
-                let txn = self.current.as_ref().expect("a transaction is current");
-                self.branches.name(txn.branch) != branch
-            };
             let txn = self.current.as_mut().expect("a transaction is current");
             txn.sum += amount;
             txn.first_line = txn.first_line.min(line);
-            txn.mixed |= txn.date != date || branch_differs;
+            txn.mixed |= txn.date != date || txn.branch != branch;
             if txn.last_batch != batch {
                 self.reread |= txn.closed;
                 txn.last_batch = batch;
@@ -180,7 +188,7 @@ impl TxnIndex {
 
     /// A new transaction, or one whose key comes back after it was complete (the
     /// [`KeyFilter`] tells it may have; the commit settles it).
-    fn start(&mut self, key: &str, date: i32, branch: &str, line: u64, batch: u32) -> TxnState {
+    fn start(&mut self, key: &str, date: i32, branch: u32, line: u64, batch: u32) -> TxnState {
         match &mut self.key_range {
             None => self.key_range = Some((key.to_string(), key.to_string())),
             // Buffers reused: keys of sorted files raise `last` at every transaction.
@@ -213,7 +221,6 @@ impl TxnIndex {
                 });
             }
         }
-        let branch = self.branches.number(branch);
         let (year, month) = year_month.unwrap_or_default();
         self.buckets.insert((year, month, branch));
         let number = self.numbers;

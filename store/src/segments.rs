@@ -75,7 +75,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
 /// A segment's frame: the postings, `txns` numbering their transactions.
 pub(crate) fn frame(postings: PostingFrame, txns: Vec<u32>) -> PolarsResult<DataFrame> {
     let mut frame = postings.into_frame();
-    frame.insert_column(0, Column::new(TXN.into(), txns))?;
+    frame.insert_column(0, UInt32Chunked::from_vec(TXN.into(), txns).into_column())?;
     Ok(frame)
 }
 

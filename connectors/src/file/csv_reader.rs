@@ -399,10 +399,10 @@ impl PlainLines {
                     _ => break (last_end, true),
                 }
             }
-            let before = self.pending.len();
-            self.pending.resize(before + READ_BYTES, 0);
-            let read = self.file.read(&mut self.pending[before..])?;
-            self.pending.truncate(before + read);
+            // Read into the buffer's spare room, which is not zeroed first.
+            let read = (&mut self.file)
+                .take(READ_BYTES as u64)
+                .read_to_end(&mut self.pending)?;
             self.at_end = read == 0;
         };
         self.taken = cut;

@@ -509,11 +509,11 @@ impl Found {
                 text_or_empty(&view.memo_column, MEMO)?,
                 occurred_table.take(&date_at)?.into_column(),
                 accounts.with_name(ACCOUNT.into()).into_column(),
-                Column::new(AMOUNT.into(), self.amounts),
+                Int64Chunked::from_vec(AMOUNT.into(), self.amounts).into_column(),
                 StringChunked::full(CURRENCY.into(), currency, len).into_column(),
                 // Rows in other currencies are refused: every original is the amount.
                 Column::full_null(ORIGINAL_AMOUNT.into(), len, &DataType::Int64),
-                Column::new(LINE.into(), self.lines),
+                UInt64Chunked::from_vec(LINE.into(), self.lines).into_column(),
             ],
         )?;
         PostingFrame::from_frame(frame)
