@@ -123,29 +123,36 @@ pub async fn import_csv(
     options: &ImportOptions,
 ) -> anyhow::Result<ImportOutcome> {
     let source = format!("file:{}", stream.name);
-    // Hashing reads the whole file: off the async workers.
-    let fingerprint = {
+    let stream_name = stream.name.clone();
+    // Hashing reads the whole file, off the async workers. The first batches are
+    // read and mapped meanwhile: on two cores, waiting for the hash held up the
+    // whole import. A file loaded before stops them after at most a few batches.
+    let hashing = {
         let path = path.to_path_buf();
         tokio::task::spawn_blocking(move || file_hash(&path))
-            .await
-            .context("the hashing task failed")??
     };
+    let reading = start_reading(store.as_ref(), tenant, stream, path, options).await;
+    let fingerprint = hashing.await.context("the hashing task failed")??;
     if let Some(past) =
         same_content_loaded(store.as_ref(), tenant, &source, path, &fingerprint).await?
     {
         return Ok(ImportOutcome::AlreadyLoaded(past));
     }
-    let stream_name = stream.name.clone();
-    let outcome = load_csv(
-        store.clone(),
-        tenant,
-        stream,
-        path,
-        options,
-        &source,
-        &fingerprint,
-    )
-    .await;
+    let outcome = match reading {
+        Ok(reading) => {
+            load(
+                store.clone(),
+                tenant,
+                reading,
+                path,
+                options,
+                &source,
+                &fingerprint,
+            )
+            .await
+        }
+        Err(error) => Err(error),
+    };
     if let Err(error) = &outcome {
         let problem = match error.downcast_ref::<FileRejected>() {
             Some(rejected) => format!(
@@ -171,24 +178,87 @@ pub async fn import_csv(
     outcome
 }
 
-async fn load_csv(
-    store: Arc<dyn Store>,
+/// A file being read and mapped, batch by batch, ahead of the load that stages it.
+/// Dropping it stops the reading and mapping threads.
+struct Reading {
+    mapper: Arc<Mapper>,
+    batches: tokio::sync::mpsc::Receiver<anyhow::Result<(MappedBatch, u64)>>,
+    total_bytes: u64,
+    reader: tokio::task::JoinHandle<()>,
+    producer: tokio::task::JoinHandle<()>,
+}
+
+/// Opens the file and starts reading (file I/O, CSV) and mapping (polars), each on
+/// a thread of its own, one batch apart: at most a few batches are in memory at
+/// once (being read, mapped, staged, and one waiting between each).
+async fn start_reading(
+    store: &dyn Store,
     tenant: &Tenant,
     stream: StreamDef,
+    path: &Path,
+    options: &ImportOptions,
+) -> anyhow::Result<Reading> {
+    let mapper = Arc::new(Mapper::compile(stream, map_context(store, tenant).await?)?);
+    let mut batches = CsvBatches::open(path, options.batch_rows)?;
+    mapper.check_columns(batches.columns())?;
+    let total_bytes = batches.progress().1;
+    let (read_sender, read_receiver) =
+        std::sync::mpsc::sync_channel::<anyhow::Result<(RowBatch, u64)>>(1);
+    let reader = tokio::task::spawn_blocking(move || loop {
+        let item = match batches.next_batch() {
+            Ok(Some(batch)) => Ok((batch, batches.progress().0)),
+            Ok(None) => break,
+            Err(error) => Err(anyhow::Error::from(error)),
+        };
+        let failed = item.is_err();
+        // A closed channel means the mapper gave up: stop reading.
+        if read_sender.send(item).is_err() || failed {
+            break;
+        }
+    });
+    let (sender, receiver) = tokio::sync::mpsc::channel::<anyhow::Result<(MappedBatch, u64)>>(1);
+    let producer = {
+        let mapper = mapper.clone();
+        tokio::task::spawn_blocking(move || {
+            for item in read_receiver {
+                let item = item.and_then(|(batch, position)| {
+                    Ok((mapper.map(batch).map_err(anyhow::Error::from)?, position))
+                });
+                let failed = item.is_err();
+                // A closed channel means the load gave up: stop mapping.
+                if sender.blocking_send(item).is_err() || failed {
+                    break;
+                }
+            }
+        })
+    };
+    Ok(Reading {
+        mapper,
+        batches: receiver,
+        total_bytes,
+        reader,
+        producer,
+    })
+}
+
+async fn load(
+    store: Arc<dyn Store>,
+    tenant: &Tenant,
+    reading: Reading,
     path: &Path,
     options: &ImportOptions,
     source: &str,
     fingerprint: &str,
 ) -> anyhow::Result<ImportOutcome> {
-    let mapper = Arc::new(Mapper::compile(
-        stream,
-        map_context(store.as_ref(), tenant).await?,
-    )?);
-    let mut batches = CsvBatches::open(path, options.batch_rows)?;
-    mapper.check_columns(batches.columns())?;
-
+    let Reading {
+        mapper,
+        batches: mut receiver,
+        total_bytes,
+        reader,
+        producer,
+    } = reading;
     let progress = if options.progress {
-        let bar = ProgressBar::new(batches.progress().1);
+        let bar = ProgressBar::new(total_bytes);
         bar.set_style(
             ProgressStyle::with_template(
                 "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
@@ -207,43 +277,6 @@ async fn load_csv(
     let mut errors: Vec<RowError> = Vec::new();
     let mut total_errors = 0usize;
     let mut rows_read = 0usize;
-    // Reading and mapping (file I/O, polars) run on a blocking thread one batch ahead
-    // of staging (database I/O): the two overlap, and at most three batches are in
-    // memory at once (being mapped, waiting, being staged).
-    // Reading (file I/O, CSV), mapping (polars) and staging (database) each run on a
-    // thread of their own, one batch apart: at most a few batches are in memory at
-    // once (being read, mapped, staged, and one waiting between each).
-    let (read_sender, read_receiver) =
-        std::sync::mpsc::sync_channel::<anyhow::Result<(RowBatch, u64)>>(1);
-    let reader = tokio::task::spawn_blocking(move || loop {
-        let item = match batches.next_batch() {
-            Ok(Some(batch)) => Ok((batch, batches.progress().0)),
-            Ok(None) => break,
-            Err(error) => Err(anyhow::Error::from(error)),
-        };
-        let failed = item.is_err();
-        // A closed channel means the mapper gave up: stop reading.
-        if read_sender.send(item).is_err() || failed {
-            break;
-        }
-    });
-    let (sender, mut receiver) =
-        tokio::sync::mpsc::channel::<anyhow::Result<(MappedBatch, u64)>>(1);
-    let producer = {
-        let mapper = mapper.clone();
-        tokio::task::spawn_blocking(move || {
-            for item in read_receiver {
-                let item = item.and_then(|(batch, position)| {
-                    Ok((mapper.map(batch).map_err(anyhow::Error::from)?, position))
-                });
-                let failed = item.is_err();
-                // A closed channel means the consumer gave up: stop mapping.
-                if sender.blocking_send(item).is_err() || failed {
-                    break;
-                }
-            }
-        })
-    };
     while let Some(item) = receiver.recv().await {
         let (mapped, position) = item?;
         rows_read += mapped.rows;
