@@ -237,25 +237,36 @@ fn month_number_of(days: i32) -> Option<u64> {
     Some(year * 12 + u64::from(date.month0()))
 }
 
-/// Month numbers of dates, remembering the last: rows of a transaction, and often
-/// of a file, share their date.
-#[derive(Default)]
+/// Month numbers of dates, remembered by day in a small table: a load's rows
+/// come from a few years of days, in any order.
 struct MonthOfDate {
-    last: Option<(i32, u64)>,
+    /// Indexed by the day's low bits: (day, its month number).
+    known: Box<[(i32, u64); MonthOfDate::DAYS]>,
+}
+
+impl Default for MonthOfDate {
+    fn default() -> Self {
+        // No month number is u64::MAX: it marks an empty slot.
+        MonthOfDate {
+            known: Box::new([(0, u64::MAX); MonthOfDate::DAYS]),
+        }
+    }
 }
 
 impl MonthOfDate {
+    /// Days remembered at once: almost three years without two sharing a slot.
+    const DAYS: usize = 1024;
+
+    #[inline]
     fn get(&mut self, days: i32) -> PolarsResult<u64> {
-        match self.last {
-            Some((known, month)) if known == days => Ok(month),
-            _ => {
-                let month = month_number_of(days).ok_or_else(
-                    || polars_err!(ComputeError: "stored date {days} is out of range"),
-                )?;
-                self.last = Some((days, month));
-                Ok(month)
-            }
+        let slot = &mut self.known[days as usize % Self::DAYS];
+        if slot.0 == days && slot.1 != u64::MAX {
+            return Ok(slot.1);
         }
+        let month = month_number_of(days)
+            .ok_or_else(|| polars_err!(ComputeError: "stored date {days} is out of range"))?;
+        *slot = (days, month);
+        Ok(month)
     }
 }
 
@@ -313,7 +324,10 @@ impl Partials {
             postings = postings.filter(&complete)?;
             open = open.filter(&complete)?;
         }
-        let dates = postings.column(DATE)?.date()?.physical();
+        // Numeric columns as plain slices (a rebuild stacks segments: one chunk first);
+        // iterating polars' chunked arrays cost more than the sums themselves.
+        let dates = postings.column(DATE)?.date()?.physical().rechunk();
+        let dates = dates.cont_slice()?;
         let Partials {
             branches,
             branch_texts,
@@ -326,21 +340,23 @@ impl Partials {
         let account_numbers = account_texts.values(postings.column(ACCOUNT)?.str()?, |code| {
             chart.numbers.get(code).copied()
         });
-        let amounts = postings.column(AMOUNT)?.i64()?;
-        let uids = postings.column(UID)?.i64()?;
+        let amounts = postings.column(AMOUNT)?.i64()?.rechunk();
+        let amounts = amounts.cont_slice()?;
+        let uids = postings.column(UID)?.i64()?.rechunk();
+        let uids = uids.cont_slice()?;
+        let open: Vec<bool> = open.iter().map(|open| open.unwrap_or(true)).collect();
         let rows = postings.height();
-        let mut txn_keys = Vec::with_capacity(rows);
-        let mut buckets = Vec::with_capacity(rows);
-        let mut values = Vec::with_capacity(rows);
-        let mut kept = Vec::with_capacity(rows);
+        // Rows of transactions that may continue elsewhere, and of complete ones.
+        let mut continuing = PerTxnRows::default();
+        let mut complete = PerTxnRows::with_capacity(rows);
         let mut months = MonthOfDate::default();
-        for (((((date, branch_number), account), amount), uid), open) in dates
-            .into_no_null_iter()
+        for (((((&date, branch_number), account), &amount), &uid), &open) in dates
+            .iter()
             .zip(branch_numbers)
             .zip(account_numbers)
-            .zip(amounts.into_no_null_iter())
-            .zip(uids.into_no_null_iter())
-            .zip(open.iter())
+            .zip(amounts)
+            .zip(uids)
+            .zip(&open)
         {
             // Postings of accounts no longer in the chart count nowhere, as before.
             let Some(number) = account else {
@@ -352,31 +368,23 @@ impl Partials {
                 .per_account
                 .entry(bucket << NAME_BITS | u64::from(number))
                 .or_default() += amount;
-            txn_keys.push(uid << SECTION_BITS | i64::from(chart.sections[number as usize]));
-            buckets.push(bucket);
-            values.push(amount);
-            kept.push(open.unwrap_or(true));
+            let rows = match open {
+                true => &mut continuing,
+                false => &mut complete,
+            };
+            rows.keys
+                .push(uid << SECTION_BITS | i64::from(chart.sections[number as usize]));
+            rows.buckets.push(bucket);
+            rows.amounts.push(amount);
         }
-        let height = values.len();
-        let per_txn = DataFrame::new(
-            height,
-            vec![
-                Int64Chunked::from_vec(KEY.into(), txn_keys).into_column(),
-                UInt64Chunked::from_vec(BUCKET.into(), buckets).into_column(),
-                Int64Chunked::from_vec(AMOUNT.into(), values).into_column(),
-            ],
-        )?;
-        let open: BooleanChunked = kept.into_iter().collect();
-        let open_count = open.sum().unwrap_or(0) as usize;
-        if open_count > 0 {
+        if !continuing.keys.is_empty() {
             self.open
-                .push(by_txn(per_txn.filter(&open)?.lazy()).collect()?);
+                .push(by_txn(continuing.into_frame()?.lazy()).collect()?);
         }
-        if open_count < height {
-            let closed = per_txn.filter(&!&open)?;
-            let flows = match runs_of_transactions(&closed)? {
+        if !complete.keys.is_empty() {
+            let flows = match runs_of_transactions(&complete)? {
                 Some(flows) => flows,
-                None => flows(by_txn(closed.lazy())).collect()?,
+                None => flows(by_txn(complete.into_frame()?.lazy())).collect()?,
             };
             self.flows.push(flows);
         }
@@ -456,20 +464,44 @@ impl Partials {
     }
 }
 
+/// Postings reduced to what cash flows need: transaction and section (`key`),
+/// bucket and amount.
+#[derive(Default)]
+struct PerTxnRows {
+    keys: Vec<i64>,
+    buckets: Vec<u64>,
+    amounts: Vec<i64>,
+}
+
+impl PerTxnRows {
+    fn with_capacity(rows: usize) -> PerTxnRows {
+        PerTxnRows {
+            keys: Vec::with_capacity(rows),
+            buckets: Vec::with_capacity(rows),
+            amounts: Vec::with_capacity(rows),
+        }
+    }
+
+    fn into_frame(self) -> PolarsResult<DataFrame> {
+        DataFrame::new(
+            self.keys.len(),
+            vec![
+                Int64Chunked::from_vec(KEY.into(), self.keys).into_column(),
+                UInt64Chunked::from_vec(BUCKET.into(), self.buckets).into_column(),
+                Int64Chunked::from_vec(AMOUNT.into(), self.amounts).into_column(),
+            ],
+        )
+    }
+}
+
 /// Cash flows of complete transactions whose rows are together, as files and
 /// segments keep them: one pass, summing each transaction's sections as its rows
 /// go by. `None` if some transaction's rows are apart (its number comes again after
 /// higher ones of its load), for the grouping path.
-fn runs_of_transactions(closed: &DataFrame) -> PolarsResult<Option<DataFrame>> {
-    let keys = closed.column(KEY)?.i64()?;
-    let buckets = closed.column(BUCKET)?.u64()?;
-    let amounts = closed.column(AMOUNT)?.i64()?;
-    if keys.null_count() + buckets.null_count() + amounts.null_count() > 0 {
-        return Ok(None);
-    }
+fn runs_of_transactions(rows: &PerTxnRows) -> PolarsResult<Option<DataFrame>> {
     let mut highest: PlHashMap<i64, i64> = PlHashMap::default();
     let mut previous = None;
-    for key in keys.into_no_null_iter() {
+    for &key in &rows.keys {
         let uid = key >> SECTION_BITS;
         if previous == Some(uid) {
             continue;
@@ -498,11 +530,7 @@ fn runs_of_transactions(closed: &DataFrame) -> PolarsResult<Option<DataFrame>> {
         }
         sections.fill(0);
     };
-    for ((key, bucket), amount) in keys
-        .into_no_null_iter()
-        .zip(buckets.into_no_null_iter())
-        .zip(amounts.into_no_null_iter())
-    {
+    for ((&key, &bucket), &amount) in rows.keys.iter().zip(&rows.buckets).zip(&rows.amounts) {
         let uid = key >> SECTION_BITS;
         match current {
             Some((open, open_bucket)) if open != uid => {
@@ -524,8 +552,8 @@ fn runs_of_transactions(closed: &DataFrame) -> PolarsResult<Option<DataFrame>> {
     DataFrame::new(
         keys.len(),
         vec![
-            Column::new(KEY.into(), keys),
-            Column::new(AMOUNT.into(), sums),
+            UInt64Chunked::from_vec(KEY.into(), keys).into_column(),
+            Int64Chunked::from_vec(AMOUNT.into(), sums).into_column(),
         ],
     )
     .map(Some)
