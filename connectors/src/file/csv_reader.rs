@@ -14,8 +14,8 @@ use std::fs::File;
 use std::io::{BufReader, Cursor, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use super::text_column::TextColumn;
 use crate::batch::{RowBatch, RowError};
-use polars::prelude::{IntoColumn, StringChunkedBuilder};
 
 /// Bytes read from the file at a time while looking for a batch's lines.
 const READ_BYTES: usize = 1 << 20;
@@ -77,7 +77,7 @@ struct PlainLines {
 
 /// Cells of one batch, built column by column.
 struct BatchBuilder {
-    cells: Vec<StringChunkedBuilder>,
+    cells: Vec<TextColumn>,
     lines: Vec<u64>,
     errors: Vec<RowError>,
 }
@@ -87,7 +87,7 @@ impl BatchBuilder {
         BatchBuilder {
             cells: columns
                 .iter()
-                .map(|name| StringChunkedBuilder::new(name.as_str().into(), capacity))
+                .map(|name| TextColumn::new(name, capacity))
                 .collect(),
             lines: Vec::with_capacity(capacity),
             errors: Vec::new(),
@@ -98,8 +98,14 @@ impl BatchBuilder {
         self.lines.len()
     }
 
-    /// Adds a row of untrimmed cells; a row of one blank cell is a blank line.
-    fn push<'a>(&mut self, line: u64, fields: impl ExactSizeIterator<Item = &'a str> + Clone) {
+    /// Adds a row of untrimmed cells, slices of `text` if given; a row of one blank
+    /// cell is a blank line.
+    fn push<'a>(
+        &mut self,
+        line: u64,
+        fields: impl ExactSizeIterator<Item = &'a str> + Clone,
+        text: Option<&[u8]>,
+    ) {
         let width = self.cells.len();
         let found = fields.len();
         if found == 1
@@ -117,12 +123,12 @@ impl BatchBuilder {
             });
             return;
         }
-        for (builder, cell) in self.cells.iter_mut().zip(fields) {
+        for (column, cell) in self.cells.iter_mut().zip(fields) {
             let cell = trimmed(cell);
-            if cell.is_empty() {
-                builder.append_null();
-            } else {
-                builder.append_value(cell);
+            match (cell.is_empty(), text) {
+                (true, _) => column.push_null(),
+                (false, Some(text)) => column.push_within(cell, text),
+                (false, None) => column.push(cell),
             }
         }
         self.lines.push(line);
@@ -132,11 +138,7 @@ impl BatchBuilder {
         if self.lines.is_empty() && self.errors.is_empty() {
             return Ok(None);
         }
-        let columns = self
-            .cells
-            .into_iter()
-            .map(|builder| builder.finish().into_column())
-            .collect();
+        let columns = self.cells.into_iter().map(TextColumn::finish).collect();
         RowBatch::from_columns(self.lines.len(), columns, self.lines, self.errors).map(Some)
     }
 }
@@ -299,6 +301,7 @@ impl CsvBatches {
                         fields: record.iter(),
                         count,
                     },
+                    None,
                 );
             }
         }
@@ -421,22 +424,22 @@ fn add_rows(text: &str, line: &mut u64, batch: &mut BatchBuilder) {
         fields.push(&text[start..at]);
         start = at + 1;
         if bytes[at] == b'\n' {
-            end_row(&mut fields, line, batch);
+            end_row(text, &mut fields, line, batch);
         }
     }
     // The last line of a file without a newline at its end.
     if start < bytes.len() {
         fields.push(&text[start..]);
-        end_row(&mut fields, line, batch);
+        end_row(text, &mut fields, line, batch);
     }
 }
 
-fn end_row(fields: &mut Vec<&str>, line: &mut u64, batch: &mut BatchBuilder) {
+fn end_row(text: &str, fields: &mut Vec<&str>, line: &mut u64, batch: &mut BatchBuilder) {
     if let Some(last) = fields.last_mut() {
         *last = last.strip_suffix('\r').unwrap_or(last);
     }
     // An empty line is one blank field, which `push` skips as the csv crate does.
-    batch.push(*line, fields.iter().copied());
+    batch.push(*line, fields.iter().copied(), Some(text.as_bytes()));
     fields.clear();
     *line += 1;
 }
