@@ -16,6 +16,7 @@ use chrono_tz::Tz;
 use ledgersync_config::{AccountSpec, StreamDef};
 use ledgersync_schemas::{Amount, PostingFrame};
 use polars::prelude::*;
+use polars_arrow::array::View;
 
 use crate::batch::{RowBatch, RowError};
 use dates::DateParser;
@@ -314,10 +315,17 @@ impl Mapper {
         let mut found = Found::with_capacity(origin_lines.len() * 3);
         // Sources repeat dates far more often than not: parse each text once a batch.
         let mut dates = DateTable::default();
+        let mut known_accounts = KnownAccounts::default();
         let mut row_postings = Vec::new();
         for (row, &line) in origin_lines.iter().enumerate() {
             row_postings.clear();
-            match self.map_row(&view, &mut dates, row, &mut row_postings) {
+            match self.map_row(
+                &view,
+                &mut dates,
+                &mut known_accounts,
+                row,
+                &mut row_postings,
+            ) {
                 Ok(date) => {
                     for &(account_at, units) in &row_postings {
                         found.rows.push(row as IdxSize);
@@ -347,6 +355,7 @@ impl Mapper {
         &self,
         view: &FrameView<'a>,
         dates: &mut DateTable<'a>,
+        known_accounts: &mut KnownAccounts,
         row: usize,
         postings: &mut Vec<(IdxSize, i64)>,
     ) -> Result<IdxSize, String> {
@@ -363,7 +372,7 @@ impl Mapper {
             .date
             .get(row)
             .ok_or_else(|| format!("date column '{}' is empty", def.date.column))?;
-        let date = dates.index(date_text, &self.dates)?;
+        let date = dates.index(view.date, row, date_text, &self.dates)?;
         if view.branch.and_then(|b| b.get(row)) == Some(ledgersync_schemas::BRANCH_TOTAL) {
             return Err(format!(
                 "branch '{}' is reserved for all-branch totals",
@@ -389,7 +398,7 @@ impl Mapper {
                 .values
                 .get(row)
                 .ok_or_else(|| format!("no account from {}", spec.account_origin))?;
-            if !self.ctx.accounts.contains(account) {
+            if !known_accounts.contains(accounts.values, row, account, &self.ctx.accounts) {
                 return Err(format!(
                     "unknown account '{account}' (from {})",
                     spec.account_origin
@@ -436,23 +445,86 @@ fn lookup_expr(
 #[derive(Default)]
 struct DateTable<'a> {
     parsed: PlHashMap<&'a str, Result<IdxSize, String>>,
+    /// Short texts that parsed, by view, and the last of them.
+    by_view: PlHashMap<u128, IdxSize>,
+    last: Option<(u128, IdxSize)>,
     /// Days since 1970-01-01, as a polars `Date`.
     dates: Vec<i32>,
     occurred: Vec<Option<String>>,
 }
 
 impl<'a> DateTable<'a> {
-    fn index(&mut self, text: &'a str, parser: &DateParser) -> Result<IdxSize, String> {
-        if let Some(known) = self.parsed.get(text) {
-            return known.clone();
+    /// The date of row `row` of `texts`, whose text is `text`. A short text is
+    /// looked up by its view (one integer), after the last row's.
+    fn index(
+        &mut self,
+        texts: Texts<'a>,
+        row: usize,
+        text: &'a str,
+        parser: &DateParser,
+    ) -> Result<IdxSize, String> {
+        let short = short_view(texts, row);
+        if let Some(key) = short {
+            if let Some((last, index)) = self.last {
+                if last == key {
+                    return Ok(index);
+                }
+            }
+            if let Some(&index) = self.by_view.get(&key) {
+                self.last = Some((key, index));
+                return Ok(index);
+            }
         }
-        let parsed = parser.parse(text).map(|(date, instant)| {
-            self.dates.push(date.to_epoch_days());
-            self.occurred.push(instant.map(|i| i.to_rfc3339()));
-            (self.dates.len() - 1) as IdxSize
-        });
-        self.parsed.insert(text, parsed.clone());
-        parsed
+        let found = match self.parsed.get(text) {
+            Some(known) => known.clone(),
+            None => {
+                let parsed = parser.parse(text).map(|(date, instant)| {
+                    self.dates.push(date.to_epoch_days());
+                    self.occurred.push(instant.map(|i| i.to_rfc3339()));
+                    (self.dates.len() - 1) as IdxSize
+                });
+                self.parsed.insert(text, parsed.clone());
+                parsed
+            }
+        };
+        if let (Some(key), Ok(index)) = (short, &found) {
+            self.by_view.insert(key, *index);
+            self.last = Some((key, *index));
+        }
+        found
+    }
+}
+
+/// A short text's view as one integer: a text of up to 12 bytes is held whole in
+/// its view, so equal views are equal texts. None for a longer text.
+fn short_view(texts: Texts<'_>, row: usize) -> Option<u128> {
+    let view = texts.views()[row];
+    (view.length <= View::MAX_INLINE_SIZE).then(|| view.as_u128())
+}
+
+/// Whether account codes are in the chart, remembered for the batch by view.
+#[derive(Default)]
+struct KnownAccounts {
+    by_view: PlHashMap<u128, bool>,
+    last: Option<u128>,
+}
+
+impl KnownAccounts {
+    fn contains(&mut self, texts: Texts<'_>, row: usize, code: &str, chart: &AccountCodes) -> bool {
+        let Some(key) = short_view(texts, row) else {
+            return chart.contains(code);
+        };
+        if self.last == Some(key) {
+            return true;
+        }
+        let known = *self
+            .by_view
+            .entry(key)
+            .or_insert_with(|| chart.contains(code));
+        if known {
+            self.last = Some(key);
+        }
+        known
     }
 }
 
