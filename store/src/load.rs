@@ -34,13 +34,14 @@ const YEARS: std::ops::RangeInclusive<i32> = 1900..=4999;
 /// Errors kept word for word; beyond them only counted.
 const KEPT_ERRORS: usize = 1000;
 
-/// Keys the Bloom filter's first layer is sized for (512 KiB, in the processor's
-/// cache). Each further layer takes four times as many keys as the one before, so
-/// a small load touches a small filter and a large one stays near the same rate of
-/// false positives.
-const FIRST_LAYER_KEYS: usize = 1 << 18;
-/// Keys of the largest layer (8 MiB; 10.5 MiB for all three): a load beyond their
-/// 5.2M keys only sees more false positives, each settled exactly at commit.
+/// Keys the Bloom filter's first layer is sized for (2 MiB; its pages are touched
+/// only as keys land in them). Each further layer takes four times as many keys as
+/// the one before, so a small load touches a small filter, a large one stays near
+/// the same rate of false positives, and a key of a typical load (a million
+/// postings) is looked for in one layer, not two.
+const FIRST_LAYER_KEYS: usize = 1 << 20;
+/// Keys of the largest layer (8 MiB; 10 MiB for both): a load beyond their 5.2M
+/// keys only sees more false positives, each settled exactly at commit.
 const LARGEST_LAYER_KEYS: usize = 1 << 22;
 const BITS_PER_KEY: usize = 16;
 /// Two hashes: each is a cache miss in a large layer, and two keep false positives
@@ -329,7 +330,9 @@ impl LayeredBloom {
 
     fn add_layer(&mut self, keys: usize) {
         self.layers.push(
-            BloomFilter::with_num_bits(keys * BITS_PER_KEY)
+            // Zeroed by the allocator (fresh pages), not written: fastbloom's own
+            // constructor writes every word.
+            BloomFilter::from_vec(vec![0u64; (keys * BITS_PER_KEY).div_ceil(64)])
                 .seed(&self.seed)
                 .hashes(FILTER_HASHES),
         );
