@@ -158,7 +158,7 @@ impl Numbering {
 }
 
 /// Bytes of text an Arrow string view holds whole (longer texts are in buffers).
-const INLINE_TEXT: u32 = 12;
+pub(crate) const INLINE_TEXT: u32 = 12;
 
 /// Values derived from the texts of a column (numbers of accounts or branches),
 /// looked up once per distinct short text: a text of up to [`INLINE_TEXT`] bytes is
@@ -239,7 +239,7 @@ fn month_number_of(days: i32) -> Option<u64> {
 
 /// Month numbers of dates, remembered by day in a small table: a load's rows
 /// come from a few years of days, in any order.
-struct MonthOfDate {
+pub(crate) struct MonthOfDate {
     /// Indexed by the day's low bits: (day, its month number).
     known: Box<[(i32, u64); MonthOfDate::DAYS]>,
 }
@@ -258,7 +258,7 @@ impl MonthOfDate {
     const DAYS: usize = 1024;
 
     #[inline]
-    fn get(&mut self, days: i32) -> PolarsResult<u64> {
+    pub(crate) fn get(&mut self, days: i32) -> PolarsResult<u64> {
         let slot = &mut self.known[days as usize % Self::DAYS];
         if slot.0 == days && slot.1 != u64::MAX {
             return Ok(slot.1);

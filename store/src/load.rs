@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{Datelike, NaiveDate};
+use chrono::NaiveDate;
 use fastbloom::BloomFilter;
 use ledgersync_schemas::{Amount, PostingFrame, RowError};
 use polars::prelude::*;
@@ -75,6 +75,9 @@ struct TxnIndex {
     /// one transaction to the next).
     current: Option<TxnState>,
     current_key: String,
+    /// The current key's view if the key is short (see [`aggregates::INLINE_TEXT`]).
+    current_view: Option<u128>,
+    months: aggregates::MonthOfDate,
     /// Transactions whose rows so far do not balance or mix dates or branches.
     pending: HashMap<Box<str>, TxnState>,
     /// Transactions with rows in more than one batch.
@@ -99,6 +102,8 @@ impl TxnIndex {
             numbers: 0,
             current: None,
             current_key: String::new(),
+            current_view: None,
+            months: aggregates::MonthOfDate::default(),
             pending: HashMap::new(),
             split: HashSet::new(),
             branches: aggregates::Numbering::default(),
@@ -117,8 +122,12 @@ impl TxnIndex {
     /// complete; when one is not, the commit notices.
     fn note(&mut self, postings: &PostingFrame, batch: u32) -> Result<Noted, StoreError> {
         let frame = postings.frame();
-        let keys = segments::column::<StringType>(frame, segments::KEY)?;
-        let dates = segments::dates(frame)?;
+        let failed = polars_error("checking postings");
+        // One chunk each, read in place; a posting frame has no empty values here.
+        let keys = segments::column::<StringType>(frame, segments::KEY)?.rechunk();
+        let keys = keys.downcast_as_array();
+        let dates = segments::dates(frame)?.rechunk();
+        let dates = dates.cont_slice().map_err(&failed)?;
         let branch_numbers = {
             let TxnIndex {
                 branches,
@@ -130,21 +139,30 @@ impl TxnIndex {
                 |name| branches.number(name),
             )
         };
-        let amounts = segments::column::<Int64Type>(frame, segments::AMOUNT)?;
-        let lines = segments::column::<UInt64Type>(frame, segments::LINE)?;
+        let amounts = segments::column::<Int64Type>(frame, segments::AMOUNT)?.rechunk();
+        let amounts = amounts.cont_slice().map_err(&failed)?;
+        let lines = segments::column::<UInt64Type>(frame, segments::LINE)?.rechunk();
+        let lines = lines.cont_slice().map_err(&failed)?;
         let mut numbers = Vec::with_capacity(frame.height());
         let mut open = HashSet::new();
         let mut starts = Vec::new();
-        // A posting frame has no empty values in these columns.
         let rows = keys
+            .views()
             .iter()
-            .map(Option::unwrap_or_default)
-            .zip(dates.into_no_null_iter())
+            .zip(dates)
             .zip(branch_numbers)
-            .zip(amounts.into_no_null_iter())
-            .zip(lines.into_no_null_iter());
-        for (row, ((((key, date), branch), amount), line)) in rows.enumerate() {
-            if self.current.is_none() || self.current_key != key {
+            .zip(amounts)
+            .zip(lines);
+        for (row, ((((view, &date), branch), &amount), &line)) in rows.enumerate() {
+            // A short key is held whole in its view: one comparison of integers.
+            let short = (view.length <= aggregates::INLINE_TEXT).then(|| view.as_u128());
+            let same = self.current.is_some()
+                && match short {
+                    Some(key) => self.current_view == Some(key),
+                    None => self.current_view.is_none() && self.current_key == keys.value(row),
+                };
+            if !same {
+                let key = keys.value(row);
                 // The first row of a batch ends the previous batch's last transaction,
                 // which was open there.
                 self.end_transaction(row > 0);
@@ -163,6 +181,7 @@ impl TxnIndex {
                 self.current = Some(state);
                 self.current_key.clear();
                 self.current_key.push_str(key);
+                self.current_view = short;
             }
             let txn = self.current.as_mut().expect("a transaction is current");
             txn.sum += amount;
@@ -203,15 +222,17 @@ impl TxnIndex {
                 }
             }
         }
-        let day = NaiveDate::from_epoch_days(date);
-        let year_month = day
-            .map(|day| (day.year(), day.month()))
+        let year_month = self
+            .months
+            .get(date)
+            .ok()
+            .map(|month| ((month / 12) as i32, (month % 12) as u32 + 1))
             .filter(|(year, _)| YEARS.contains(year));
         if year_month.is_none() {
             self.misdated_count += 1;
             if self.misdated.len() < KEPT_ERRORS {
-                let date =
-                    day.map_or_else(|| format!("day {date} after 1970-01-01"), |d| d.to_string());
+                let date = NaiveDate::from_epoch_days(date)
+                    .map_or_else(|| format!("day {date} after 1970-01-01"), |d| d.to_string());
                 self.misdated.push(RowError {
                     line,
                     reason: format!(
