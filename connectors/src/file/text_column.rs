@@ -12,11 +12,18 @@ use polars_arrow::array::{Utf8ViewArray, View};
 use polars_arrow::bitmap::MutableBitmap;
 use polars_arrow::datatypes::ArrowDataType;
 
+/// Bytes of long cells a buffer holds at most (Arrow views address them with
+/// 32-bit offsets).
+const BUFFER_BYTES: usize = 1 << 30;
+
 pub(crate) struct TextColumn {
     name: PlSmallStr,
     views: Vec<View>,
-    /// Bytes of cells longer than a view holds, one buffer for the batch.
-    long: Vec<u8>,
+    /// Bytes of cells longer than a view holds: buffers of at most
+    /// [`BUFFER_BYTES`], the last one being filled.
+    long: Vec<Vec<u8>>,
+    /// [`BUFFER_BYTES`], but for tests.
+    buffer_bytes: usize,
     /// Which cells are not empty, from the first empty one on.
     validity: Option<MutableBitmap>,
     total_bytes: usize,
@@ -27,7 +34,8 @@ impl TextColumn {
         TextColumn {
             name: name.into(),
             views: Vec::with_capacity(capacity),
-            long: Vec::new(),
+            long: vec![Vec::new()],
+            buffer_bytes: BUFFER_BYTES,
             validity: None,
             total_bytes: 0,
         }
@@ -70,9 +78,17 @@ impl TextColumn {
         let view = if bytes.len() <= View::MAX_INLINE_SIZE as usize {
             View::new_inline(bytes)
         } else {
-            let offset = u32::try_from(self.long.len()).expect("a batch's text is under 4 GiB");
-            self.long.extend_from_slice(bytes);
-            View::new_from_bytes(bytes, 0, offset)
+            let limit = self.buffer_bytes;
+            let full = |buffer: &Vec<u8>| buffer.len() + bytes.len() > limit;
+            if self.long.last().is_some_and(full) {
+                self.long.push(Vec::with_capacity(bytes.len()));
+            }
+            let index = self.long.len() - 1;
+            let buffer = &mut self.long[index];
+            // Both fit in 32 bits: a view's offset and buffer number are u32.
+            let offset = buffer.len() as u32;
+            buffer.extend_from_slice(bytes);
+            View::new_from_bytes(bytes, index as u32, offset)
         };
         self.push_view(view);
     }
@@ -87,13 +103,13 @@ impl TextColumn {
     }
 
     pub(crate) fn finish(self) -> polars::prelude::Column {
-        let total_buffer_len = self.long.len();
-        let buffers = match self.long.is_empty() {
-            true => Vec::new(),
-            false => vec![self.long.into()],
+        let total_buffer_len = self.long.iter().map(Vec::len).sum();
+        let buffers: Vec<_> = match total_buffer_len {
+            0 => Vec::new(),
+            _ => self.long.into_iter().map(Into::into).collect(),
         };
-        // SAFETY: every view is inline or points into the one buffer at the offset
-        // its bytes were written to, with their length and first four bytes; every
+        // SAFETY: every view is inline or points into its buffer at the offset its
+        // bytes were written to, with their length and first four bytes; every
         // cell is a whole `str` (cells are split at ASCII delimiters), so the bytes
         // are UTF-8; the validity, if any, has a bit per view.
         let array = unsafe {
@@ -139,6 +155,8 @@ mod tests {
         let text: String = cells.join(",");
         let mut within = TextColumn::new("c", 4);
         let mut copied = TextColumn::new("c", 4);
+        // Long cells spread over several buffers.
+        copied.buffer_bytes = 30;
         let mut expected = StringChunkedBuilder::new("c".into(), 4);
         for _ in 0..3 {
             let mut at = 0;
@@ -157,6 +175,7 @@ mod tests {
             }
         }
         let expected = expected.finish().into_column();
+        assert!(copied.long.len() > 2, "{} buffers", copied.long.len());
         for built in [within.finish(), copied.finish()] {
             assert_eq!(built.len(), expected.len());
             assert!(
