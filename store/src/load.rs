@@ -34,8 +34,7 @@ const YEARS: std::ops::RangeInclusive<i32> = 1900..=4999;
 /// Errors kept word for word; beyond them only counted.
 const KEPT_ERRORS: usize = 1000;
 
-/// Keys the Bloom filter's first layer is sized for (2 MiB; its pages are touched
-/// only as keys land in them). Each further layer takes four times as many keys as
+/// Keys the Bloom filter's first layer is sized for (2 MiB). Each further layer takes four times as many keys as
 /// the one before, so a small load touches a small filter, a large one stays near
 /// the same rate of false positives, and a key of a typical load (a million
 /// postings) is looked for in one layer, not two.
@@ -353,8 +352,8 @@ impl LayeredBloom {
 
     fn add_layer(&mut self, keys: usize) {
         self.layers.push(
-            // Zeroed by the allocator (fresh pages), not written: fastbloom's own
-            // constructor writes every word.
+            // Zeroed memory from the allocator (calloc: fresh pages are zero without
+            // being written), where fastbloom's own constructor writes every word.
             BloomFilter::from_vec(vec![0u64; (keys * BITS_PER_KEY).div_ceil(64)])
                 .hasher(foldhash::quality::FixedState::with_seed(self.seed))
                 .hashes(FILTER_HASHES),
