@@ -34,10 +34,10 @@ const YEARS: std::ops::RangeInclusive<i32> = 1900..=4999;
 /// Errors kept word for word; beyond them only counted.
 const KEPT_ERRORS: usize = 1000;
 
-/// Keys the Bloom filter's first layer is sized for (2 MiB). Each further layer takes four times as many keys as
-/// the one before, so a small load touches a small filter, a large one stays near
-/// the same rate of false positives, and a key of a typical load (a million
-/// postings) is looked for in one layer, not two.
+/// Keys the Bloom filter's first layer is sized for (2 MiB). Each further layer
+/// takes four times as many keys as the one before, so a small load has a small
+/// filter, a large one stays near the same rate of false positives, and a key of a
+/// typical load (a million postings) is looked for in one layer, not two.
 const FIRST_LAYER_KEYS: usize = 1 << 20;
 /// Keys of the largest layer (8 MiB; 10 MiB for both): a load beyond their 5.2M
 /// keys only sees more false positives, each settled exactly at commit.
