@@ -8,6 +8,7 @@ mod ledger;
 mod period;
 mod posting_frame;
 mod report;
+mod short_texts;
 
 pub use account::{Account, AccountClass, CashFlowSection};
 pub use amount::{Amount, AmountError, SCALE as AMOUNT_SCALE};
@@ -16,3 +17,4 @@ pub use ledger::{LedgerError, Posting, RowError, Transaction};
 pub use period::{Grouping, Month, MonthError, Period};
 pub use posting_frame::{posting_column, PostingFrame};
 pub use report::{CashFlowRow, CogsRow, MonthMetrics, PnlRow, ReportKind, StaffRow, BRANCH_TOTAL};
+pub use short_texts::{short_text_key, ShortTexts, TextArray, INLINE_TEXT};

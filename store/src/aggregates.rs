@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::Datelike;
+use ledgersync_schemas::ShortTexts;
 use polars::prelude::*;
 use sqlx::{Any, Executor, Row, Transaction};
 
@@ -157,68 +158,6 @@ impl Numbering {
     }
 }
 
-/// Bytes of text an Arrow string view holds whole (longer texts are in buffers).
-pub(crate) const INLINE_TEXT: u32 = 12;
-
-/// Values derived from the texts of a column (numbers of accounts or branches),
-/// looked up once per distinct short text: a text of up to [`INLINE_TEXT`] bytes is
-/// held whole in its 16-byte view, so the view itself is the key, hashed and
-/// compared as one integer. Longer texts are looked up every time: their views
-/// point into buffers, which differ from one batch to the next.
-pub(crate) struct ShortTexts<V> {
-    known: PlHashMap<u128, V>,
-    last: Option<(u128, V)>,
-}
-
-impl<V> Default for ShortTexts<V> {
-    fn default() -> Self {
-        ShortTexts {
-            known: PlHashMap::default(),
-            last: None,
-        }
-    }
-}
-
-impl<V: Copy> ShortTexts<V> {
-    /// The value of each row's text (of `""` for an empty one), in row order.
-    pub(crate) fn values(
-        &mut self,
-        column: &StringChunked,
-        mut look_up: impl FnMut(&str) -> V,
-    ) -> Vec<V> {
-        if column.null_count() > 0 {
-            return column
-                .iter()
-                .map(|text| look_up(text.unwrap_or_default()))
-                .collect();
-        }
-        let mut values = Vec::with_capacity(column.len());
-        for array in column.downcast_iter() {
-            for (row, view) in array.views().iter().enumerate() {
-                if view.length > INLINE_TEXT {
-                    values.push(look_up(array.value(row)));
-                    continue;
-                }
-                let key = view.as_u128();
-                let value = match self.last {
-                    // Rows of one transaction or branch usually follow each other.
-                    Some((last, value)) if last == key => value,
-                    _ => {
-                        let value = *self
-                            .known
-                            .entry(key)
-                            .or_insert_with(|| look_up(array.value(row)));
-                        self.last = Some((key, value));
-                        value
-                    }
-                };
-                values.push(value);
-            }
-        }
-        values
-    }
-}
-
 /// A transaction's id across loads: its load's id and its number within the load.
 fn uid(load_id: i64, txn: u32) -> i64 {
     (load_id << 32) | i64::from(txn)
@@ -288,13 +227,10 @@ impl Partials {
         // A batch has few open transactions (those at its edges), asked about for
         // every row: a scan of a few numbers beats hashing each.
         const SCANNED: usize = 8;
-        let few: Vec<u32> = match open.len() <= SCANNED {
-            true => open.iter().copied().collect(),
-            false => Vec::new(),
-        };
-        let (postings, open) = identified(postings, load_id, |txn| match open.len() <= SCANNED {
-            true => few.contains(&txn),
-            false => open.contains(&txn),
+        let few: Option<Vec<u32>> = (open.len() <= SCANNED).then(|| open.iter().copied().collect());
+        let (postings, open) = identified(postings, load_id, |txn| match &few {
+            Some(few) => few.contains(&txn),
+            None => open.contains(&txn),
         })?;
         self.reduce(postings, open, chart)
     }
@@ -304,7 +240,7 @@ impl Partials {
     fn reduce(
         &mut self,
         mut postings: DataFrame,
-        mut open: BooleanChunked,
+        mut open: Vec<bool>,
         chart: &Chart,
     ) -> PolarsResult<()> {
         if postings.height() == 0 {
@@ -322,7 +258,11 @@ impl Partials {
                 complete = complete & postings.column(name)?.is_not_null();
             }
             postings = postings.filter(&complete)?;
-            open = open.filter(&complete)?;
+            open = open
+                .into_iter()
+                .zip(complete.iter())
+                .filter_map(|(open, complete)| (complete == Some(true)).then_some(open))
+                .collect();
         }
         // Numeric columns as plain slices (a rebuild stacks segments: one chunk first);
         // iterating polars' chunked arrays cost more than the sums themselves.
@@ -344,7 +284,6 @@ impl Partials {
         let amounts = amounts.cont_slice()?;
         let uids = postings.column(UID)?.i64()?.rechunk();
         let uids = uids.cont_slice()?;
-        let open: Vec<bool> = open.iter().map(|open| open.unwrap_or(true)).collect();
         let rows = postings.height();
         // Rows of transactions that may continue elsewhere, and of complete ones.
         let mut continuing = PerTxnRows::default();
@@ -670,7 +609,7 @@ pub(crate) async fn recompute(
         months.map(|m| Arc::new(m.iter().filter_map(|month| month_number(month)).collect()));
     let split = Arc::new(split);
     let mut batch: Vec<DataFrame> = Vec::new();
-    let mut batch_open: Vec<BooleanChunked> = Vec::new();
+    let mut batch_open: Vec<Vec<bool>> = Vec::new();
     let mut batch_rows = 0usize;
     // Reducing a batch (polars, both cores) overlaps reading and decoding the next.
     let mut reducing: Option<tokio::task::JoinHandle<PolarsResult<Partials>>> = None;
@@ -714,7 +653,7 @@ fn prepared(
     load_id: i64,
     wanted: Option<&HashSet<u64>>,
     open: Option<&HashSet<u32>>,
-) -> PolarsResult<(DataFrame, BooleanChunked)> {
+) -> PolarsResult<(DataFrame, Vec<bool>)> {
     let mut frame = segments::decode(bytes, Some(&segments::AGGREGATED))?;
     if let Some(wanted) = wanted {
         let mut months = MonthOfDate::default();
@@ -740,9 +679,9 @@ fn identified(
     mut frame: DataFrame,
     load_id: i64,
     open: impl Fn(u32) -> bool,
-) -> PolarsResult<(DataFrame, BooleanChunked)> {
+) -> PolarsResult<(DataFrame, Vec<bool>)> {
     let txns = frame.column(TXN)?.u32()?.clone();
-    let mask: BooleanChunked = txns.into_no_null_iter().map(&open).collect();
+    let mask: Vec<bool> = txns.into_no_null_iter().map(&open).collect();
     let uids: Vec<i64> = txns
         .into_no_null_iter()
         .map(|txn| uid(load_id, txn))
@@ -754,7 +693,7 @@ fn identified(
 fn reduce_later(
     mut partials: Partials,
     frames: Vec<DataFrame>,
-    open: Vec<BooleanChunked>,
+    open: Vec<Vec<bool>>,
     chart: Chart,
 ) -> tokio::task::JoinHandle<PolarsResult<Partials>> {
     tokio::task::spawn_blocking(move || {
@@ -765,7 +704,7 @@ fn reduce_later(
         };
         for (other, other_mask) in frames.zip(open) {
             frame.vstack_mut(&other)?;
-            mask.append(&other_mask)?;
+            mask.extend(other_mask);
         }
         partials.reduce(frame, mask, &chart)?;
         Ok(partials)

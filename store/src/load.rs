@@ -17,7 +17,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::NaiveDate;
 use fastbloom::BloomFilter;
-use ledgersync_schemas::{Amount, PostingFrame, RowError};
+use ledgersync_schemas::{short_text_key, Amount, PostingFrame, RowError, ShortTexts};
 use polars::prelude::*;
 use sqlx::{Any, Transaction};
 
@@ -74,7 +74,7 @@ struct TxnIndex {
     /// one transaction to the next).
     current: Option<TxnState>,
     current_key: String,
-    /// The current key's view if the key is short (see [`aggregates::INLINE_TEXT`]).
+    /// The current key's view if the key is short (see [`short_text_key`]).
     current_view: Option<u128>,
     months: aggregates::MonthOfDate,
     /// Transactions whose rows so far do not balance or mix dates or branches.
@@ -82,7 +82,7 @@ struct TxnIndex {
     /// Transactions with rows in more than one batch.
     split: HashSet<u32>,
     branches: aggregates::Numbering,
-    branch_texts: aggregates::ShortTexts<u32>,
+    branch_texts: ShortTexts<u32>,
     /// (year, month, branch) of the load's transactions.
     buckets: PlHashSet<(i32, u32, u32)>,
     /// A transaction reduced as complete in a batch turned up again: the load's
@@ -106,7 +106,7 @@ impl TxnIndex {
             pending: HashMap::new(),
             split: HashSet::new(),
             branches: aggregates::Numbering::default(),
-            branch_texts: aggregates::ShortTexts::default(),
+            branch_texts: ShortTexts::default(),
             buckets: PlHashSet::new(),
             reread: false,
             key_range: None,
@@ -145,16 +145,10 @@ impl TxnIndex {
         let mut numbers = Vec::with_capacity(frame.height());
         let mut open = HashSet::new();
         let mut starts = Vec::new();
-        let rows = keys
-            .views()
-            .iter()
-            .zip(dates)
-            .zip(branch_numbers)
-            .zip(amounts)
-            .zip(lines);
-        for (row, ((((view, &date), branch), &amount), &line)) in rows.enumerate() {
+        let rows = dates.iter().zip(branch_numbers).zip(amounts).zip(lines);
+        for (row, (((&date, branch), &amount), &line)) in rows.enumerate() {
             // A short key is held whole in its view: one comparison of integers.
-            let short = (view.length <= aggregates::INLINE_TEXT).then(|| view.as_u128());
+            let short = short_text_key(keys, row);
             let same = self.current.is_some()
                 && match short {
                     Some(key) => self.current_view == Some(key),

@@ -14,9 +14,8 @@ use std::collections::HashSet;
 
 use chrono_tz::Tz;
 use ledgersync_config::{AccountSpec, StreamDef};
-use ledgersync_schemas::{Amount, PostingFrame};
+use ledgersync_schemas::{Amount, PostingFrame, ShortTexts};
 use polars::prelude::*;
-use polars_arrow::array::View;
 
 use crate::batch::{RowBatch, RowError};
 use dates::DateParser;
@@ -315,7 +314,8 @@ impl Mapper {
         let mut found = Found::with_capacity(origin_lines.len() * 3);
         // Sources repeat dates far more often than not: parse each text once a batch.
         let mut dates = DateTable::default();
-        let mut known_accounts = KnownAccounts::default();
+        // Whether account codes are in the chart, remembered for the batch.
+        let mut known_accounts = ShortTexts::default();
         let mut row_postings = Vec::new();
         for (row, &line) in origin_lines.iter().enumerate() {
             row_postings.clear();
@@ -355,7 +355,7 @@ impl Mapper {
         &self,
         view: &FrameView<'a>,
         dates: &mut DateTable<'a>,
-        known_accounts: &mut KnownAccounts,
+        known_accounts: &mut ShortTexts<bool>,
         row: usize,
         postings: &mut Vec<(IdxSize, i64)>,
     ) -> Result<IdxSize, String> {
@@ -398,7 +398,9 @@ impl Mapper {
                 .values
                 .get(row)
                 .ok_or_else(|| format!("no account from {}", spec.account_origin))?;
-            if !known_accounts.contains(accounts.values, row, account, &self.ctx.accounts) {
+            if !known_accounts.get(accounts.values, row, |code| {
+                self.ctx.accounts.contains(code)
+            }) {
                 return Err(format!(
                     "unknown account '{account}' (from {})",
                     spec.account_origin
@@ -445,9 +447,8 @@ fn lookup_expr(
 #[derive(Default)]
 struct DateTable<'a> {
     parsed: PlHashMap<&'a str, Result<IdxSize, String>>,
-    /// Short texts that parsed, by view, and the last of them.
-    by_view: PlHashMap<u128, IdxSize>,
-    last: Option<(u128, IdxSize)>,
+    /// Short texts that parsed, by view.
+    short: ShortTexts<IdxSize>,
     /// Days since 1970-01-01, as a polars `Date`.
     dates: Vec<i32>,
     occurred: Vec<Option<String>>,
@@ -455,7 +456,7 @@ struct DateTable<'a> {
 
 impl<'a> DateTable<'a> {
     /// The date of row `row` of `texts`, whose text is `text`. A short text is
-    /// looked up by its view (one integer), after the last row's.
+    /// looked up by its view (one integer) first.
     fn index(
         &mut self,
         texts: Texts<'a>,
@@ -463,68 +464,24 @@ impl<'a> DateTable<'a> {
         text: &'a str,
         parser: &DateParser,
     ) -> Result<IdxSize, String> {
-        let short = short_view(texts, row);
-        if let Some(key) = short {
-            if let Some((last, index)) = self.last {
-                if last == key {
-                    return Ok(index);
-                }
-            }
-            if let Some(&index) = self.by_view.get(&key) {
-                self.last = Some((key, index));
-                return Ok(index);
-            }
-        }
-        let found = match self.parsed.get(text) {
+        let DateTable {
+            parsed,
+            short,
+            dates,
+            occurred,
+        } = self;
+        short.try_get(texts, row, |_| match parsed.get(text) {
             Some(known) => known.clone(),
             None => {
-                let parsed = parser.parse(text).map(|(date, instant)| {
-                    self.dates.push(date.to_epoch_days());
-                    self.occurred.push(instant.map(|i| i.to_rfc3339()));
-                    (self.dates.len() - 1) as IdxSize
+                let found = parser.parse(text).map(|(date, instant)| {
+                    dates.push(date.to_epoch_days());
+                    occurred.push(instant.map(|i| i.to_rfc3339()));
+                    (dates.len() - 1) as IdxSize
                 });
-                self.parsed.insert(text, parsed.clone());
-                parsed
+                parsed.insert(text, found.clone());
+                found
             }
-        };
-        if let (Some(key), Ok(index)) = (short, &found) {
-            self.by_view.insert(key, *index);
-            self.last = Some((key, *index));
-        }
-        found
-    }
-}
-
-/// A short text's view as one integer: a text of up to 12 bytes is held whole in
-/// its view, so equal views are equal texts. None for a longer text.
-fn short_view(texts: Texts<'_>, row: usize) -> Option<u128> {
-    let view = texts.views()[row];
-    (view.length <= View::MAX_INLINE_SIZE).then(|| view.as_u128())
-}
-
-/// Whether account codes are in the chart, remembered for the batch by view.
-#[derive(Default)]
-struct KnownAccounts {
-    by_view: PlHashMap<u128, bool>,
-    last: Option<u128>,
-}
-
-impl KnownAccounts {
-    fn contains(&mut self, texts: Texts<'_>, row: usize, code: &str, chart: &AccountCodes) -> bool {
-        let Some(key) = short_view(texts, row) else {
-            return chart.contains(code);
-        };
-        if self.last == Some(key) {
-            return true;
-        }
-        let known = *self
-            .by_view
-            .entry(key)
-            .or_insert_with(|| chart.contains(code));
-        if known {
-            self.last = Some(key);
-        }
-        known
+        })
     }
 }
 
@@ -628,7 +585,7 @@ fn one_chunk<T: PolarsDataType>(column: &ChunkedArray<T>) -> PolarsResult<&T::Ar
 }
 
 /// A text column of an evaluated batch, read row by row without copying.
-type Texts<'a> = &'a <StringType as PolarsDataType>::Array;
+type Texts<'a> = &'a ledgersync_schemas::TextArray;
 
 /// An account column of an evaluated batch: the account of each row, and where the
 /// column starts in [`FrameView::stacked_accounts`].
