@@ -232,12 +232,12 @@ impl Mapper {
         // by a database) are cast below.
         let mut frame = frame;
         let mut text_columns = HashSet::new();
-        let (precision, scale) = (SOURCE_PRECISION, SOURCE_SCALE);
         for column in &self.def.numeric {
             let Ok(text) = frame.column(column).and_then(|c| c.str()) else {
                 continue;
             };
-            let decimal = decimals::column(text, precision, scale).map_err(polars_error)?;
+            let decimal =
+                decimals::column(text, SOURCE_PRECISION, SOURCE_SCALE).map_err(polars_error)?;
             let text = text.clone().with_name(text_column(column).into());
             frame
                 .with_column(text.into_column())
