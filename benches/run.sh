@@ -39,12 +39,17 @@ fresh_store() { # dir → a store with tenant `bench`
 # favouring either.
 for run in 3 2 1; do
   fresh_store "one$run"
-  /usr/bin/time -f "%e %M" -o "$work/import$run.time" "$bin" import --tenant bench "$work/journal.csv" >&2
+  /usr/bin/time -f "%e %M" -o "$work/import$run.time" "$bin" import --tenant bench "$work/journal.csv" \
+    | tee /dev/stderr | sed -E 's/.* imported in ([0-9.]+)s.*/\1/' >"$work/inside$run.time"
   "$venv/bin/python" benches/polars_read_csv.py "$work/journal.csv" >"$work/polars$run.time"
 done
 read -r import_s import_kb < <(sort -g "$work"/import[123].time | head -1)
+# The import as the command times it (from opening the file to the commit), which is
+# how polars' figure is taken: inside a started process, its start and exit left out.
+inside_s=$(sort -g "$work"/inside[123].time | head -1)
 read -r polars_s rows < <(sort -g "$work"/polars[123].time | head -1)
 import_rps=$(python3 -c "print(round($rows / $import_s))")
+inside_rps=$(python3 -c "print(round($rows / $inside_s))")
 polars_rps=$(python3 -c "print(round($rows / $polars_s))")
 fresh_store two
 /usr/bin/time -f "%e %M" -o "$work/import2.time" "$bin" import --tenant bench "$work/journal2.csv" >&2
@@ -75,7 +80,8 @@ read -r trivial_rps trivial_p99 _ < <(wrk_run http://127.0.0.1:8091/)
 cat <<TABLE
 | benchmark | ledgersync | peer | ratio (ours / peer) | target |
 |---|---|---|---|---|
-| journal import, $rows lines, SQLite, aggregates included (rows/s) | $import_rps | polars read_csv: $polars_rps | $(ratio "$import_rps" "$polars_rps") | >= 0.333 |
+| journal import, $rows lines, SQLite, aggregates included (rows/s), whole process | $import_rps | polars read_csv: $polars_rps | $(ratio "$import_rps" "$polars_rps") | >= 0.333 |
+| the same import timed inside the process, as polars' figure is | $inside_rps | polars read_csv: $polars_rps | $(ratio "$inside_rps" "$polars_rps") | >= 0.333 |
 | full aggregate rebuild, $duckdb_rows postings (s) | $rebuild_s | DuckDB: $duckdb_s | $(ratio "$duckdb_s" "$rebuild_s") (speed) | >= 1 |
 | GET /v1/reports/pnl, 24 months x 50 outlets (req/s), default 5 s cache | $report_rps (p99 $report_p99, non-2xx $report_errors) | trivial axum: $trivial_rps (p99 $trivial_p99) | $(ratio "$report_rps" "$trivial_rps") | >= 0.5, p99 < 5ms |
 | the same with the cache off (every request reads the aggregates) | $cold_rps (p99 $cold_p99, non-2xx $cold_errors) | trivial axum: $trivial_rps | $(ratio "$cold_rps" "$trivial_rps") | |

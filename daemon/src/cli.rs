@@ -535,7 +535,7 @@ async fn import_one(
     let started = std::time::Instant::now();
     match import::import_csv(store, tenant, stream, file, options).await? {
         ImportOutcome::Loaded(summary) => println!(
-            "{}: {} transaction(s), {} posting(s) imported in {:.1}s; {} month/branch bucket(s) recomputed",
+            "{}: {} transaction(s), {} posting(s) imported in {:.3}s; {} month/branch bucket(s) recomputed",
             file.display(),
             summary.transactions,
             summary.postings,

@@ -145,6 +145,11 @@ impl TxnIndex {
         let mut numbers = Vec::with_capacity(frame.height());
         let mut open = HashSet::new();
         let mut starts = Vec::new();
+        // A key differs from the row before's only where `same` is false below (and
+        // at the first row, which may go on the previous batch's transaction): the
+        // batch's key range is found there, not over every row.
+        let first_key = if keys.len() == 0 { "" } else { keys.value(0) };
+        let (mut least, mut most) = (first_key, first_key);
         let rows = dates.iter().zip(branch_numbers).zip(amounts).zip(lines);
         for (row, (((&date, branch), &amount), &line)) in rows.enumerate() {
             // A short key is held whole in its view: one comparison of integers.
@@ -156,6 +161,11 @@ impl TxnIndex {
                 };
             if !same {
                 let key = keys.value(row);
+                if key < least {
+                    least = key;
+                } else if key > most {
+                    most = key;
+                }
                 // The first row of a batch ends the previous batch's last transaction,
                 // which was open there.
                 self.end_transaction(row > 0);
@@ -196,6 +206,7 @@ impl TxnIndex {
             numbers,
             open,
             starts,
+            keys: (least.to_string(), most.to_string()),
         })
     }
 
@@ -303,6 +314,8 @@ struct Noted {
     open: HashSet<u32>,
     /// Rows where a key starts (anew, or again after its transaction ended).
     starts: Vec<u32>,
+    /// The batch's smallest and largest key, in byte order.
+    keys: (String, String),
 }
 
 /// Every key a load started, in a Bloom filter, and the keys started again after
@@ -559,6 +572,7 @@ impl SqlLoad {
             numbers,
             open,
             starts,
+            keys,
         } = self.index.note(&postings, self.batches)?;
         self.batches += 1;
         self.postings += postings.height() as i64;
@@ -583,7 +597,9 @@ impl SqlLoad {
                 partials.add(reduced.select(segments::AGGREGATED)?, 0, &open, &chart)?;
                 Ok((partials, filter))
             }),
-            encoding: tokio::task::spawn_blocking(move || segments::Encoded::new(frame)),
+            encoding: tokio::task::spawn_blocking(move || {
+                segments::Encoded::with_keys(frame, keys)
+            }),
         });
         Ok(())
     }

@@ -91,6 +91,11 @@ const OFTEN_EMPTY: [(&str, DataType); 2] = [
 /// buffers are compressed one by one, and start with the IPC magic `ARROW1`.
 const LZ4_FRAME_MAGIC: [u8; 4] = 0x184D_2204_u32.to_le_bytes();
 
+/// How many times smaller than its columns in memory a batch of postings usually
+/// encodes (about 21 MB for a million postings of 100 bytes each); a batch that
+/// compresses worse only grows its buffer once or twice.
+const EXPECTED_RATIO: usize = 4;
+
 /// A segment's bytes: an uncompressed IPC file, streamed through one LZ4 frame of
 /// independent blocks without checksums. polars compresses each buffer as a frame
 /// of its own, with a checksum per block and per frame, which took twice the time
@@ -114,7 +119,9 @@ pub(crate) fn encode(frame: &mut DataFrame) -> PolarsResult<Vec<u8>> {
         .block_checksum(lz4::liblz4::BlockChecksum::NoBlockChecksum)
         // Each write is compressed as it comes, not first copied into a block buffer.
         .auto_flush(true)
-        .build(Vec::new())?;
+        // Room for the usual compressed size up front: grown from empty, the output
+        // was copied at every doubling into fresh pages.
+        .build(Vec::with_capacity(frame.estimated_size() / EXPECTED_RATIO))?;
     IpcWriter::new(&mut lz4)
         // polars' own string layout, written as is rather than converted.
         .with_compat_level(CompatLevel::newest())
@@ -192,9 +199,15 @@ pub(crate) struct Encoded {
 }
 
 impl Encoded {
-    pub(crate) fn new(mut frame: DataFrame) -> PolarsResult<Encoded> {
-        let months = month_range(&frame)?;
+    pub(crate) fn new(frame: DataFrame) -> PolarsResult<Encoded> {
         let keys = text_range(&frame, KEY)?;
+        Encoded::with_keys(frame, keys)
+    }
+
+    /// A segment whose smallest and largest key are known already.
+    pub(crate) fn with_keys(mut frame: DataFrame, keys: (String, String)) -> PolarsResult<Encoded> {
+        debug_assert_eq!(text_range(&frame, KEY).ok().as_ref(), Some(&keys));
+        let months = month_range(&frame)?;
         let rows = frame.height() as i64;
         encode(&mut frame).map(|bytes| Encoded {
             months,

@@ -14,6 +14,7 @@ use std::fs::File;
 use std::io::{BufReader, Cursor, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use super::delimiters::Delimiters;
 use super::text_column::TextColumn;
 use crate::batch::{RowBatch, RowError};
 
@@ -419,7 +420,7 @@ fn add_rows(text: &str, line: &mut u64, batch: &mut BatchBuilder) {
     let bytes = text.as_bytes();
     let mut fields: Vec<&str> = Vec::with_capacity(batch.cells.len() + 1);
     let mut start = 0;
-    for at in memchr::memchr2_iter(b',', b'\n', bytes) {
+    for at in Delimiters::new(b',', b'\n', bytes) {
         // Delimiters are ASCII, so slices between them are whole characters.
         fields.push(&text[start..at]);
         start = at + 1;

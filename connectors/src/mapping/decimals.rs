@@ -9,6 +9,7 @@
 
 use polars::polars_compute::decimal::{str_to_dec128, POW10_I128};
 use polars::prelude::*;
+use polars_arrow::bitmap::MutableBitmap;
 
 /// Digits read directly: 18 always fit an `i64`.
 const DIRECT_DIGITS: usize = 18;
@@ -61,13 +62,27 @@ pub(crate) fn column(
     precision: usize,
     scale: usize,
 ) -> PolarsResult<DecimalChunked> {
-    let mantissas: Int128Chunked = text
-        .downcast_iter()
-        .flat_map(|array| array.iter())
-        .map(|cell| cell.and_then(|cell| parse(cell.as_bytes(), precision, scale)))
-        .collect();
-    mantissas
-        .with_name(text.name().clone())
+    // Values first, validity only for the rare column with cells that do not read:
+    // collecting options built the validity bit by bit for every cell.
+    let mut mantissas: Vec<i128> = Vec::with_capacity(text.len());
+    let mut unread = Vec::new();
+    for cell in text.downcast_iter().flat_map(|array| array.iter()) {
+        match cell.and_then(|cell| parse(cell.as_bytes(), precision, scale)) {
+            Some(mantissa) => mantissas.push(mantissa),
+            None => {
+                unread.push(mantissas.len());
+                mantissas.push(0);
+            }
+        }
+    }
+    let validity = (!unread.is_empty()).then(|| {
+        let mut valid = MutableBitmap::from_len_set(mantissas.len());
+        for at in unread {
+            valid.set(at, false);
+        }
+        valid.freeze()
+    });
+    Int128Chunked::from_vec_validity(text.name().clone(), mantissas, validity)
         .into_decimal(precision, scale)
 }
 
