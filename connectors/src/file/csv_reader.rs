@@ -367,7 +367,7 @@ fn plain_text(chunk: &[u8]) -> Option<&str> {
     if lone_return {
         return None;
     }
-    std::str::from_utf8(chunk).ok()
+    simdutf8::basic::from_utf8(chunk).ok()
 }
 
 impl PlainLines {
@@ -383,7 +383,7 @@ impl PlainLines {
         let mut found = 0;
         let mut last_end = 0;
         let (cut, whole) = loop {
-            for at in memchr::memchr_iter(b'\n', &self.pending[scanned..]) {
+            for at in Delimiters::new(b'\n', b'\n', &self.pending[scanned..]) {
                 found += 1;
                 last_end = scanned + at + 1;
                 if found == rows {

@@ -1,5 +1,5 @@
-//! Positions of the delimiters of plain CSV text (`,` and `\n`), found 64 bytes at a
-//! time.
+//! Positions of the delimiters of plain CSV text (`,` and `\n`, or line ends alone),
+//! found 64 bytes at a time.
 //!
 //! `memchr2_iter` is made for sparse matches: each call sets up a vector search anew
 //! from the last match, which for cells of a few bytes cost more than reading the
