@@ -19,20 +19,33 @@ pub fn short_text_key(texts: &TextArray, row: usize) -> Option<u128> {
 }
 
 /// Values looked up once per distinct short text, by its view (one integer to hash
-/// and compare), after the last row's. Longer texts are looked up every time: their
-/// views differ from one batch to the next.
+/// and compare). Longer texts are looked up every time: their views differ from one
+/// batch to the next.
 pub struct ShortTexts<V> {
     known: PlHashMap<u128, V>,
-    last: Option<(u128, V)>,
+    /// The texts seen last, by a few bits of their view: the few distinct texts of a
+    /// column (branches, accounts, days) are found here with one multiplication
+    /// instead of a hash map lookup a row.
+    recent: Box<[Option<(u128, V)>; RECENT]>,
 }
 
-impl<V> Default for ShortTexts<V> {
+const RECENT: usize = 256;
+
+impl<V: Copy> Default for ShortTexts<V> {
     fn default() -> Self {
         ShortTexts {
             known: PlHashMap::default(),
-            last: None,
+            recent: Box::new([None; RECENT]),
         }
     }
+}
+
+/// The [`ShortTexts::recent`] slot of a view: the top bits of a multiplicative hash
+/// of its two halves.
+#[inline]
+fn recent_slot(key: u128) -> usize {
+    let folded = (key as u64) ^ ((key >> 64) as u64);
+    (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - RECENT.trailing_zeros())) as usize
 }
 
 impl<V: Copy> ShortTexts<V> {
@@ -48,9 +61,9 @@ impl<V: Copy> ShortTexts<V> {
         let Some(key) = short_text_key(texts, row) else {
             return look_up(texts.value(row));
         };
-        if let Some((last, value)) = self.last {
-            // Rows of one transaction or branch usually follow each other.
-            if last == key {
+        let slot = &mut self.recent[recent_slot(key)];
+        if let Some((recent, value)) = *slot {
+            if recent == key {
                 return Ok(value);
             }
         }
@@ -62,7 +75,7 @@ impl<V: Copy> ShortTexts<V> {
                 value
             }
         };
-        self.last = Some((key, value));
+        *slot = Some((key, value));
         Ok(value)
     }
 
