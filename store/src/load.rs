@@ -161,10 +161,11 @@ impl TxnIndex {
                 };
             if !same {
                 let key = keys.value(row);
-                if key < least {
-                    least = key;
-                } else if key > most {
+                // Keys of sorted files raise `most` at every transaction.
+                if key > most {
                     most = key;
+                } else if key < least {
+                    least = key;
                 }
                 // The first row of a batch ends the previous batch's last transaction,
                 // which was open there.
@@ -202,6 +203,19 @@ impl TxnIndex {
         if let Some(txn) = &self.current {
             open.insert(txn.number);
         }
+        // Every key of a batch was started in it or before: the load's key range is
+        // its batches'.
+        match &mut self.key_range {
+            None => self.key_range = Some((least.to_string(), most.to_string())),
+            Some((first, last)) => {
+                if least < first.as_str() {
+                    *first = least.to_string();
+                }
+                if most > last.as_str() {
+                    *last = most.to_string();
+                }
+            }
+        }
         Ok(Noted {
             numbers,
             open,
@@ -213,19 +227,6 @@ impl TxnIndex {
     /// A new transaction, or one whose key comes back after it was complete (the
     /// [`KeyFilter`] tells it may have; the commit settles it).
     fn start(&mut self, key: &str, date: i32, branch: u32, line: u64, batch: u32) -> TxnState {
-        match &mut self.key_range {
-            None => self.key_range = Some((key.to_string(), key.to_string())),
-            // Buffers reused: keys of sorted files raise `last` at every transaction.
-            Some((first, last)) => {
-                if key < first.as_str() {
-                    first.clear();
-                    first.push_str(key);
-                } else if key > last.as_str() {
-                    last.clear();
-                    last.push_str(key);
-                }
-            }
-        }
         let year_month = self
             .months
             .get(date)

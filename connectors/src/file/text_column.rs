@@ -16,6 +16,18 @@ use polars_arrow::datatypes::ArrowDataType;
 /// 32-bit offsets).
 const BUFFER_BYTES: usize = 1 << 30;
 
+/// The low `n` bytes of a word, for each length a view holds inline: a load instead
+/// of a 128-bit shift and subtraction per cell.
+const INLINE_MASKS: [u128; View::MAX_INLINE_SIZE as usize + 1] = {
+    let mut masks = [0; View::MAX_INLINE_SIZE as usize + 1];
+    let mut length = 1;
+    while length < masks.len() {
+        masks[length] = (1 << (8 * length)) - 1;
+        length += 1;
+    }
+    masks
+};
+
 pub(crate) struct TextColumn {
     name: PlSmallStr,
     views: Vec<View>,
@@ -64,9 +76,9 @@ impl TextColumn {
         match text.get(start..start + 16) {
             Some(sixteen) if cell.len() <= View::MAX_INLINE_SIZE as usize => {
                 let word = u128::from_le_bytes(sixteen.try_into().expect("16 bytes"));
-                let mask = (1u128 << (8 * cell.len())) - 1;
                 // A view holds the length in its low 32 bits and the bytes after it.
-                self.push_view(View::from(cell.len() as u128 | (word & mask) << 32));
+                let bytes = word & INLINE_MASKS[cell.len()];
+                self.push_view(View::from(cell.len() as u128 | bytes << 32));
             }
             _ => self.push(cell),
         }
