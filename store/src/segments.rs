@@ -117,7 +117,7 @@ pub(crate) fn encode(frame: &mut DataFrame) -> PolarsResult<Vec<u8>> {
     // of them: the column was an eighth of what LZ4 read and took longer than most.
     // polars-arrow's `Metadata`.
     let mut metadata: BTreeMap<PlSmallStr, PlSmallStr> = BTreeMap::new();
-    if let Some(first) = consecutive_lines(frame)? {
+    if let Some(first) = consecutive_lines(frame) {
         let height = frame.height();
         frame.with_column(Column::full_null(LINE.into(), height, &DataType::Null))?;
         metadata.insert(FIRST_LINE.into(), first.to_string().into());
@@ -199,27 +199,17 @@ pub(crate) fn decode(bytes: Vec<u8>, columns: Option<&[&str]>) -> PolarsResult<D
 /// Schema metadata of a segment whose lines were consecutive: the first of them.
 const FIRST_LINE: &str = "ledgersync.first_line";
 
-/// The first line if every posting's line is the one before's plus one.
-fn consecutive_lines(frame: &DataFrame) -> PolarsResult<Option<u64>> {
-    let Ok(lines) = frame.column(LINE) else {
-        return Ok(None);
-    };
-    let Ok(lines) = lines.u64() else {
-        return Ok(None);
-    };
-    let lines = lines.rechunk();
-    let Ok(lines) = lines.cont_slice() else {
-        // Some are empty.
-        return Ok(None);
-    };
-    let Some(&first) = lines.first() else {
-        return Ok(None);
-    };
+/// The first line if every posting's line is the one before's plus one (none if
+/// some line is missing).
+fn consecutive_lines(frame: &DataFrame) -> Option<u64> {
+    let lines = frame.column(LINE).ok()?.u64().ok()?.rechunk();
+    let lines = lines.cont_slice().ok()?;
+    let &first = lines.first()?;
     let consecutive = lines
         .iter()
         .zip(first..)
         .all(|(&line, expected)| line == expected);
-    Ok(consecutive.then_some(first))
+    consecutive.then_some(first)
 }
 
 /// Smallest and largest value of a text column, in byte order.
@@ -525,7 +515,7 @@ mod tests {
         };
         let consecutive = numbered(&mut (7..1007));
         let mut stored = frame(PostingFrame::from_postings(&consecutive), vec![0; 1000]).unwrap();
-        assert_eq!(consecutive_lines(&stored).unwrap(), Some(7));
+        assert_eq!(consecutive_lines(&stored), Some(7));
         let bytes = encode(&mut stored).unwrap();
         let lines_only = decode(bytes.clone(), Some(&[LINE])).unwrap();
         assert_eq!(lines_only.column(LINE).unwrap().dtype(), &DataType::UInt64);
@@ -535,7 +525,7 @@ mod tests {
 
         let gapped = numbered(&mut (7..1007).map(|line| if line == 500 { 9_000 } else { line }));
         let mut stored = frame(PostingFrame::from_postings(&gapped), vec![0; 1000]).unwrap();
-        assert_eq!(consecutive_lines(&stored).unwrap(), None);
+        assert_eq!(consecutive_lines(&stored), None);
         let back = decode(encode(&mut stored).unwrap(), None).unwrap();
         let back = PostingFrame::from_frame(back.drop(TXN).unwrap()).unwrap();
         assert_eq!(back.to_postings().unwrap(), gapped);

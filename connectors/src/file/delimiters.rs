@@ -36,15 +36,7 @@ impl<'a> Delimiters<'a> {
     fn mask_at(&self, start: usize) -> u64 {
         match self.bytes.get(start..start + BLOCK) {
             Some(block) => block_mask(block.try_into().expect("64 bytes"), self.a, self.b),
-            None => self
-                .bytes
-                .get(start..)
-                .unwrap_or_default()
-                .iter()
-                .enumerate()
-                .fold(0, |mask, (i, &byte)| {
-                    mask | u64::from(byte == self.a || byte == self.b) << i
-                }),
+            None => scalar_mask(self.bytes.get(start..).unwrap_or_default(), self.a, self.b),
         }
     }
 }
@@ -93,7 +85,12 @@ fn block_mask(block: &[u8; BLOCK], a: u8, b: u8) -> u64 {
 #[cfg(not(target_arch = "x86_64"))]
 #[inline]
 fn block_mask(block: &[u8; BLOCK], a: u8, b: u8) -> u64 {
-    block.iter().enumerate().fold(0, |mask, (i, &byte)| {
+    scalar_mask(block, a, b)
+}
+
+/// [`block_mask`] a byte at a time, for the last bytes of a text (up to 64).
+fn scalar_mask(bytes: &[u8], a: u8, b: u8) -> u64 {
+    bytes.iter().enumerate().fold(0, |mask, (i, &byte)| {
         mask | u64::from(byte == a || byte == b) << i
     })
 }
