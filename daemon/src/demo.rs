@@ -217,7 +217,10 @@ pub fn generate(spec: &DemoSpec, dir: &Path) -> std::io::Result<DemoFiles> {
                     &mut food_sales
                 };
                 add_to(sales.entry((month, outlet)).or_default(), net);
-                add_to(tax_due.entry(month).or_default().entry(outlet).or_default(), tax);
+                add_to(
+                    tax_due.entry(month).or_default().entry(outlet).or_default(),
+                    tax,
+                );
                 transactions.push(DemoTransaction {
                     id,
                     date: local_date,
@@ -378,7 +381,10 @@ pub fn generate(spec: &DemoSpec, dir: &Path) -> std::io::Result<DemoFiles> {
             last_day(month),
             "",
             "Depreciation",
-            vec![("6600", amount(5_208_333)), ("1510", amount(5_208_333).negated())],
+            vec![
+                ("6600", amount(5_208_333)),
+                ("1510", amount(5_208_333).negated()),
+            ],
         );
         if index >= 1 {
             let interest = amount(3_125_000);
@@ -397,7 +403,10 @@ pub fn generate(spec: &DemoSpec, dir: &Path) -> std::io::Result<DemoFiles> {
             last_day(month),
             "",
             "Bank interest",
-            vec![("1010", deposit_interest), ("7000", deposit_interest.negated())],
+            vec![
+                ("1010", deposit_interest),
+                ("7000", deposit_interest.negated()),
+            ],
         );
     }
     add(
@@ -462,7 +471,11 @@ pub fn generate(spec: &DemoSpec, dir: &Path) -> std::io::Result<DemoFiles> {
             "capital" => vec![("1010", value), ("3000", value.negated())],
             "loan" => {
                 let fee = fee.unwrap_or_default();
-                vec![("1010", value.minus(fee)), ("8000", fee), ("2500", value.negated())]
+                vec![
+                    ("1010", value.minus(fee)),
+                    ("8000", fee),
+                    ("2500", value.negated()),
+                ]
             }
             _ => vec![("2500", value), ("1010", value.negated())],
         };

@@ -95,7 +95,9 @@ pub async fn build(
         let mut total = MonthMetrics::default();
         for month in &period.months {
             if let Some(metrics) = months.get(month) {
-                total.merge(metrics).map_err(|e| overflow(&period.label, e))?;
+                total
+                    .merge(metrics)
+                    .map_err(|e| overflow(&period.label, e))?;
             }
         }
         Ok::<_, ReportError>(total)
@@ -110,7 +112,9 @@ pub async fn build(
         ReportKind::Cogs => {
             let mut rows = Vec::new();
             for p in &periods {
-                rows.extend(CogsRow::derive(&p.label, &summed(p)?).map_err(|e| overflow(&p.label, e))?);
+                rows.extend(
+                    CogsRow::derive(&p.label, &summed(p)?).map_err(|e| overflow(&p.label, e))?,
+                );
             }
             Rows::Cogs(rows)
         }

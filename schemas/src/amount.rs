@@ -201,13 +201,19 @@ mod tests {
         let least = Amount::from_units(2);
         assert_eq!(Amount::checked_sum([Amount::MAX, Amount::MAX, least]), None);
         assert_eq!(
-            Amount::MAX.units().wrapping_add(Amount::MAX.units()).wrapping_add(2),
+            Amount::MAX
+                .units()
+                .wrapping_add(Amount::MAX.units())
+                .wrapping_add(2),
             0
         );
         assert_eq!(Amount::MAX.checked_add(least), None);
         assert_eq!(Amount::MIN.checked_sub(least), None);
         assert_eq!(Amount::MIN.checked_neg(), None);
-        assert_eq!(Amount::MAX.checked_neg(), Some(Amount::from_units(-i64::MAX)));
+        assert_eq!(
+            Amount::MAX.checked_neg(),
+            Some(Amount::from_units(-i64::MAX))
+        );
         assert_eq!(
             Amount::checked_sum([Amount::MAX, Amount::MIN, least]),
             Some(Amount::from_units(1))

@@ -161,13 +161,16 @@ impl PnlRow {
         let cogs = m.cogs();
         let gross_profit = combined("gross profit", &[(1, revenue), (-1, cogs)])?;
         let expenses = m.class(AccountClass::Expense);
-        let operating_profit =
-            combined("operating profit", &[(1, gross_profit), (-1, expenses)])?;
+        let operating_profit = combined("operating profit", &[(1, gross_profit), (-1, expenses)])?;
         let other_income = combined("other income", &[(-1, m.class(AccountClass::OtherIncome))])?;
         let other_expense = m.class(AccountClass::OtherExpense);
         let net_profit = combined(
             "net profit",
-            &[(1, operating_profit), (1, other_income), (-1, other_expense)],
+            &[
+                (1, operating_profit),
+                (1, other_income),
+                (-1, other_expense),
+            ],
         )?;
         Ok(PnlRow {
             period: period.to_string(),
@@ -379,7 +382,10 @@ mod tests {
         let mut m = MonthMetrics::default();
         m.add_ok(metric::CLASS, "other_income", Amount::from_units(-i64::MAX));
         m.add_ok(metric::CLASS, "other_expense", Amount::MAX);
-        assert_eq!(PnlRow::derive("2025-01", &m).unwrap().net_profit, Amount::ZERO);
+        assert_eq!(
+            PnlRow::derive("2025-01", &m).unwrap().net_profit,
+            Amount::ZERO
+        );
 
         let mut m = MonthMetrics::default();
         m.add_ok(metric::CASH_FLOW, "operating_in", Amount::MAX);
@@ -392,7 +398,10 @@ mod tests {
         let mut m = MonthMetrics::default();
         m.add_ok(metric::CLASS, "cogs", Amount::MAX);
         m.add_ok(metric::EXPENSE, LABOUR, amt("1"));
-        assert_eq!(StaffRow::derive("2025-01", &m).unwrap_err().figure, "prime cost");
+        assert_eq!(
+            StaffRow::derive("2025-01", &m).unwrap_err().figure,
+            "prime cost"
+        );
         m.add_ok(metric::COGS, "food", Amount::MAX);
         m.add_ok(metric::REVENUE, "food", Amount::MIN);
         assert_eq!(

@@ -47,7 +47,7 @@ pub(crate) type Rollups = BTreeMap<(String, String), BTreeMap<String, i64>>;
 
 /// An aggregate whose sum does not fit in an amount.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the {metric} of {month} at {} adds up beyond the largest amount, {}", branch_words(.branch), Amount::MAX)]
+#[error("the sum of {metric} in {month} at {} is beyond the largest amount, {}", branch_words(.branch), Amount::MAX)]
 pub(crate) struct AggregateOverflow {
     pub(crate) month: String,
     /// A branch, or [`ledgersync_schemas::BRANCH_TOTAL`].
@@ -56,7 +56,7 @@ pub(crate) struct AggregateOverflow {
     pub(crate) metric: String,
 }
 
-fn branch_words(branch: &str) -> String {
+pub(crate) fn branch_words(branch: &str) -> String {
     match branch {
         ledgersync_schemas::BRANCH_TOTAL => "all branches".to_string(),
         named => format!("branch {named}"),
@@ -410,7 +410,8 @@ impl Partials {
         if !continuing.keys.is_empty() {
             open_sums.push(by_txn(continuing.into_frame()?, branches)?);
         }
-        if !complete.keys.is_empty() && !runs_of_transactions(&complete, flow_sums, branches, chart)?
+        if !complete.keys.is_empty()
+            && !runs_of_transactions(&complete, flow_sums, branches, chart)?
         {
             let per_txn = by_txn(complete.into_frame()?, branches)?;
             add_flows(&per_txn, flow_sums, branches, chart)?;
@@ -570,7 +571,8 @@ fn runs_of_transactions(
     let mut finish = |bucket: u64, sections: &mut [i64], has_cash: bool| {
         if has_cash {
             for (section, &sum) in sections.iter().enumerate().skip(1) {
-                let metric = || flow_metric(bucket << (SECTION_BITS + 1) | (section as u64) << 1, chart);
+                let metric =
+                    || flow_metric(bucket << (SECTION_BITS + 1) | (section as u64) << 1, chart);
                 let flow = sum
                     .checked_neg()
                     .ok_or_else(|| overflow_in(bucket, branches, metric()))?;
@@ -616,7 +618,9 @@ fn by_txn(frame: DataFrame, branches: &Numbering) -> Result<DataFrame, Aggregate
     let amounts = frame.column(AMOUNT)?.i64()?;
     let bounded = amounts
         .into_no_null_iter()
-        .try_fold(0i64, |total, amount| total.checked_add(amount.checked_abs()?))
+        .try_fold(0i64, |total, amount| {
+            total.checked_add(amount.checked_abs()?)
+        })
         .is_some();
     if bounded {
         return Ok(frame

@@ -383,7 +383,9 @@ impl Store for SqlStore {
             txns.extend(numbers.into_no_null_iter());
             control_sum = amounts
                 .into_no_null_iter()
-                .try_fold(control_sum, |sum, units| sum.checked_add(units.checked_abs()?))
+                .try_fold(control_sum, |sum, units| {
+                    sum.checked_add(units.checked_abs()?)
+                })
                 .ok_or_else(|| {
                     StoreError::Invalid(format!(
                         "load {load_id}: its absolute amounts add up beyond the largest amount, {}",
@@ -485,7 +487,8 @@ impl Store for SqlStore {
                 .checked_add(Amount::from_units(cash))
                 .ok_or_else(|| {
                     StoreError::Invalid(format!(
-                        "the cash balance of {branch} through {through} adds up beyond the largest amount, {}",
+                        "the cash balance of {} through {through} is beyond the largest amount, {}",
+                        aggregates::branch_words(branch),
                         Amount::MAX
                     ))
                 })?;

@@ -21,11 +21,11 @@ use ledgersync_schemas::{short_text_key, Amount, PostingFrame, RowError, ShortTe
 use polars::prelude::*;
 use sqlx::{Any, Transaction};
 
+use crate::aggregates::RecomputeError;
 use crate::backend::Backend;
 use crate::control::{now, Generations};
 use crate::error::{Context, LoadRejected, StoreError};
 use crate::segments::{self, polars_error};
-use crate::aggregates::RecomputeError;
 use crate::{aggregates, LoadRecord, LoadSession, LoadSummary};
 
 /// The amounts of a load, as absolute values, must add up within [`Amount::MAX`]:
@@ -542,8 +542,9 @@ impl KeyFilter {
 /// A staged batch being reduced and filtered, and encoded, off the async workers
 /// and in parallel; the next batch's [`SqlLoad::stage_frame`] writes it.
 struct Writing {
-    reducing:
-        tokio::task::JoinHandle<Result<(aggregates::Partials, KeyFilter), aggregates::AggregateError>>,
+    reducing: tokio::task::JoinHandle<
+        Result<(aggregates::Partials, KeyFilter), aggregates::AggregateError>,
+    >,
     encoding: tokio::task::JoinHandle<PolarsResult<segments::Encoded>>,
 }
 
@@ -776,9 +777,10 @@ impl SqlLoad {
                 let Some(key) = keys.get(row).filter(|k| numbers.contains_key(*k)) else {
                     continue;
                 };
-                let entry = whole
-                    .entry(key.to_string())
-                    .or_insert((u64::MAX, Some(0), HashSet::new()));
+                let entry =
+                    whole
+                        .entry(key.to_string())
+                        .or_insert((u64::MAX, Some(0), HashSet::new()));
                 entry.0 = entry.0.min(lines.get(row).unwrap_or_default());
                 entry.1 = entry
                     .1

@@ -172,7 +172,10 @@ async fn reloading_is_idempotent_and_moves_touch_both_buckets(store: &dyn Store)
         .await
         .unwrap();
     assert_eq!(months[&month("2025-01")].revenue().unwrap(), amount("0"));
-    assert_eq!(months[&month("2025-02")].revenue().unwrap(), amount("100.4545"));
+    assert_eq!(
+        months[&month("2025-02")].revenue().unwrap(),
+        amount("100.4545")
+    );
     assert_eq!(store.posting_count(&tenant).await.unwrap(), 11);
 
     // A full rebuild agrees with the incremental result.

@@ -618,7 +618,11 @@ mod tests {
                     "{}:{line}: field {field} is not UTF-8 text; save the file as UTF-8",
                     source.path().display()
                 );
-                assert_eq!(error.to_string(), expected, "{bytes:?} in batches of {batch_rows}");
+                assert_eq!(
+                    error.to_string(),
+                    expected,
+                    "{bytes:?} in batches of {batch_rows}"
+                );
             }
         }
     }

@@ -221,13 +221,31 @@ mod tests {
     /// than rounded; zeros there, or an exponent that brings them within, do not.
     #[test]
     fn digits_beyond_the_scale_are_not_rounded_away() {
-        for lost in ["1.000000001", "-0.000000005", "+1.123456789", "1e-9", "15e-10", "1.5E-8"] {
+        for lost in [
+            "1.000000001",
+            "-0.000000005",
+            "+1.123456789",
+            "1e-9",
+            "15e-10",
+            "1.5E-8",
+        ] {
             assert!(precision_lost(lost.as_bytes(), 8), "{lost}");
             assert_eq!(parse(lost.as_bytes(), 38, 8), None, "{lost}");
         }
         for kept in [
-            "1.000000000", "1.00000001", "-0.00000001", "1.2345678900000", "1e-8", "100e-10",
-            "1.5e3", "12,5", "abc", "", "-", "1.0e", "0.000000000",
+            "1.000000000",
+            "1.00000001",
+            "-0.00000001",
+            "1.2345678900000",
+            "1e-8",
+            "100e-10",
+            "1.5e3",
+            "12,5",
+            "abc",
+            "",
+            "-",
+            "1.0e",
+            "0.000000000",
         ] {
             assert!(!precision_lost(kept.as_bytes(), 8), "{kept}");
         }

@@ -422,7 +422,10 @@ impl Mapper {
                     spec.account_origin
                 ));
             }
-            if view.zero_divisors[t][p].as_ref().is_some_and(|zero| zero[row]) {
+            if view.zero_divisors[t][p]
+                .as_ref()
+                .is_some_and(|zero| zero[row])
+            {
                 return Err(format!(
                     "amount '{}' divides by zero on this row",
                     spec.amount_text

@@ -394,7 +394,8 @@ postings = [
         .iter()
         .map(|e| (e.line, e.reason.as_str()))
         .collect();
-    let refused = "amount 'total / guests + tip / (guests - guests + 1)' divides by zero on this row";
+    let refused =
+        "amount 'total / guests + tip / (guests - guests + 1)' divides by zero on this row";
     assert_eq!(reasons, [(3, refused), (5, refused)]);
     let postings = mapped.postings.to_postings().unwrap();
     let amounts: Vec<(&str, String)> = postings
