@@ -289,20 +289,34 @@ async fn report_totals_beyond_the_range_are_refused(store: Arc<dyn Store>, dir: 
         reason,
         "the cash balance of all branches through 2025-03 is beyond the largest amount, 922337203685477.5807"
     );
-    // Within one month a cash-flow report carries the opening cash exactly.
+    // February opens on January's cash and closes within the range; March would
+    // close beyond it.
+    let february = reports::build(
+        store.as_ref(),
+        &tenant,
+        &query(ReportKind::CashFlow, "2025-02", "2025-02", Grouping::Month),
+    )
+    .await
+    .unwrap();
+    assert!(
+        february
+            .to_csv()
+            .contains("2025-02,400000000000000,400000000000000,"),
+        "{}",
+        february.to_csv()
+    );
+    assert!(february.to_csv().trim_end().ends_with(",800000000000000"));
     let march = reports::build(
         store.as_ref(),
         &tenant,
         &query(ReportKind::CashFlow, "2025-03", "2025-03", Grouping::Month),
     )
     .await
-    .unwrap();
-    assert!(
-        march
-            .to_csv()
-            .contains("2025-03,800000000000000,400000000000000,"),
-        "{}",
-        march.to_csv()
+    .unwrap_err();
+    assert_eq!(
+        march.to_string(),
+        "the 2025-03 report of all branches cannot be given exactly: \
+         closing cash adds up beyond the largest amount, 922337203685477.5807"
     );
 }
 
