@@ -126,7 +126,19 @@ pub async fn build(
         ),
         ReportKind::CashFlow => {
             let mut rows = Vec::with_capacity(periods.len());
-            let mut opening_before_first = store.cash_before(tenant, branch, earliest).await?;
+            let first_label = periods.first().map_or("", |p| p.label.as_str());
+            // The store refuses a balance beyond an amount's range as invalid; that is
+            // the data's limit, said like any other figure's.
+            let mut opening_before_first = store
+                .cash_before(tenant, branch, earliest)
+                .await
+                .map_err(|e| match e {
+                    ledgersync_store::StoreError::Invalid(_) => {
+                        let figure = "opening cash".to_string();
+                        overflow(first_label, FigureOverflow { figure })
+                    }
+                    other => ReportError::Store(other),
+                })?;
             // Opening cash of a period is the cash before its first month: the running
             // balance from `earliest`, plus the months between.
             let mut cursor = earliest;

@@ -164,6 +164,15 @@ impl schemars::JsonSchema for Amount {
 mod tests {
     use super::*;
 
+    /// This crate is built for tests without overflow checks, as a release build is
+    /// (see the workspace Cargo.toml): a sum left unchecked wraps in the tests as in
+    /// production, so they show the checks rather than a debug build's panic.
+    #[test]
+    fn tests_run_with_release_arithmetic() {
+        let largest = std::hint::black_box(i64::MAX);
+        assert_eq!(largest + 1, i64::MIN);
+    }
+
     #[test]
     fn parses_fractional_rupiah_exactly() {
         assert_eq!("-755.0125".parse::<Amount>().unwrap().units(), -7_550_125);

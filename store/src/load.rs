@@ -1024,6 +1024,15 @@ impl LoadSession for SqlLoad {
 mod tests {
     use super::*;
 
+    /// This crate is built for tests without overflow checks, as a release build is
+    /// (see the workspace Cargo.toml): a sum left unchecked wraps in the tests as in
+    /// production, so they show the checks rather than a debug build's panic.
+    #[test]
+    fn tests_run_with_release_arithmetic() {
+        let largest = std::hint::black_box(i64::MAX);
+        assert_eq!(largest + 1, i64::MIN);
+    }
+
     /// A filter far too small flags nearly every key; only keys that did start
     /// earlier in the same batch are marked repeated, by the scan and by the hash
     /// set it turns into after [`SCANNED_SUSPECTS`] flags alike.
