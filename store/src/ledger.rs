@@ -381,7 +381,17 @@ impl Store for SqlStore {
             let numbers = segments::column::<UInt32Type>(&stored, segments::TXN)?;
             let amounts = segments::column::<Int64Type>(&stored, segments::AMOUNT)?;
             txns.extend(numbers.into_no_null_iter());
-            control_sum += amounts.into_no_null_iter().map(i64::abs).sum::<i64>();
+            control_sum = amounts
+                .into_no_null_iter()
+                .try_fold(control_sum, |sum, units| {
+                    sum.checked_add(units.checked_abs()?)
+                })
+                .ok_or_else(|| {
+                    StoreError::Invalid(format!(
+                        "load {load_id}: its absolute amounts add up beyond the largest amount, {}",
+                        Amount::MAX
+                    ))
+                })?;
             totals.postings += stored.height() as i64;
         }
         totals.transactions = txns.len() as i64;
@@ -446,7 +456,9 @@ impl Store for SqlStore {
             let entry = months.entry(month).or_default();
             for (name, units) in metrics {
                 let (metric, key) = name.split_once(':').unwrap_or((name.as_str(), ""));
-                entry.add(metric, key, Amount::from_units(units));
+                entry
+                    .add(metric, key, Amount::from_units(units))
+                    .map_err(|e| StoreError::Invalid(format!("aggregates of {month}: {e}")))?;
             }
         }
         Ok(months)
@@ -459,16 +471,29 @@ impl Store for SqlStore {
         month: Month,
     ) -> Result<Amount, StoreError> {
         let mut tx = self.backend.begin(&tenant.id).await?;
-        let units: i64 = sqlx::query_scalar(
-            "SELECT CAST(COALESCE(SUM(cash), 0) AS BIGINT) FROM month_rollups \
-             WHERE branch = $1 AND month < $2",
+        // Summed here, checked: SQL's SUM fails on an overflow with a database error
+        // (SQLite) or a cast error (PostgreSQL) that names no month.
+        let months: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT month, cash FROM month_rollups WHERE branch = $1 AND month < $2 ORDER BY month",
         )
         .bind(branch)
         .bind(month.to_string())
-        .fetch_one(&mut *tx)
+        .fetch_all(&mut *tx)
         .await
         .context("reading opening cash")?;
-        Ok(Amount::from_units(units))
+        let mut balance = Amount::ZERO;
+        for (through, cash) in months {
+            balance = balance
+                .checked_add(Amount::from_units(cash))
+                .ok_or_else(|| {
+                    StoreError::Invalid(format!(
+                        "the cash balance of {} through {through} is beyond the largest amount, {}",
+                        aggregates::branch_words(branch),
+                        Amount::MAX
+                    ))
+                })?;
+        }
+        Ok(balance)
     }
 
     async fn branches(&self, tenant: &Tenant) -> Result<Vec<String>, StoreError> {
@@ -507,7 +532,7 @@ async fn rebuild_in(
     backend: &dyn Backend,
     tx: &mut Transaction<'static, Any>,
 ) -> Result<u64, StoreError> {
-    aggregates::recompute(
+    Ok(aggregates::recompute(
         backend,
         tx,
         None,
@@ -515,7 +540,7 @@ async fn rebuild_in(
         aggregates::Partials::default(),
         None,
     )
-    .await
+    .await?)
 }
 
 #[cfg(test)]

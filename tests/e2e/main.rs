@@ -7,4 +7,5 @@ mod api;
 mod helpers;
 mod hledger;
 mod import_files;
+mod money;
 mod store_story;
