@@ -7,4 +7,5 @@ mod api;
 mod helpers;
 mod hledger;
 mod import_files;
+mod store_model;
 mod store_story;
