@@ -8,4 +8,5 @@ mod helpers;
 mod hledger;
 mod import_files;
 mod money;
+mod store_model;
 mod store_story;
