@@ -33,6 +33,7 @@ macro_rules! on_both_backends {
 on_both_backends!(
     tiny_loads_are_compacted_and_change_nothing,
     the_export_reads_back_as_imported,
+    transactions_behind_a_report_over_http,
 );
 
 fn month(text: &str) -> Month {
@@ -495,4 +496,192 @@ async fn a_segment_of_a_newer_format_is_refused_by_name() {
         .unwrap_err()
         .to_string();
     assert!(refused.contains(&expected), "{refused}");
+}
+
+/// January sales at two outlets (food and beverage), a purchase, and a February sale.
+fn sales_journal() -> String {
+    let mut journal = String::from("date,txn_id,account,amount,branch,memo\n");
+    for n in 1..=12 {
+        let branch = ["Kemang", "Senopati"][n % 2];
+        let (food, drinks) = (format!("{}.{n:02}", 100 * n), format!("{}.5", 30 * n));
+        let cash = amount(&food).units() + amount(&drinks).units();
+        let cash = Amount::from_units(cash);
+        journal.push_str(&format!(
+            "2025-01-{n:02},S{n:02},1000,{cash},{branch},Sale {n}\n\
+             2025-01-{n:02},S{n:02},4000,-{food},{branch},Sale {n}\n\
+             2025-01-{n:02},S{n:02},4010,-{drinks},{branch},Sale {n}\n"
+        ));
+    }
+    journal.push_str(
+        "2025-01-20,P1,5000,400,Kemang,Beans\n2025-01-20,P1,2000,-400,Kemang,Beans\n\
+         2025-02-01,S13,1000,99,Kemang,Sale 13\n2025-02-01,S13,4000,-99,Kemang,Sale 13\n",
+    );
+    journal
+}
+
+/// A user of `role` in the app's tenant, logged in; returns the session token.
+async fn user_session(
+    app: &crate::helpers::TestApp,
+    email: &str,
+    role: ledgersync::access::Role,
+) -> String {
+    let config = crate::helpers::config_with_outbox(app.outbox.path());
+    let mailer = ledgersync::mail::Mailer::from_config(&config.mail).unwrap();
+    let invitation = ledgersync::access::invite(
+        app.store.as_ref(),
+        &mailer,
+        "http://dashboard.test",
+        &app.tenant,
+        email,
+        role,
+        "test",
+    )
+    .await
+    .unwrap();
+    let token = invitation.link.rsplit('/').next().unwrap().to_string();
+    let password = "kopi-susu-2025";
+    ledgersync::access::accept(app.store.as_ref(), &token, password)
+        .await
+        .unwrap();
+    ledgersync::access::login(app.store.as_ref(), email, password)
+        .await
+        .unwrap()
+        .token
+}
+
+/// Every transaction of one query, following `next`; checks each page's size.
+async fn all_pages(
+    app: &crate::helpers::TestApp,
+    session: &str,
+    query: &str,
+    limit: usize,
+) -> Vec<serde_json::Value> {
+    let mut transactions = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let url = format!(
+            "{}/v1/ledger/transactions?{query}&limit={limit}{cursor}",
+            app.address
+        );
+        let response = app.get(&url, session).await;
+        assert_eq!(response.status(), 200, "{url}");
+        let page: serde_json::Value = response.json().await.unwrap();
+        let listed = page["transactions"].as_array().unwrap();
+        assert!(listed.len() <= limit);
+        transactions.extend(listed.iter().cloned());
+        match page["next"].as_str() {
+            Some(next) => {
+                assert_eq!(listed.len(), limit, "a page before the last is full");
+                cursor = format!("&cursor={next}");
+            }
+            None => break,
+        }
+    }
+    transactions
+}
+
+/// The postings to `account` over `transactions`, summed.
+fn account_sum(transactions: &[serde_json::Value], account: &str) -> Amount {
+    transactions
+        .iter()
+        .flat_map(|t| t["postings"].as_array().unwrap())
+        .filter(|p| p["account"] == account)
+        .map(|p| amount(p["amount"].as_str().unwrap()))
+        .fold(Amount::ZERO, |sum, a| sum.checked_add(a).unwrap())
+}
+
+async fn transactions_behind_a_report_over_http(test: TestStore) {
+    let app = crate::helpers::spawn_app(test.store.clone()).await;
+    let file = write(test.dir.path(), "sales.csv", &sales_journal());
+    import_journal(app.store.clone(), &app.tenant, &file).await;
+    use ledgersync::access::Role;
+    let manager = user_session(&app, "manager@kopi.example", Role::Manager).await;
+    let viewer = user_session(&app, "viewer@kopi.example", Role::Viewer).await;
+    let january = "from=2025-01&to=2025-01";
+
+    // Each revenue account's transactions for January sum to what the P&L shows.
+    let report: serde_json::Value = app
+        .get_json(
+            format!("{}/v1/reports/pnl?{january}", app.address),
+            &manager,
+        )
+        .await;
+    let revenue = amount(report["rows"][0]["revenue"].as_str().unwrap());
+    assert!(revenue.is_positive());
+    let food = all_pages(&app, &manager, &format!("{january}&account=4000"), 5).await;
+    let drinks = all_pages(&app, &manager, &format!("{january}&account=4010"), 1000).await;
+    assert_eq!((food.len(), drinks.len()), (12, 12));
+    let sold = account_sum(&food, "4000")
+        .checked_add(account_sum(&drinks, "4010"))
+        .unwrap();
+    assert_eq!(sold.units(), -revenue.units());
+    // Each transaction comes with all its postings, balanced.
+    for transaction in &food {
+        let postings = transaction["postings"].as_array().unwrap();
+        assert_eq!(postings.len(), 3, "{transaction}");
+        let accounts: Vec<&str> = postings
+            .iter()
+            .map(|p| p["account"].as_str().unwrap())
+            .collect();
+        assert!(accounts.contains(&"1000") && accounts.contains(&"4010"));
+        assert_eq!(
+            account_sum(std::slice::from_ref(transaction), "1000").units(),
+            -(account_sum(std::slice::from_ref(transaction), "4000").units()
+                + account_sum(std::slice::from_ref(transaction), "4010").units())
+        );
+        assert_eq!(transaction["source"], "file:journal");
+    }
+    // In date order, pages joined without a gap or a repeat.
+    let keys: Vec<&str> = food.iter().map(|t| t["key"].as_str().unwrap()).collect();
+    let expected: Vec<String> = (1..=12).map(|n| format!("S{n:02}")).collect();
+    assert_eq!(keys, expected);
+
+    // By branch, and by category: the purchase is the only COGS food transaction.
+    let kemang = all_pages(&app, &manager, &format!("{january}&branch=Kemang"), 1000).await;
+    assert_eq!(kemang.len(), 7);
+    assert!(kemang.iter().all(|t| t["branch"] == "Kemang"));
+    let beans = all_pages(
+        &app,
+        &manager,
+        &format!("{january}&category=food&account=5000"),
+        10,
+    )
+    .await;
+    assert_eq!(beans.len(), 1);
+    assert_eq!(beans[0]["key"], "P1");
+    let food_category = all_pages(&app, &manager, &format!("{january}&category=food"), 10).await;
+    assert_eq!(food_category.len(), 13);
+    let february = all_pages(&app, &manager, "from=2025-02&to=2025-02", 10).await;
+    assert_eq!(february.len(), 1);
+
+    // Managers and admins only; every parameter bounded.
+    let url = |query: &str| format!("{}/v1/ledger/transactions?{query}", app.address);
+    assert_eq!(app.get(url(january), &viewer).await.status(), 403);
+    assert_eq!(app.get(url(january), &app.key).await.status(), 403);
+    let anonymous = app.client.get(url(january)).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let long = "x".repeat(201);
+    for bad in [
+        format!("{january}&limit=0"),
+        format!("{january}&limit=1001"),
+        format!("{january}&limit=-1"),
+        "from=2025-13&to=2025-12".to_string(),
+        "from=2025-02&to=2025-01".to_string(),
+        "to=2025-01".to_string(),
+        format!("{january}&branch={long}"),
+        format!("{january}&account={long}"),
+        format!("{january}&cursor=zz"),
+        format!("{january}&cursor={}", "a".repeat(5000)),
+        format!("{january}&sort=amount"),
+    ] {
+        let response = app.get(url(&bad), &manager).await;
+        assert_eq!(response.status(), 400, "{bad}");
+        let problem: serde_json::Value = response.json().await.unwrap();
+        assert!(problem["detail"].as_str().is_some(), "{bad}: {problem}");
+    }
+    let most: serde_json::Value = app
+        .get_json(url(&format!("{january}&limit=1000")), &manager)
+        .await;
+    assert_eq!(most["transactions"].as_array().unwrap().len(), 13);
+    assert!(most["next"].is_null());
 }
