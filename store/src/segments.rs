@@ -168,13 +168,21 @@ pub(crate) fn encode(frame: &mut DataFrame) -> PolarsResult<Vec<u8>> {
 
 /// Decodes a segment, only `columns` if given; empty columns get their types back.
 pub(crate) fn decode(bytes: Vec<u8>, columns: Option<&[&str]>) -> PolarsResult<DataFrame> {
-    let ipc = if bytes.starts_with(&LZ4_FRAME_MAGIC) {
-        let mut ipc = Vec::with_capacity(bytes.len() * 4);
-        lz4::Decoder::new(bytes.as_slice())?.read_to_end(&mut ipc)?;
-        ipc
-    } else {
-        bytes
-    };
+    read_ipc(&unpacked(bytes)?, columns)
+}
+
+/// A segment's bytes as the IPC file they hold, to read columns of it more than once.
+pub(crate) fn unpacked(bytes: Vec<u8>) -> PolarsResult<Vec<u8>> {
+    if !bytes.starts_with(&LZ4_FRAME_MAGIC) {
+        return Ok(bytes);
+    }
+    let mut ipc = Vec::with_capacity(bytes.len() * 4);
+    lz4::Decoder::new(bytes.as_slice())?.read_to_end(&mut ipc)?;
+    Ok(ipc)
+}
+
+/// [`decode`] of an [`unpacked`] segment.
+pub(crate) fn read_ipc(ipc: &[u8], columns: Option<&[&str]>) -> PolarsResult<DataFrame> {
     let mut reader = IpcReader::new(Cursor::new(ipc))
         .with_columns(columns.map(|c| c.iter().map(|s| s.to_string()).collect()));
     let metadata = reader.custom_metadata()?;

@@ -162,9 +162,7 @@ pub(crate) async fn page(
             .flatten();
         let (load, source) = (segment.load, segment.source.clone());
         let found = segments::blocking("listing transactions", move || {
-            let frame = segments::decode(bytes, None)?;
-            let frame = with_loads(frame, load, shared.days)?;
-            matching(&frame, &source, &shared, before.as_ref())
+            matching(bytes, load, &source, &shared, before.as_ref())
         })
         .await?;
         let split_here = split.get(&segment.load).filter(|_| !segment.compacted);
@@ -231,14 +229,26 @@ pub(crate) async fn page(
     Ok(TransactionPage { transactions, next })
 }
 
-/// The transactions of a segment (already cut to the date range) that match, placed
-/// after the cursor and before `before`: at most `limit + 1` of them, first in order.
+/// The columns that choose transactions.
+const CHOOSING: [&str; 5] = [TXN, segments::DATE, BRANCH, ACCOUNT, KEY];
+
+/// The transactions of segment `bytes` (of manifest load `load`) that match, placed
+/// after the cursor and up to `before`: at most `limit + 1` of them, first in order.
+/// They are chosen from the [`CHOOSING`] columns; the others are read only if some
+/// are.
 fn matching(
-    frame: &DataFrame,
+    bytes: Vec<u8>,
+    load: i64,
     source: &str,
     filter: &Filter,
     before: Option<&Place>,
 ) -> PolarsResult<Vec<(Place, u32, LedgerTransaction)>> {
+    let ipc = segments::unpacked(bytes)?;
+    let frame = with_loads(
+        segments::read_ipc(&ipc, Some(&CHOOSING))?,
+        load,
+        filter.days,
+    )?;
     let text = |name: &str| -> PolarsResult<StringChunked> {
         Ok(frame.column(name)?.str()?.rechunk().into_owned())
     };
@@ -251,6 +261,12 @@ fn matching(
         let (Some(txn), Some(day)) = (txns.get(row), dates.get(row)) else {
             continue;
         };
+        // Days first: most rows of a full page's later segments end here.
+        if before.is_some_and(|last| day > last.0)
+            || filter.after.as_ref().is_some_and(|after| day < after.0)
+        {
+            continue;
+        }
         let branch = branches.get(row).unwrap_or_default();
         if filter.branch.as_deref().is_some_and(|b| b != branch) {
             continue;
@@ -286,7 +302,8 @@ fn matching(
         return Ok(Vec::new());
     }
     let wanted: HashSet<u32> = ordered.iter().map(|(_, t)| *t).collect();
-    let mut postings = postings_of(frame, &wanted)?;
+    let frame = with_loads(segments::read_ipc(&ipc, None)?, load, filter.days)?;
+    let mut postings = postings_of(&frame, &wanted)?;
     Ok(ordered
         .into_iter()
         .map(|(place, txn)| {
