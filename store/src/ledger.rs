@@ -14,8 +14,8 @@ use crate::error::{Context, StoreError};
 use crate::segments;
 use crate::{aggregates, dates};
 use crate::{
-    ApiKey, AuditEntry, LedgerTotals, LoadRecord, LoadSession, LoginCandidate, NewTenant, PastLoad,
-    Store, Tenant, User,
+    ApiKey, AuditEntry, ExportFormat, ExportSummary, LedgerTotals, LoadRecord, LoadSession,
+    LoginCandidate, NewTenant, PastLoad, Store, Tenant, TransactionPage, TransactionQuery, User,
 };
 use polars::prelude::{Int64Type, UInt32Type};
 
@@ -362,41 +362,61 @@ impl Store for SqlStore {
     }
 
     async fn load_totals(&self, tenant: &Tenant, load_id: i64) -> Result<LedgerTotals, StoreError> {
+        const READING: &str = "finding a load's postings";
         let mut tx = self.backend.begin(&tenant.id).await?;
-        let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM ledger_segments WHERE load_id = $1")
-            .bind(load_id)
-            .fetch_all(&mut *tx)
-            .await
-            .context("finding a load's postings")?;
+        // The load's own segments, and compacted ones that may hold some of its postings.
+        let rows = sqlx::query(
+            "SELECT id, load_id, first_load FROM ledger_segments WHERE load_id = $1 \
+             OR (first_load IS NOT NULL AND first_load <= $1 AND load_id >= $1)",
+        )
+        .bind(load_id)
+        .fetch_all(&mut *tx)
+        .await
+        .context(READING)?;
         let mut txns = HashSet::new();
-        let mut totals = LedgerTotals {
-            transactions: 0,
-            postings: 0,
-            control_sum: Amount::ZERO,
-        };
-        let mut control_sum = 0i64;
-        for id in ids {
-            let stored =
-                segments::read(&mut tx, id, Some(&[segments::TXN, segments::AMOUNT])).await?;
+        let mut postings = 0i64;
+        let mut control_sum = Amount::ZERO;
+        for row in rows {
+            let id: i64 = row.try_get("id").context(READING)?;
+            let manifest_load: i64 = row.try_get("load_id").context(READING)?;
+            let compacted = row
+                .try_get::<Option<i64>, _>("first_load")
+                .context(READING)?;
+            const OWN: &[&str] = &[segments::TXN, segments::AMOUNT];
+            const MIXED: &[&str] = &[segments::TXN, segments::AMOUNT, segments::LOAD];
+            let columns = if compacted.is_some() { MIXED } else { OWN };
+            let stored = segments::read(&mut tx, id, Some(columns)).await?;
             let numbers = segments::column::<UInt32Type>(&stored, segments::TXN)?;
             let amounts = segments::column::<Int64Type>(&stored, segments::AMOUNT)?;
-            txns.extend(numbers.into_no_null_iter());
-            control_sum = amounts
+            let loads = match compacted {
+                Some(_) => Some(segments::column::<Int64Type>(&stored, segments::LOAD)?),
+                None => None,
+            };
+            for (row, (txn, units)) in numbers
                 .into_no_null_iter()
-                .try_fold(control_sum, |sum, units| {
-                    sum.checked_add(units.checked_abs()?)
-                })
-                .ok_or_else(|| {
-                    StoreError::Invalid(format!(
-                        "load {load_id}: its absolute amounts add up beyond the largest amount, {}",
-                        Amount::MAX
-                    ))
-                })?;
-            totals.postings += stored.height() as i64;
+                .zip(amounts.into_no_null_iter())
+                .enumerate()
+            {
+                if loads.is_some_and(|loads| loads.get(row) != Some(load_id)) {
+                    continue;
+                }
+                txns.insert((manifest_load, txn));
+                postings += 1;
+                control_sum = units
+                    .checked_abs()
+                    .and_then(|units| control_sum.checked_add(Amount::from_units(units)))
+                    .ok_or_else(|| {
+                        StoreError::Invalid(format!(
+                            "the control sum of load {load_id} is beyond what amounts can hold"
+                        ))
+                    })?;
+            }
         }
-        totals.transactions = txns.len() as i64;
-        totals.control_sum = Amount::from_units(control_sum);
-        Ok(totals)
+        Ok(LedgerTotals {
+            transactions: txns.len() as i64,
+            postings,
+            control_sum,
+        })
     }
 
     async fn sync_cursor(
@@ -524,6 +544,35 @@ impl Store for SqlStore {
             .fetch_one(&mut *tx)
             .await
             .context("counting postings")
+    }
+
+    async fn segment_count(&self, tenant: &Tenant) -> Result<i64, StoreError> {
+        let mut tx = self.backend.begin(&tenant.id).await?;
+        sqlx::query_scalar("SELECT COUNT(*) FROM ledger_segments")
+            .fetch_one(&mut *tx)
+            .await
+            .context("counting segments")
+    }
+
+    async fn export_ledger(
+        &self,
+        tenant: &Tenant,
+        from: Option<Month>,
+        to: Option<Month>,
+        format: ExportFormat,
+        out: Box<dyn std::io::Write + Send>,
+    ) -> Result<ExportSummary, StoreError> {
+        let mut tx = self.backend.begin(&tenant.id).await?;
+        crate::export::export(&mut tx, from, to, format, out).await
+    }
+
+    async fn ledger_transactions(
+        &self,
+        tenant: &Tenant,
+        query: &TransactionQuery,
+    ) -> Result<TransactionPage, StoreError> {
+        let mut tx = self.backend.begin(&tenant.id).await?;
+        crate::transactions::page(&mut tx, query).await
     }
 }
 

@@ -1003,6 +1003,14 @@ impl LoadSession for SqlLoad {
             .context("advancing the sync cursor")?;
         }
         let aggregated_in = started.elapsed();
+        crate::compaction::compact(
+            &mut self.tx,
+            &record.source,
+            load_id,
+            self.index.numbers,
+            &months,
+        )
+        .await?;
         self.tx.commit().await.context("committing the load")?;
         log::debug!(
             "Committed a load: last batch written after {flushed:?}, scattered keys settled after {merged_in:?}, \
