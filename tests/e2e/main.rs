@@ -7,4 +7,5 @@ mod api;
 mod helpers;
 mod hledger;
 mod import_files;
+mod read_cache;
 mod store_story;
