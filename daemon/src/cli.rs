@@ -653,6 +653,17 @@ async fn export(store: &dyn Store, args: ExportArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(store: Arc<dyn Store>, config: &DaemonConfig) -> anyhow::Result<()> {
+    // Migrations run here, before the first request, never on the request path.
+    let started = std::time::Instant::now();
+    let tenants = store
+        .prepare_tenants()
+        .await
+        .context("migrating the tenants' storage")?;
+    tracing::info!(
+        tenants,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "Tenant storage is migrated."
+    );
     let app = Application::build(AppState::new(store, config)?, config.server.listen).await?;
     tracing::info!(address = %app.local_addr(), "Serving the API.");
     app.run_until_stopped().await?;

@@ -104,6 +104,10 @@ impl Store for SqlStore {
         self.all_tenants().await
     }
 
+    async fn prepare_tenants(&self) -> Result<usize, StoreError> {
+        self.prepare_all_tenants().await
+    }
+
     async fn update_settings(
         &self,
         tenant: &Tenant,

@@ -1,5 +1,6 @@
 //! `GET /v1/reports/{kind}`: reports from the precomputed aggregates, as JSON or CSV,
-//! kept in the read cache for the data generation they were rendered from.
+//! kept in the read cache for the data generation they were rendered from (rendered
+//! once for all the requests that wait for it, renewed in the background while used).
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -73,17 +74,12 @@ pub(crate) async fn report(
     if params.branch.as_ref().is_some_and(|b| b.len() > 200) {
         return Err(Problem::bad("branch: longer than 200 characters"));
     }
+    let generation = state.store.generation(&caller.tenant.id);
     let cache_key = format!(
-        "{}|{kind:?}|{from}|{to}|{}|{by:?}|{wants_csv}",
+        "{}|{generation}|{kind:?}|{from}|{to}|{}|{by:?}|{wants_csv}",
         caller.tenant.id,
         params.branch.as_deref().unwrap_or("*")
     );
-    let generation = state.store.generation(&caller.tenant.id);
-    if state.cache.enabled() {
-        if let Some(cached) = state.cache.report(&cache_key, generation) {
-            return Ok(cached.map(axum::body::Body::from));
-        }
-    }
     let query = ReportQuery {
         kind,
         from,
@@ -91,18 +87,42 @@ pub(crate) async fn report(
         branch: params.branch,
         by,
     };
-    let report = reports::build(state.store.as_ref(), &caller.tenant, &query)
+    let response = state
+        .cache
+        .report(&cache_key, || {
+            render(state.clone(), caller.clone(), query.clone(), wants_csv)
+        })
         .await
-        .map_err(|e| match e {
-            ReportError::Store(store) => Problem::unavailable(store),
-            other => Problem::bad(other.to_string()),
+        .map_err(|error| match &*error {
+            RenderError::Report(ReportError::Store(store)) => Problem::unavailable(store),
+            RenderError::Report(other) => Problem::bad(other.to_string()),
+            RenderError::Serialize(serialize) => Problem::unavailable(serialize),
         })?;
+    Ok(response.map(axum::body::Body::from))
+}
+
+/// Why a report could not be rendered; shared by every request that waited for it.
+#[derive(Debug, thiserror::Error)]
+enum RenderError {
+    #[error(transparent)]
+    Report(#[from] ReportError),
+    #[error("serialising a report: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+async fn render(
+    state: AppState,
+    caller: Caller,
+    query: ReportQuery,
+    wants_csv: bool,
+) -> Result<Response<Bytes>, RenderError> {
+    let report = reports::build(state.store.as_ref(), &caller.tenant, &query).await?;
     let (content_type, body) = if wants_csv {
         ("text/csv; charset=utf-8", Bytes::from(report.to_csv()))
     } else {
         (
             "application/json",
-            Bytes::from(serde_json::to_vec(&report).map_err(Problem::unavailable)?),
+            Bytes::from(serde_json::to_vec(&report)?),
         )
     };
     let mut response = Response::new(body);
@@ -110,10 +130,5 @@ pub(crate) async fn report(
         CONTENT_TYPE,
         axum::http::HeaderValue::from_static(content_type),
     );
-    if state.cache.enabled() {
-        state
-            .cache
-            .remember_report(cache_key, generation, &response);
-    }
-    Ok(response.map(axum::body::Body::from))
+    Ok(response)
 }
