@@ -30,7 +30,7 @@ use ledgersync_config::TenantSettings;
 use ledgersync_schemas::{Account, Amount, Month, MonthMetrics, Posting, PostingFrame};
 use serde::Serialize;
 
-pub use error::{LoadRejected, StoreError};
+pub use error::{Blame, LoadRejected, StoreError};
 
 /// Opens the store a URL names, creating and migrating its control storage.
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {

@@ -16,15 +16,15 @@ use tempfile::TempDir;
 pub struct TestStore {
     pub store: Arc<dyn Store>,
     pub dir: TempDir,
+    /// The store's URL, for tests that reach past the store into its database.
+    pub url: String,
 }
 
 pub async fn sqlite_store() -> TestStore {
     let dir = tempfile::tempdir().unwrap();
-    let store =
-        ledgersync_store::connect(&format!("sqlite://{}", dir.path().join("data").display()))
-            .await
-            .unwrap();
-    TestStore { store, dir }
+    let url = format!("sqlite://{}", dir.path().join("data").display());
+    let store = ledgersync_store::connect(&url).await.unwrap();
+    TestStore { store, dir, url }
 }
 
 fn postgres_base() -> String {
@@ -42,12 +42,12 @@ pub async fn postgres_store() -> TestStore {
     sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE {name}").as_str())
         .await
         .unwrap();
-    let store = ledgersync_store::connect(&format!("{base}/{name}"))
-        .await
-        .unwrap();
+    let url = format!("{base}/{name}");
+    let store = ledgersync_store::connect(&url).await.unwrap();
     TestStore {
         store,
         dir: tempfile::tempdir().unwrap(),
+        url,
     }
 }
 

@@ -6,6 +6,7 @@
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
+use ledgersync_schemas::excerpt;
 
 const NAIVE_FORMATS: [&str; 4] = [
     "%Y-%m-%d %H:%M:%S%.f",
@@ -39,10 +40,11 @@ impl DateParser {
             None => self.parse_guessing(text),
         };
         parsed.ok_or_else(|| match &self.format {
-            Some(format) => format!("bad date '{text}': expected the format {format}"),
-            None => {
-                format!("bad date '{text}': expected YYYY-MM-DD, YYYY-MM-DD HH:MM:SS or RFC 3339")
-            }
+            Some(format) => format!("bad date '{}': expected the format {format}", excerpt(text)),
+            None => format!(
+                "bad date '{}': expected YYYY-MM-DD, YYYY-MM-DD HH:MM:SS or RFC 3339",
+                excerpt(text)
+            ),
         })
     }
 

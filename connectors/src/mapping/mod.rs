@@ -14,7 +14,7 @@ use std::collections::HashSet;
 
 use chrono_tz::Tz;
 use ledgersync_config::{AccountSpec, StreamDef};
-use ledgersync_schemas::{Amount, PostingFrame, ShortTexts};
+use ledgersync_schemas::{excerpt, Amount, PostingFrame, ShortTexts};
 use polars::prelude::*;
 
 use crate::batch::{RowBatch, RowError};
@@ -361,7 +361,10 @@ impl Mapper {
     ) -> Result<IdxSize, String> {
         let def = &self.def;
         if let Some((column, text)) = view.bad_number(row) {
-            return Err(format!("non-numeric amount '{text}' in column '{column}'"));
+            return Err(format!(
+                "non-numeric amount '{}' in column '{column}'",
+                excerpt(text)
+            ));
         }
         for (column, part) in &view.key_parts {
             if part.get(row).is_none() {
@@ -382,7 +385,8 @@ impl Mapper {
         if let Some(currency) = view.currency.and_then(|c| c.get(row)) {
             if !currency.eq_ignore_ascii_case(&self.ctx.currency) {
                 return Err(format!(
-                    "currency {currency} differs from the tenant's {}; rows in other currencies need an exchange rate, which this stream does not define",
+                    "currency {} differs from the tenant's {}; rows in other currencies need an exchange rate, which this stream does not define",
+                    excerpt(currency),
                     self.ctx.currency
                 ));
             }
@@ -402,7 +406,8 @@ impl Mapper {
                 self.ctx.accounts.contains(code)
             }) {
                 return Err(format!(
-                    "unknown account '{account}' (from {})",
+                    "unknown account '{}' (from {})",
+                    excerpt(account),
                     spec.account_origin
                 ));
             }

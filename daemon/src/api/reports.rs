@@ -17,13 +17,30 @@ use super::state::AppState;
 use crate::reports::{self, ReportError, ReportQuery};
 use crate::tenants;
 
+/// Longest branch name a report is asked for, in characters.
+const BRANCH_CHARS: usize = 200;
+
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReportParams {
+    /// First month, YYYY-MM; at most 240 months before `to`.
+    #[schemars(regex(pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])$"))]
     from: String,
+    /// Last month, YYYY-MM, not before `from`.
+    #[schemars(regex(pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])$"))]
     to: String,
+    /// One branch; all branches together when absent.
+    #[schemars(length(max = 200))]
     branch: Option<String>,
-    by: Option<String>,
+    /// How months are grouped into rows; by month when absent.
+    by: Option<Grouping>,
+}
+
+/// The report kinds a path may name.
+#[derive(schemars::JsonSchema)]
+#[allow(dead_code)]
+pub struct ReportPath {
+    kind: ReportKind,
 }
 
 fn feature_enabled(tenant: &Tenant, kind: ReportKind) -> bool {
@@ -64,14 +81,15 @@ pub(crate) async fn report(
         .to
         .parse()
         .map_err(|e: ledgersync_schemas::MonthError| Problem::bad(format!("to: {e}")))?;
-    let by: Grouping = params
-        .by
-        .as_deref()
-        .unwrap_or("month")
-        .parse()
-        .map_err(|e: String| Problem::bad(format!("by: {e}")))?;
-    if params.branch.as_ref().is_some_and(|b| b.len() > 200) {
-        return Err(Problem::bad("branch: longer than 200 characters"));
+    let by = params.by.unwrap_or_default();
+    if params
+        .branch
+        .as_ref()
+        .is_some_and(|b| b.chars().count() > BRANCH_CHARS)
+    {
+        return Err(Problem::bad(format!(
+            "branch: longer than {BRANCH_CHARS} characters"
+        )));
     }
     let cache_key = format!(
         "{}|{kind:?}|{from}|{to}|{}|{by:?}|{wants_csv}",
@@ -94,15 +112,24 @@ pub(crate) async fn report(
     let report = reports::build(state.store.as_ref(), &caller.tenant, &query)
         .await
         .map_err(|e| match e {
-            ReportError::Store(store) => Problem::unavailable(store),
-            other => Problem::bad(other.to_string()),
+            ReportError::Store(store) => Problem::from(store),
+            // Settings are checked when they are written: a bad one here is the server's.
+            ReportError::Settings(settings) => Problem::internal(settings),
+            // Months that are each valid but do not make a range.
+            range @ (ReportError::ReversedRange { .. } | ReportError::RangeTooLong { .. }) => {
+                Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid-range",
+                    range.to_string(),
+                )
+            }
         })?;
     let (content_type, body) = if wants_csv {
         ("text/csv; charset=utf-8", Bytes::from(report.to_csv()))
     } else {
         (
             "application/json",
-            Bytes::from(serde_json::to_vec(&report).map_err(Problem::unavailable)?),
+            Bytes::from(serde_json::to_vec(&report).map_err(Problem::internal)?),
         )
     };
     let mut response = Response::new(body);
