@@ -268,6 +268,67 @@ async fn the_api_describes_every_route() {
         resolve(&kind["schema"])["enum"],
         serde_json::json!(["pnl", "cash-flow", "cogs", "staff"])
     );
+    // The constraints the handlers enforce are stated where the types are.
+    let schemas = &doc["components"]["schemas"];
+    let parameter = |path: &str, method: &str, name: &str| {
+        doc["paths"][path][method]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap()["schema"]
+            .clone()
+    };
+    assert_eq!(
+        parameter("/v1/reports/{kind}", "get", "from")["pattern"],
+        "^[0-9]{4}-(0[1-9]|1[0-2])$"
+    );
+    // An enum is `enum`, or `oneOf` single values where a variant has a doc comment.
+    let values = |schema: &Value| -> Vec<String> {
+        let schema = resolve(schema);
+        let alternatives = match schema["oneOf"].as_array() {
+            Some(alternatives) => alternatives.clone(),
+            None => vec![schema.clone()],
+        };
+        alternatives
+            .iter()
+            .flat_map(|a| match a["enum"].as_array() {
+                Some(values) => values.clone(),
+                None => vec![a["const"].clone()],
+            })
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        values(&parameter("/v1/reports/{kind}", "get", "by")),
+        ["month", "quarter", "year", "fiscal-year", "ytd"]
+    );
+    assert_eq!(parameter("/v1/audit", "get", "limit")["maximum"], 1000);
+    assert_eq!(schemas["KeyBody"]["properties"]["name"]["maxLength"], 100);
+    assert_eq!(
+        values(&schemas["KeyBody"]["properties"]["scope"]),
+        ["read", "ingest"]
+    );
+    assert_eq!(
+        values(&schemas["InviteBody"]["properties"]["role"]),
+        ["viewer", "manager", "admin"]
+    );
+    assert_eq!(
+        schemas["AcceptBody"]["properties"]["password"]["minLength"],
+        12
+    );
+    let settings = &schemas["TenantSettings"]["properties"];
+    assert_eq!(settings["companyName"]["maxLength"], 200);
+    assert!(settings["timezone"]["enum"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!("Asia/Jakarta")));
+    let upload = &doc["paths"]["/v1/imports"]["post"]["requestBody"];
+    assert!(upload["content"]["text/csv"].is_object());
+    assert!(upload["description"]
+        .as_str()
+        .unwrap()
+        .contains(&ledgersync::api::imports::MAX_UPLOAD_BYTES.to_string()));
     assert_eq!(doc["components"]["schemas"]["Amount"]["type"], "string");
     assert!(
         doc["components"]["schemas"]["TenantSettings"]["properties"]["fiscalYearStart"].is_object()

@@ -13,7 +13,7 @@ use super::state::AppState;
 #[serde(deny_unknown_fields)]
 pub struct AuditParams {
     /// Entries to return, newest first; 100 when absent.
-    #[schemars(range(min = 1, max = 1000))]
+    #[schemars(range(min = 1, max = MAX_LIMIT))]
     limit: Option<i64>,
 }
 

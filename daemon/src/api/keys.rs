@@ -45,7 +45,7 @@ const KEY_NAME_CHARS: usize = 100;
 #[serde(deny_unknown_fields)]
 pub struct KeyBody {
     /// A name people recognise the key by, 1 to 100 characters.
-    #[schemars(length(min = 1, max = 100))]
+    #[schemars(length(min = 1, max = KEY_NAME_CHARS))]
     name: String,
     scope: KeyScope,
 }

@@ -45,6 +45,30 @@ fn error_text(status: u16) -> &'static str {
     }
 }
 
+/// An optional query parameter is absent, never null: its schema without the null
+/// alternative schemars gives an `Option`.
+fn never_null(mut schema: Value) -> Value {
+    let is_null = |alternative: &Value| {
+        alternative.get("enum") == Some(&json!([null]))
+            || alternative.get("type") == Some(&json!("null"))
+    };
+    if let Some(fields) = schema.as_object_mut() {
+        fields.remove("nullable");
+        if let Some(Value::Array(alternatives)) = fields.remove("anyOf") {
+            let mut kept: Vec<Value> = alternatives.into_iter().filter(|a| !is_null(a)).collect();
+            match kept.pop() {
+                Some(Value::Object(only)) if kept.is_empty() => fields.extend(only),
+                Some(last) => {
+                    kept.push(last);
+                    fields.insert("anyOf".into(), Value::Array(kept));
+                }
+                None => {}
+            }
+        }
+    }
+    schema
+}
+
 /// The path parameter `name`'s schema, from the route's path shape or a string.
 fn path_parameter(path: Option<&Schema>, name: &str) -> Value {
     let schema = path
@@ -75,11 +99,7 @@ pub fn document() -> Value {
                 .unwrap_or_default();
             if let Some(properties) = value["properties"].as_object() {
                 for (name, schema) in properties {
-                    // An optional parameter is absent, never null.
-                    let mut schema = schema.clone();
-                    if let Some(fields) = schema.as_object_mut() {
-                        fields.remove("nullable");
-                    }
+                    let schema = never_null(schema.clone());
                     parameters.push(json!({ "name": name, "in": "query", "required": required.contains(&name.as_str()), "schema": schema }));
                 }
             }

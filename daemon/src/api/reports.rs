@@ -30,7 +30,7 @@ pub struct ReportParams {
     #[schemars(regex(pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])$"))]
     to: String,
     /// One branch; all branches together when absent.
-    #[schemars(length(max = 200))]
+    #[schemars(length(max = BRANCH_CHARS))]
     branch: Option<String>,
     /// How months are grouped into rows; by month when absent.
     by: Option<Grouping>,
