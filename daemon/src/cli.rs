@@ -605,7 +605,7 @@ pub async fn create_key(
         "unknown scope '{scope}': use read or ingest"
     );
     anyhow::ensure!(
-        !name.is_empty() && name.len() <= 100,
+        (1..=100).contains(&name.chars().count()),
         "the key name must be 1 to 100 characters"
     );
     let secret = keys::generate();

@@ -122,6 +122,21 @@ pub async fn import_csv(
     path: &Path,
     options: &ImportOptions,
 ) -> anyhow::Result<ImportOutcome> {
+    let origin = path.display().to_string();
+    import_csv_as(store, tenant, stream, path, &origin, options).await
+}
+
+/// Imports the file at `path` under the name `origin`, which the load record and
+/// every message use instead of the path: an upload is named as its sender named
+/// it, never by the server's temporary file.
+pub async fn import_csv_as(
+    store: Arc<dyn Store>,
+    tenant: &Tenant,
+    stream: StreamDef,
+    path: &Path,
+    origin: &str,
+    options: &ImportOptions,
+) -> anyhow::Result<ImportOutcome> {
     let source = format!("file:{}", stream.name);
     let stream_name = stream.name.clone();
     // Hashing reads the whole file, off the async workers. The first batches are
@@ -144,7 +159,7 @@ pub async fn import_csv(
                 store.clone(),
                 tenant,
                 reading,
-                path,
+                origin,
                 options,
                 &source,
                 &fingerprint,
@@ -161,13 +176,13 @@ pub async fn import_csv(
                 rejected.errors.first().map_or(0, |e| e.line),
                 rejected.errors.first().map_or("", |e| e.reason.as_str())
             ),
-            None => format!("{error:#}"),
+            None => named_as(&format!("{error:#}"), path, origin),
         };
         let record = LoadRecord {
             source,
             fingerprint,
             stream: stream_name,
-            origin: path.display().to_string(),
+            origin: origin.to_string(),
             rows_read: 0,
             cursor: None,
         };
@@ -245,7 +260,7 @@ async fn load(
     store: Arc<dyn Store>,
     tenant: &Tenant,
     reading: Reading,
-    path: &Path,
+    origin: &str,
     options: &ImportOptions,
     source: &str,
     fingerprint: &str,
@@ -266,7 +281,7 @@ async fn load(
             .expect("a valid template")
             .progress_chars("=> "),
         );
-        bar.set_message(format!("importing {}", path.display()));
+        bar.set_message(format!("importing {origin}"));
         bar
     } else {
         ProgressBar::hidden()
@@ -295,7 +310,7 @@ async fn load(
     progress.finish_and_clear();
     if total_errors > 0 {
         return Err(FileRejected {
-            file: path.to_path_buf(),
+            file: PathBuf::from(origin),
             errors,
             total: total_errors,
         }
@@ -305,7 +320,7 @@ async fn load(
         source: source.to_string(),
         fingerprint: fingerprint.to_string(),
         stream: mapper.stream_name().to_string(),
-        origin: path.display().to_string(),
+        origin: origin.to_string(),
         rows_read: rows_read as i64,
         cursor: None,
     };
@@ -326,7 +341,7 @@ async fn load(
     match committed {
         Ok(summary) => {
             tracing::info!(
-                file = %path.display(),
+                file = origin,
                 rows = rows_read,
                 read_map_stage_secs = staged_in.as_secs_f64(),
                 commit_secs = (started.elapsed() - staged_in).as_secs_f64(),
@@ -335,13 +350,18 @@ async fn load(
             Ok(ImportOutcome::Loaded(summary))
         }
         Err(StoreError::Rejected(rejected)) => Err(FileRejected {
-            file: path.to_path_buf(),
+            file: PathBuf::from(origin),
             errors: rejected.errors,
             total: rejected.total,
         }
         .into()),
         Err(other) => Err(other.into()),
     }
+}
+
+/// `message` with the file's path replaced by the name it is known by.
+pub fn named_as(message: &str, path: &Path, origin: &str) -> String {
+    message.replace(&path.display().to_string(), origin)
 }
 
 /// Reads a chart of accounts CSV: `code,name,class[,category]`.

@@ -19,6 +19,9 @@ use crate::{
 };
 use polars::prelude::{Int64Type, UInt32Type};
 
+/// Characters of a failed load's problem kept in its record.
+const FAILED_LOAD_PROBLEM_CHARS: usize = 2000;
+
 /// `($1, …, $width), ($width+1, …)` for `rows` rows, or `(?, …)` when `anonymous`.
 pub(crate) fn placeholders(rows: usize, width: usize, anonymous: bool) -> String {
     let mut sql = String::with_capacity(rows * width * 5);
@@ -358,7 +361,9 @@ impl Store for SqlStore {
         .bind(&record.origin)
         .bind(record.rows_read)
         .bind(&at)
-        .bind(problem)
+        // Stored for `GET /v1/loads` and `verify`: whatever the caller hands in, a
+        // record stays small.
+        .bind(ledgersync_schemas::bounded(problem, FAILED_LOAD_PROBLEM_CHARS).as_ref())
         .execute(&mut *tx)
         .await
         .context("recording a failed load")?;

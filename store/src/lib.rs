@@ -33,7 +33,7 @@ use ledgersync_config::TenantSettings;
 use ledgersync_schemas::{Account, Amount, Month, MonthMetrics, Posting, PostingFrame};
 use serde::Serialize;
 
-pub use error::{LoadRejected, StoreError};
+pub use error::{Blame, LoadRejected, StoreError};
 pub use export::{ExportFormat, ExportSummary, EXPORT_COLUMNS};
 pub use transactions::{
     LedgerPosting, LedgerTransaction, TransactionCursor, TransactionPage, TransactionQuery,

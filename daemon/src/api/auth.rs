@@ -267,6 +267,12 @@ pub(crate) async fn login(
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AcceptBody {
+    /// At least 12 characters and at most 1024 bytes, with a letter and a digit, not
+    /// the email address.
+    #[schemars(
+        length(min = 12, max = 1024),
+        regex(pattern = r"[^\W\d_][\s\S]*[0-9]|[0-9][\s\S]*[^\W\d_]")
+    )]
     password: String,
 }
 

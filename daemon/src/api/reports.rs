@@ -18,13 +18,30 @@ use super::state::AppState;
 use crate::reports::{self, ReportError, ReportQuery};
 use crate::tenants;
 
+/// Longest branch name a report is asked for, in characters.
+const BRANCH_CHARS: usize = 200;
+
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReportParams {
+    /// First month, YYYY-MM; at most 240 months before `to`.
+    #[schemars(regex(pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])$"))]
     from: String,
+    /// Last month, YYYY-MM, not before `from`.
+    #[schemars(regex(pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])$"))]
     to: String,
+    /// One branch; all branches together when absent.
+    #[schemars(length(max = BRANCH_CHARS))]
     branch: Option<String>,
-    by: Option<String>,
+    /// How months are grouped into rows; by month when absent.
+    by: Option<Grouping>,
+}
+
+/// The report kinds a path may name.
+#[derive(schemars::JsonSchema)]
+#[allow(dead_code)]
+pub struct ReportPath {
+    kind: ReportKind,
 }
 
 fn feature_enabled(tenant: &Tenant, kind: ReportKind) -> bool {
@@ -65,14 +82,15 @@ pub(crate) async fn report(
         .to
         .parse()
         .map_err(|e: ledgersync_schemas::MonthError| Problem::bad(format!("to: {e}")))?;
-    let by: Grouping = params
-        .by
-        .as_deref()
-        .unwrap_or("month")
-        .parse()
-        .map_err(|e: String| Problem::bad(format!("by: {e}")))?;
-    if params.branch.as_ref().is_some_and(|b| b.len() > 200) {
-        return Err(Problem::bad("branch: longer than 200 characters"));
+    let by = params.by.unwrap_or_default();
+    if params
+        .branch
+        .as_ref()
+        .is_some_and(|b| b.chars().count() > BRANCH_CHARS)
+    {
+        return Err(Problem::bad(format!(
+            "branch: longer than {BRANCH_CHARS} characters"
+        )));
     }
     let generation = state.store.generation(&caller.tenant.id);
     let cache_key = format!(
@@ -94,9 +112,27 @@ pub(crate) async fn report(
         })
         .await
         .map_err(|error| match &*error {
-            RenderError::Report(ReportError::Store(store)) => Problem::unavailable(store),
-            RenderError::Report(other) => Problem::bad(other.to_string()),
-            RenderError::Serialize(serialize) => Problem::unavailable(serialize),
+            RenderError::Report(ReportError::Store(store)) => Problem::of_store(store),
+            // Settings are checked when they are written: a bad one here is the server's.
+            RenderError::Report(settings @ ReportError::Settings(_)) => {
+                Problem::internal(anyhow::anyhow!("{settings}"))
+            }
+            // Months that are each valid but do not make a range.
+            RenderError::Report(
+                range @ (ReportError::ReversedRange { .. } | ReportError::RangeTooLong { .. }),
+            ) => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-range",
+                range.to_string(),
+            ),
+            // Stored figures whose sum does not fit an amount: the question is fine, the
+            // answer cannot be given exactly (and is never given wrapped).
+            RenderError::Report(overflow @ ReportError::Overflow { .. }) => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "figure-overflow",
+                overflow.to_string(),
+            ),
+            RenderError::Serialize(serialize) => Problem::internal(anyhow::anyhow!("{serialize}")),
         })?;
     Ok(response.map(axum::body::Body::from))
 }

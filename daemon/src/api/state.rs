@@ -9,12 +9,14 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::HeaderValue;
 use axum::response::Response;
 use axum::Router;
 use ledgersync_config::DaemonConfig;
 use ledgersync_store::Store;
 use moka::future::Cache;
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 use super::auth::Caller;
 use super::routes::router;
@@ -208,6 +210,60 @@ pub(crate) async fn forget_callers_after_changes(
 ) -> Response {
     let response = next.run(request).await;
     state.cache.forget_callers();
+    response
+}
+
+/// The header a request's id is read from (a proxy's) and echoed in.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+tokio::task_local! {
+    /// The id of the request this task answers, for the problem documents it builds.
+    static REQUEST_ID: String;
+}
+
+/// The id of the request being answered, outside a request none.
+pub(crate) fn current_request_id() -> Option<String> {
+    REQUEST_ID.try_with(Clone::clone).ok()
+}
+
+/// A proxy's id is kept when it is a short token, so its logs and ours meet; any
+/// other value (long, or with characters a log line should not carry) is replaced.
+fn usable_request_id(value: &HeaderValue) -> Option<String> {
+    let text = value.to_str().ok()?;
+    let usable = (1..=64).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    usable.then(|| text.to_string())
+}
+
+/// Gives every request an id: echoed in `x-request-id`, carried by a tracing span
+/// around everything logged while the request is answered, and put in every 5xx
+/// problem document. tower-http's request-id layers set and echo the header but do
+/// not check a proxy's value nor open the span; this does all three in one place.
+pub(crate) async fn with_request_id(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let id = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(usable_request_id)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    // At the error level, so the id is on every line whenever anything is logged.
+    let span = tracing::error_span!(
+        "request",
+        request_id = %id,
+        method = %request.method(),
+        path = %request.uri().path(),
+    );
+    let mut response = REQUEST_ID
+        .scope(id.clone(), next.run(request))
+        .instrument(span)
+        .await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
     response
 }
 
