@@ -255,6 +255,7 @@ pub const ROUTES: &[Route] = &[
         "The transactions behind a report figure, each with its postings: by month range, branch, account or category, a page at a time",
         |m| on(m, ledger::transactions),
     )
+    .fails(&[400, 401, 403, 422, 500, 503])
     .shaped(|g| Shapes {
         query: inline::<ledger::TransactionParams>(g),
         response: of::<ledger::TransactionsPage>(g),
