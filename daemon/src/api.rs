@@ -5,14 +5,16 @@
 //! aggregates. Errors are RFC 9457 problem details with a stable `type`.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, State};
-use axum::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, COOKIE, SET_COOKIE};
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, State,
+};
+use axum::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, COOKIE, RETRY_AFTER, SET_COOKIE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -47,6 +49,7 @@ pub struct Shared {
     pub public_url: String,
     pub import: Arc<ImportOptions>,
     pub cache: Arc<ReadCache>,
+    pub hashing: Arc<access::PasswordHashing>,
 }
 
 /// Short-lived memory of the read path: who a credential is, and rendered reports.
@@ -157,6 +160,7 @@ impl AppState {
             cache: Arc::new(ReadCache::new(Duration::from_secs(
                 config.server.cache_ttl_secs,
             ))),
+            hashing: Arc::new(access::PasswordHashing::default()),
         })))
     }
 }
@@ -185,9 +189,14 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
+        // The peer's address: failed logins are counted per client.
+        axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown_signal())
+        .await
     }
 }
 
@@ -240,6 +249,7 @@ pub const ROUTES: &[RouteSpec] = &[
     route("POST", "/v1/invitations/{token}/accept", Need::Nobody),
     route("POST", "/v1/auth/logout", Need::Role(Role::Viewer)),
     route("GET", "/v1/me", Need::Role(Role::Viewer)),
+    route("POST", "/v1/session/tenant", Need::Role(Role::Viewer)),
     route("GET", "/v1/reports/{kind}", Need::Role(Role::Viewer)),
     route("GET", "/v1/settings", Need::Role(Role::Viewer)),
     route("PUT", "/v1/settings", Need::Role(Role::Admin)),
@@ -263,6 +273,7 @@ fn handler_for(method: &str, path: &str) -> MethodRouter<AppState> {
         ("POST", "/v1/invitations/{token}/accept") => on(MethodFilter::POST, accept_invitation),
         ("POST", "/v1/auth/logout") => on(MethodFilter::POST, logout),
         ("GET", "/v1/me") => on(MethodFilter::GET, me),
+        ("POST", "/v1/session/tenant") => on(MethodFilter::POST, switch_tenant),
         ("GET", "/v1/reports/{kind}") => on(MethodFilter::GET, report),
         ("GET", "/v1/settings") => on(MethodFilter::GET, get_settings),
         ("PUT", "/v1/settings") => on(MethodFilter::PUT, put_settings),
@@ -655,6 +666,54 @@ where
 pub struct LoginBody {
     email: String,
     password: String,
+    /// The tenant (id or slug) to act in; by default the person's first.
+    tenant: Option<String>,
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchTenantBody {
+    /// A tenant (id or slug) the person is an active member of.
+    tenant: String,
+}
+
+/// The address of the peer a request came from, when the server recorded it.
+pub struct ClientAddr(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), |info| {
+                    info.0.ip()
+                }),
+        ))
+    }
+}
+
+/// A problem with a `Retry-After` header.
+fn retry_after(problem: Problem, secs: i64) -> Response {
+    let mut response = problem.into_response();
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, axum::http::HeaderValue::from(secs.max(1)));
+    response
+}
+
+/// The answer when every password hashing slot stayed taken.
+fn hashing_busy() -> Response {
+    retry_after(
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "Too many passwords are being checked at once; try again in a second.",
+        ),
+        1,
+    )
 }
 
 fn session_cookie(state: &AppState, token: &str, max_age_secs: i64) -> String {
@@ -668,16 +727,33 @@ fn session_cookie(state: &AppState, token: &str, max_age_secs: i64) -> String {
 
 async fn login(
     State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
     Body(body): Body<LoginBody>,
-) -> Result<Response, Problem> {
-    if body.email.len() > 254 || body.password.len() > 1024 {
-        return Err(Problem::new(
+) -> Response {
+    let invalid = || {
+        Problem::new(
             StatusCode::UNAUTHORIZED,
             "invalid-credentials",
             "Wrong email or password.",
-        ));
+        )
+        .into_response()
+    };
+    if body.email.len() > 254
+        || body.password.len() > 1024
+        || body.tenant.as_ref().is_some_and(|t| t.len() > 200)
+    {
+        return invalid();
     }
-    match access::login(state.store.as_ref(), &body.email, &body.password).await {
+    let outcome = access::login(
+        state.store.as_ref(),
+        &state.hashing,
+        &body.email,
+        &body.password,
+        body.tenant.as_deref(),
+        client,
+    )
+    .await;
+    match outcome {
         Ok(session) => {
             let cookie = session_cookie(&state, &session.token, access::SESSION_HOURS * 3600);
             if let Err(error) = state
@@ -692,7 +768,7 @@ async fn login(
             {
                 tracing::warn!(error = %error, "Could not write a login to the audit trail.");
             }
-            Ok(([(SET_COOKIE, cookie)], Json(session)).into_response())
+            ([(SET_COOKIE, cookie)], Json(session)).into_response()
         }
         Err(AccessError::Throttled { retry_after_secs }) => {
             let mut problem = Problem::new(
@@ -701,14 +777,14 @@ async fn login(
                 format!("Too many failed logins; try again in {retry_after_secs} s."),
             );
             problem.extra = Some(serde_json::json!({ "retryAfterSeconds": retry_after_secs }));
-            Err(problem)
+            retry_after(problem, retry_after_secs)
         }
-        Err(AccessError::Internal(e)) => Err(Problem::unavailable(e)),
-        Err(_) => Err(Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid-credentials",
-            "Wrong email or password.",
-        )),
+        Err(AccessError::Busy) => hashing_busy(),
+        Err(error @ (AccessError::NotAMember(_) | AccessError::NoTenant)) => {
+            Problem::new(StatusCode::FORBIDDEN, "not-a-member", format!("{error}.")).into_response()
+        }
+        Err(AccessError::Internal(e)) => Problem::unavailable(e).into_response(),
+        Err(_) => invalid(),
     }
 }
 
@@ -722,20 +798,23 @@ async fn accept_invitation(
     State(state): State<AppState>,
     Path(token): Path<String>,
     Body(body): Body<AcceptBody>,
-) -> Result<Json<User>, Problem> {
-    match access::accept(state.store.as_ref(), &token, &body.password).await {
-        Ok((_, user)) => Ok(Json(user)),
-        Err(AccessError::WeakPassword(reason)) => Err(Problem::new(
-            StatusCode::BAD_REQUEST,
-            "weak-password",
-            reason,
-        )),
-        Err(AccessError::InvalidInvitation(reason)) => Err(Problem::new(
-            StatusCode::NOT_FOUND,
-            "invalid-invitation",
-            reason,
-        )),
-        Err(e) => Err(Problem::unavailable(e)),
+) -> Response {
+    match access::accept(state.store.as_ref(), &state.hashing, &token, &body.password).await {
+        Ok((_, user)) => Json(user).into_response(),
+        Err(AccessError::WeakPassword(reason)) => {
+            Problem::new(StatusCode::BAD_REQUEST, "weak-password", reason).into_response()
+        }
+        Err(AccessError::InvalidInvitation(reason)) => {
+            Problem::new(StatusCode::NOT_FOUND, "invalid-invitation", reason).into_response()
+        }
+        Err(error @ AccessError::WrongPassword) => Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "wrong-password",
+            format!("{error}."),
+        )
+        .into_response(),
+        Err(AccessError::Busy) => hashing_busy(),
+        Err(e) => Problem::unavailable(e).into_response(),
     }
 }
 
@@ -753,13 +832,51 @@ async fn logout(State(state): State<AppState>, caller: Caller) -> Result<Respons
         .into_response())
 }
 
-async fn me(caller: Caller) -> Result<Json<serde_json::Value>, Problem> {
+/// The caller's tenant and identity; for a person, every tenant they may switch to.
+async fn me(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<serde_json::Value>, Problem> {
     let who = match &caller.principal {
-        Principal::User { user, .. } => serde_json::json!({ "user": user }),
+        Principal::User { user, .. } => {
+            let tenants = state.store.person_tenants(&user.person_id).await?;
+            serde_json::json!({ "user": user, "tenants": tenants })
+        }
         Principal::Key(key) => serde_json::json!({ "apiKey": key }),
     };
     Ok(Json(
-        serde_json::json!({ "tenant": { "id": caller.tenant.id, "slug": caller.tenant.slug, "plan": caller.tenant.plan }, "as": who }),
+        serde_json::json!({ "tenant": { "id": caller.tenant.id, "slug": caller.tenant.slug, "name": caller.tenant.name, "plan": caller.tenant.plan }, "as": who }),
+    ))
+}
+
+/// Points the caller's session at another of the person's tenants.
+async fn switch_tenant(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(body): Body<SwitchTenantBody>,
+) -> Result<Json<serde_json::Value>, Problem> {
+    let Principal::User { session_hash, .. } = &caller.principal else {
+        return Err(Problem::bad(
+            "An API key belongs to one tenant; log in to switch between tenants.",
+        ));
+    };
+    if body.tenant.len() > 200 {
+        return Err(Problem::bad("tenant: longer than 200 characters"));
+    }
+    let (tenant, user) = state
+        .store
+        .switch_session_tenant(session_hash, &body.tenant)
+        .await?
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::FORBIDDEN,
+                "not-a-member",
+                format!("You are not an active member of tenant '{}'.", body.tenant),
+            )
+        })?;
+    let tenants = state.store.person_tenants(&user.person_id).await?;
+    Ok(Json(
+        serde_json::json!({ "tenant": { "id": tenant.id, "slug": tenant.slug, "name": tenant.name, "plan": tenant.plan }, "as": { "user": user, "tenants": tenants } }),
     ))
 }
 

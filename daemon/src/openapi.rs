@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use crate::access::{Role, Session};
 use crate::api::{
     AcceptBody, AuditParams, ImportParams, InviteBody, KeyBody, LoginBody, Need, ReportParams,
-    RoleBody, ROUTES,
+    RoleBody, SwitchTenantBody, ROUTES,
 };
 use crate::reports::Report;
 use ledgersync_config::TenantSettings;
@@ -54,14 +54,21 @@ fn describe(method: &str, path: &str, g: &mut SchemaGenerator) -> Operation {
             of::<Session>(g),
         ),
         ("POST", "/v1/invitations/{token}/accept") => op(
-            "Accept an invitation by setting a password (single use, expires)",
+            "Accept an invitation by setting a password, or with the existing one of a person who has an account (single use, expires)",
             None,
             of::<AcceptBody>(g),
             200,
             of::<User>(g),
         ),
         ("POST", "/v1/auth/logout") => op("End the session", None, None, 204, None),
-        ("GET", "/v1/me") => op("The caller's tenant and identity", None, None, 200, object("tenant and user or apiKey")),
+        ("GET", "/v1/me") => op("The caller's tenant and identity; for a person, the tenants they belong to", None, None, 200, object("tenant, and user with tenants or apiKey")),
+        ("POST", "/v1/session/tenant") => op(
+            "Switch the session to another tenant the person is an active member of",
+            None,
+            of::<SwitchTenantBody>(g),
+            200,
+            object("tenant, and user with tenants"),
+        ),
         ("GET", "/v1/reports/{kind}") => op(
             "A report (pnl, cash-flow, cogs, staff) from the precomputed aggregates; CSV with Accept: text/csv",
             inline::<ReportParams>(g),
@@ -163,7 +170,7 @@ pub fn document() -> Value {
             schemars::json_schema!({ "$ref": "#/components/schemas/Problem" }),
             "application/problem+json",
         );
-        problem["description"] = json!("An RFC 9457 problem: 400 invalid input, 401 no or bad credentials, 403 not allowed, 404 not found, 409 conflict or seat limit, 422 rejected rows or settings, 429 login throttled, 503 store unavailable");
+        problem["description"] = json!("An RFC 9457 problem: 400 invalid input, 401 no or bad credentials, 403 not allowed, 404 not found, 409 conflict (e.g. the last admin), seat limit, 422 rejected rows or settings, 429 login throttled (Retry-After), 503 store unavailable or password checks busy (Retry-After)");
         responses.insert("default".into(), problem);
         let mut entry = json!({
             "summary": operation.summary,
