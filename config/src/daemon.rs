@@ -48,12 +48,21 @@ pub struct SmtpConfig {
     pub starttls: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     /// `sqlite://DIR` (a control database plus one file per tenant under DIR) or
     /// `postgres://…` (a control schema plus one schema per tenant).
     pub url: String,
+}
+
+/// The URL may carry a password: Debug shows it redacted.
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("url", &crate::redact_url(&self.url))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

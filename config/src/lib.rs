@@ -3,11 +3,13 @@
 //! stream mapping definitions that turn source rows into ledger postings.
 
 mod daemon;
+mod redact;
 mod stream;
 mod tenant;
 
 pub use daemon::{
     ConfigError, DaemonConfig, ImportConfig, MailConfig, ServerConfig, SmtpConfig, StoreConfig,
 };
+pub use redact::redact_url;
 pub use stream::{AccountSpec, DateSpec, PostingSpec, StreamDef, TemplateDef, BUILTIN_JOURNAL};
 pub use tenant::{Features, SettingsError, TenantSettings};

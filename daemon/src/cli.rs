@@ -248,7 +248,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         .with_context(|| {
             format!(
                 "opening the store at {}",
-                ledgersync_store::redact(&config.store.url)
+                ledgersync_config::redact_url(&config.store.url)
             )
         })?;
     let import_options = ImportOptions {

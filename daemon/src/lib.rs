@@ -10,7 +10,6 @@ pub mod demo;
 pub mod import;
 pub mod keys;
 pub mod mail;
-pub mod openapi;
 pub mod reports;
 pub mod tenants;
 pub mod verify;

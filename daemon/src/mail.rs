@@ -2,6 +2,8 @@
 //! files to an outbox folder, so a deployment without a mail server still hands the
 //! operator every welcome and invitation.
 
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::PathBuf;
 
 use anyhow::Context as _;
@@ -101,7 +103,11 @@ impl Mailer {
                 })
             }
             Mailer::Outbox { dir, .. } => {
-                std::fs::create_dir_all(dir)
+                // Invitation mails hold single-use links: readable by the daemon's user only.
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
                     .with_context(|| format!("cannot create outbox {}", dir.display()))?;
                 let name = format!(
                     "{}-{}.eml",
@@ -109,7 +115,12 @@ impl Mailer {
                     to.email.to_string().replace(['@', '/'], "_")
                 );
                 let path = dir.join(name);
-                std::fs::write(&path, message.formatted())
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .and_then(|mut file| file.write_all(&message.formatted()))
                     .with_context(|| format!("cannot write {}", path.display()))?;
                 tracing::info!(to = %to.email, file = %path.display(), "Wrote mail to the outbox; no SMTP server is configured.");
                 Ok(Delivery::Outbox {

@@ -30,7 +30,6 @@ use ledgersync_config::TenantSettings;
 use ledgersync_schemas::{Account, Amount, Month, MonthMetrics, Posting, PostingFrame};
 use serde::Serialize;
 
-pub use backend::redact;
 pub use error::{LoadRejected, StoreError};
 
 /// Opens the store a URL names, creating and migrating its control storage.

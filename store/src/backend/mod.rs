@@ -61,36 +61,12 @@ pub(crate) async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Arc::new(postgres::PostgresBackend::open(url).await?)
     } else {
-        return Err(StoreError::UnsupportedUrl(redact(url)));
+        return Err(StoreError::UnsupportedUrl(ledgersync_config::redact_url(
+            url,
+        )));
     };
     Ok(Arc::new(SqlStore {
         backend,
         generations: Default::default(),
     }))
-}
-
-/// A URL fit for messages: any password replaced.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn passwords_never_reach_messages() {
-        assert_eq!(
-            super::redact("postgres://app:s3cret@db:5432/ledger"),
-            "postgres://app:***@db:5432/ledger"
-        );
-        assert_eq!(super::redact("sqlite://data"), "sqlite://data");
-    }
 }

@@ -1,0 +1,365 @@
+//! The table of routes: each route's method, path, what it needs from its caller,
+//! its handler and what the OpenAPI document says of it, written once. The router
+//! and `/v1/openapi.json` are both built from [`ROUTES`], so a route cannot be served
+//! unguarded or undocumented.
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::routing::{on, MethodFilter, MethodRouter};
+use axum::{Json, Router};
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+
+use super::state::{forget_callers_after_changes, AppState};
+use super::{audit, auth, imports, keys, problem, reports, settings, users};
+use crate::access::{Role, Session};
+use crate::reports::Report;
+use ledgersync_config::TenantSettings;
+use ledgersync_store::{ApiKey, AuditEntry, PastLoad, User};
+
+/// Largest accepted JSON body (logins, settings, invitations …).
+const MAX_JSON_BYTES: usize = 64 << 10;
+
+/// What a route needs from its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    Nobody,
+    /// A user session of at least this role; a `read` API key counts as a viewer.
+    Role(Role),
+    /// Loading data: a manager or admin session, or an `ingest` API key.
+    Import,
+}
+
+/// The schemas of a route's query, request body and successful response.
+#[derive(Default)]
+pub struct Shapes {
+    pub query: Option<Schema>,
+    pub request: Option<Schema>,
+    pub response: Option<Schema>,
+}
+
+/// One route. `serve` builds its handler for the method; `shapes` describes it.
+#[derive(Clone, Copy)]
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub need: Need,
+    pub summary: &'static str,
+    /// Status of a successful answer.
+    pub status: u16,
+    /// Media type of the request body, where it has one.
+    pub request_media: &'static str,
+    serve: fn(MethodFilter) -> MethodRouter<AppState>,
+    pub shapes: fn(&mut SchemaGenerator) -> Shapes,
+}
+
+const fn route(
+    method: &'static str,
+    path: &'static str,
+    need: Need,
+    summary: &'static str,
+    serve: fn(MethodFilter) -> MethodRouter<AppState>,
+) -> Route {
+    Route {
+        method,
+        path,
+        need,
+        summary,
+        status: 200,
+        request_media: "application/json",
+        serve,
+        shapes: |_| Shapes::default(),
+    }
+}
+
+impl Route {
+    const fn answers(mut self, status: u16) -> Route {
+        self.status = status;
+        self
+    }
+
+    const fn shaped(mut self, shapes: fn(&mut SchemaGenerator) -> Shapes) -> Route {
+        self.shapes = shapes;
+        self
+    }
+
+    const fn body_of(mut self, media: &'static str) -> Route {
+        self.request_media = media;
+        self
+    }
+}
+
+/// A named schema, referenced from the document's components.
+pub fn of<T: JsonSchema>(g: &mut SchemaGenerator) -> Option<Schema> {
+    Some(g.subschema_for::<T>())
+}
+
+/// A schema written out in place (query parameters are listed one by one).
+pub fn inline<T: JsonSchema>(g: &mut SchemaGenerator) -> Option<Schema> {
+    Some(g.root_schema_for::<T>())
+}
+
+/// A free-form object, for responses assembled ad hoc.
+pub fn object(description: &str) -> Option<Schema> {
+    Some(schemars::json_schema!({ "type": "object", "description": description }))
+}
+
+const VIEWER: Need = Need::Role(Role::Viewer);
+const MANAGER: Need = Need::Role(Role::Manager);
+const ADMIN: Need = Need::Role(Role::Admin);
+
+/// Every route.
+pub const ROUTES: &[Route] = &[
+    route("GET", "/healthz", Need::Nobody, "Liveness", |m| on(m, healthz)),
+    route(
+        "POST",
+        "/v1/auth/login",
+        Need::Nobody,
+        "Log in with email and password, optionally naming the tenant to act in; returns a session token, the person's tenants, and sets an HttpOnly cookie",
+        |m| on(m, auth::login),
+    )
+    .shaped(|g| Shapes {
+        request: of::<auth::LoginBody>(g),
+        response: of::<Session>(g),
+        ..Shapes::default()
+    }),
+    route(
+        "POST",
+        "/v1/invitations/{token}/accept",
+        Need::Nobody,
+        "Accept an invitation by setting a password, or with the existing password of a person who has an account (single use, expires)",
+        |m| on(m, auth::accept_invitation),
+    )
+    .shaped(|g| Shapes {
+        request: of::<auth::AcceptBody>(g),
+        response: of::<User>(g),
+        ..Shapes::default()
+    }),
+    route("POST", "/v1/auth/logout", VIEWER, "End the session", |m| {
+        on(m, auth::logout)
+    })
+    .answers(204),
+    route(
+        "GET",
+        "/v1/me",
+        VIEWER,
+        "The caller's tenant and identity; for a person, the tenants they belong to",
+        |m| on(m, auth::me),
+    )
+    .shaped(|_| Shapes {
+        response: object("tenant, and user with tenants or apiKey"),
+        ..Shapes::default()
+    }),
+    route(
+        "POST",
+        "/v1/session/tenant",
+        VIEWER,
+        "Switch the session to another tenant the person is an active member of",
+        |m| on(m, auth::switch_tenant),
+    )
+    .shaped(|g| Shapes {
+        request: of::<auth::SwitchTenantBody>(g),
+        response: object("tenant, and user with tenants"),
+        ..Shapes::default()
+    }),
+    route(
+        "GET",
+        "/v1/reports/{kind}",
+        VIEWER,
+        "A report (pnl, cash-flow, cogs, staff) from the precomputed aggregates; CSV with Accept: text/csv",
+        |m| on(m, reports::report),
+    )
+    .shaped(|g| Shapes {
+        query: inline::<reports::ReportParams>(g),
+        response: of::<Report>(g),
+        ..Shapes::default()
+    }),
+    route(
+        "GET",
+        "/v1/settings",
+        VIEWER,
+        "The tenant's settings",
+        |m| on(m, settings::get_settings),
+    )
+    .shaped(|g| Shapes {
+        response: of::<TenantSettings>(g),
+        ..Shapes::default()
+    }),
+    route(
+        "PUT",
+        "/v1/settings",
+        ADMIN,
+        "Replace the settings; features beyond the plan are refused",
+        |m| on(m, settings::put_settings),
+    )
+    .shaped(|g| Shapes {
+        request: of::<TenantSettings>(g),
+        response: of::<TenantSettings>(g),
+        ..Shapes::default()
+    }),
+    route(
+        "POST",
+        "/v1/imports",
+        Need::Import,
+        "Import a CSV body through a stream; all rows or none",
+        |m| {
+            on(m, imports::upload_import).layer(DefaultBodyLimit::max(imports::MAX_UPLOAD_BYTES))
+        },
+    )
+    .answers(201)
+    .body_of("text/csv")
+    .shaped(|g| Shapes {
+        query: inline::<imports::ImportParams>(g),
+        request: Some(schemars::json_schema!({ "type": "string", "contentMediaType": "text/csv" })),
+        response: object("status and the load summary"),
+    }),
+    route(
+        "GET",
+        "/v1/loads",
+        MANAGER,
+        "Loads so far (sync status)",
+        |m| on(m, imports::list_loads),
+    )
+    .shaped(|g| Shapes {
+        response: of::<Vec<PastLoad>>(g),
+        ..Shapes::default()
+    }),
+    route("GET", "/v1/users", ADMIN, "Users and seats", |m| {
+        on(m, users::list_users)
+    })
+    .shaped(|_| Shapes {
+        response: object("seats and users"),
+        ..Shapes::default()
+    }),
+    route(
+        "POST",
+        "/v1/users/invitations",
+        ADMIN,
+        "Invite a person by email within the plan's seats (one per membership); a person with an account elsewhere keeps their password",
+        |m| on(m, users::invite_user),
+    )
+    .answers(201)
+    .shaped(|g| Shapes {
+        request: of::<users::InviteBody>(g),
+        response: object("the invited user, expiry and where the mail went"),
+        ..Shapes::default()
+    }),
+    route(
+        "PATCH",
+        "/v1/users/{id}",
+        ADMIN,
+        "Change a user's role",
+        |m| on(m, users::change_role),
+    )
+    .shaped(|g| Shapes {
+        request: of::<users::RoleBody>(g),
+        response: of::<User>(g),
+        ..Shapes::default()
+    }),
+    route("DELETE", "/v1/users/{id}", ADMIN, "Remove a member from the tenant (never its last active admin)", |m| {
+        on(m, users::remove_user)
+    })
+    .answers(204),
+    route(
+        "GET",
+        "/v1/apikeys",
+        ADMIN,
+        "Live API keys, without secrets",
+        |m| on(m, keys::list_keys),
+    )
+    .shaped(|g| Shapes {
+        response: of::<Vec<ApiKey>>(g),
+        ..Shapes::default()
+    }),
+    route(
+        "POST",
+        "/v1/apikeys",
+        ADMIN,
+        "Create an API key; the secret is returned once",
+        |m| on(m, keys::create_key),
+    )
+    .answers(201)
+    .shaped(|g| Shapes {
+        request: of::<keys::KeyBody>(g),
+        response: object("key and secret"),
+        ..Shapes::default()
+    }),
+    route(
+        "DELETE",
+        "/v1/apikeys/{id}",
+        ADMIN,
+        "Revoke an API key",
+        |m| on(m, keys::revoke_key),
+    )
+    .answers(204),
+    route(
+        "GET",
+        "/v1/audit",
+        ADMIN,
+        "The audit trail, newest first",
+        |m| on(m, audit::audit_log),
+    )
+    .shaped(|g| Shapes {
+        query: inline::<audit::AuditParams>(g),
+        response: of::<Vec<AuditEntry>>(g),
+        ..Shapes::default()
+    }),
+    route(
+        "GET",
+        "/v1/openapi.json",
+        Need::Nobody,
+        "This document",
+        |m| on(m, openapi),
+    )
+    .shaped(|_| Shapes {
+        response: object("OpenAPI 3.1"),
+        ..Shapes::default()
+    }),
+];
+
+fn method_filter(method: &str) -> MethodFilter {
+    match method {
+        "GET" => MethodFilter::GET,
+        "POST" => MethodFilter::POST,
+        "PUT" => MethodFilter::PUT,
+        "PATCH" => MethodFilter::PATCH,
+        "DELETE" => MethodFilter::DELETE,
+        other => panic!("ROUTES uses the method {other}, which the router does not map"),
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let mut router = Router::new();
+    for spec in ROUTES {
+        let mut handler = (spec.serve)(method_filter(spec.method));
+        if spec.need != Need::Nobody {
+            let need = spec.need;
+            handler = handler.layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                move |State(state): State<AppState>, request, next| {
+                    auth::guard(state, need, request, next)
+                },
+            ));
+        }
+        // Only requests that may change users, keys, plans or settings: reads (the
+        // hot path) skip a middleware.
+        if spec.method != "GET" {
+            handler = handler.layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                forget_callers_after_changes,
+            ));
+        }
+        router = router.route(spec.path, handler);
+    }
+    router
+        .fallback(problem::not_found)
+        .method_not_allowed_fallback(problem::method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn openapi() -> Json<serde_json::Value> {
+    Json(super::openapi::document())
+}
