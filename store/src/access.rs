@@ -43,22 +43,24 @@ fn normalize_email(email: &str) -> String {
     email.trim().to_ascii_lowercase()
 }
 
-/// `CASE <failures> WHEN 1 THEN 0 … ELSE max END`: the wait in milliseconds after
-/// the attempt that brings the failures of a key to `failures`.
-fn wait_after(failures: &str, throttle: &LoginThrottle) -> String {
+/// `CASE <failures> WHEN 1 THEN blocked_until … ELSE $3 + max END`: when the attempt
+/// that brings the failures of a key to `failures` (an expression), made at `$3`,
+/// blocks the key until. Free attempts leave the key as it is: a later bound would
+/// block a concurrent attempt that read the clock a moment earlier.
+fn blocked_until_after(failures: &str, throttle: &LoginThrottle) -> String {
     let mut sql = format!("CASE {failures}");
     let mut wait = throttle.first_wait_ms.max(1);
     for n in 1.. {
         if n <= throttle.free_failures {
-            sql.push_str(&format!(" WHEN {n} THEN 0"));
+            sql.push_str(&format!(" WHEN {n} THEN blocked_until"));
         } else if wait < throttle.max_wait_ms {
-            sql.push_str(&format!(" WHEN {n} THEN {wait}"));
+            sql.push_str(&format!(" WHEN {n} THEN $3 + {wait}"));
             wait = wait.saturating_mul(2);
         } else {
             break;
         }
     }
-    sql.push_str(&format!(" ELSE {} END", throttle.max_wait_ms));
+    sql.push_str(&format!(" ELSE $3 + {} END", throttle.max_wait_ms));
     sql
 }
 
@@ -239,7 +241,8 @@ impl SqlStore {
     ) -> Result<Option<PendingInvitation>, StoreError> {
         let row = sqlx::query(&format!(
             "SELECT {MEMBER_COLUMNS}, p.password_hash, i.expires_at, i.used_at \
-             FROM invitations i JOIN {MEMBERS} ON m.id = i.membership_id WHERE i.token_hash = $1"
+             FROM invitations i JOIN memberships m ON m.id = i.membership_id \
+             JOIN people p ON p.id = m.person_id WHERE i.token_hash = $1"
         ))
         .bind(token_hash)
         .fetch_optional(self.backend.control())
@@ -420,9 +423,9 @@ impl SqlStore {
         let failures = "(CASE WHEN last_attempt_at < $4 THEN 1 ELSE failures + 1 END)";
         let admitted = sqlx::query(&format!(
             "UPDATE login_throttle SET failures = {failures}, \
-             blocked_until = $3 + {wait}, last_attempt_at = $3 \
+             blocked_until = {blocked_until}, last_attempt_at = $3 \
              WHERE email = $1 AND client = $2 AND blocked_until <= $3 RETURNING failures",
-            wait = wait_after(failures, throttle)
+            blocked_until = blocked_until_after(failures, throttle)
         ))
         .bind(&email)
         .bind(client)
@@ -505,7 +508,8 @@ impl SqlStore {
     ) -> Result<Option<(Tenant, User)>, StoreError> {
         let row = sqlx::query(&format!(
             "SELECT {MEMBER_COLUMNS}, s.expires_at AS session_expires_at \
-             FROM sessions s JOIN {MEMBERS} ON m.id = s.membership_id \
+             FROM sessions s JOIN memberships m ON m.id = s.membership_id \
+             JOIN people p ON p.id = m.person_id \
              WHERE s.token_hash = $1 AND m.status = 'active'"
         ))
         .bind(token_hash)
