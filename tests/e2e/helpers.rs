@@ -16,6 +16,38 @@ use tempfile::TempDir;
 pub struct TestStore {
     pub store: Arc<dyn Store>,
     pub dir: TempDir,
+    /// The PostgreSQL database made for this test, dropped with it.
+    postgres_database: Option<String>,
+}
+
+impl Drop for TestStore {
+    /// Drops the test's PostgreSQL database, ending the connections its pools (and
+    /// any server the test spawned) still hold. On a thread of its own, since the
+    /// test's runtime is the one being left.
+    fn drop(&mut self) {
+        let Some(name) = self.postgres_database.take() else {
+            return;
+        };
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let mut admin =
+                    sqlx::PgConnection::connect(&format!("{}/postgres", postgres_base())).await?;
+                sqlx::Executor::execute(
+                    &mut admin,
+                    format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str(),
+                )
+                .await?;
+                anyhow::Ok(())
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) && !std::thread::panicking() {
+            panic!("could not drop the test's PostgreSQL database: {dropped:?}");
+        }
+    }
 }
 
 pub async fn sqlite_store() -> TestStore {
@@ -24,7 +56,11 @@ pub async fn sqlite_store() -> TestStore {
         ledgersync_store::connect(&format!("sqlite://{}", dir.path().join("data").display()))
             .await
             .unwrap();
-    TestStore { store, dir }
+    TestStore {
+        store,
+        dir,
+        postgres_database: None,
+    }
 }
 
 fn postgres_base() -> String {
@@ -48,6 +84,7 @@ pub async fn postgres_store() -> TestStore {
     TestStore {
         store,
         dir: tempfile::tempdir().unwrap(),
+        postgres_database: Some(name),
     }
 }
 
