@@ -13,7 +13,8 @@ use serde_json::{json, Value};
 use tokio::io::AsyncBufReadExt;
 
 use crate::helpers::{
-    config_with_outbox, new_key, postgres_store, spawn_app, sqlite_store, TestApp, TestStore,
+    config_with_outbox, new_key, postgres_base, postgres_store, postgres_store_on, spawn_app,
+    sqlite_store, TestApp, TestStore,
 };
 
 const PASSWORD: &str = "kopi-susu-2025";
@@ -1484,8 +1485,7 @@ async fn users_before_memberships_carry_over_sqlite() {
 #[tokio::test]
 async fn users_before_memberships_carry_over_postgres() {
     use sqlx::Connection;
-    let base = std::env::var("LS_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let base = postgres_base();
     let name = format!("ledgersync_test_{}", uuid::Uuid::new_v4().simple());
     let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres"))
         .await
@@ -1494,6 +1494,7 @@ async fn users_before_memberships_carry_over_postgres() {
         .execute(&mut admin)
         .await
         .unwrap();
+    admin.close().await.unwrap();
     let legacy = legacy_control();
     {
         let mut conn = sqlx::PgConnection::connect(&format!("{base}/{name}"))
@@ -1516,9 +1517,7 @@ async fn users_before_memberships_carry_over_postgres() {
             .unwrap();
         conn.close().await.unwrap();
     }
-    let store = ledgersync_store::connect(&format!("{base}/{name}"))
-        .await
-        .unwrap();
-    legacy_users_carry_over(store, legacy).await;
-    admin.close().await.unwrap();
+    // Migrated on connecting; the database goes with the test.
+    let test = postgres_store_on(name).await;
+    legacy_users_carry_over(test.store.clone(), legacy).await;
 }

@@ -63,7 +63,7 @@ pub async fn sqlite_store() -> TestStore {
     }
 }
 
-fn postgres_base() -> String {
+pub fn postgres_base() -> String {
     std::env::var("LS_TEST_POSTGRES")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
@@ -79,6 +79,19 @@ pub async fn postgres_store() -> TestStore {
         .await
         .unwrap();
     let store = ledgersync_store::connect(&format!("{base}/{name}"))
+        .await
+        .unwrap();
+    TestStore {
+        store,
+        dir: tempfile::tempdir().unwrap(),
+        postgres_database: Some(name),
+    }
+}
+
+/// A store on a PostgreSQL database the test created itself (e.g. with an older
+/// schema); the database is dropped with the returned [`TestStore`].
+pub async fn postgres_store_on(name: String) -> TestStore {
+    let store = ledgersync_store::connect(&format!("{}/{name}", postgres_base()))
         .await
         .unwrap();
     TestStore {
