@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ledgersync_config::{DaemonConfig, StreamDef};
 use ledgersync_schemas::{Grouping, Month, ReportKind};
-use ledgersync_store::{ApiKey, Store, Tenant};
+use ledgersync_store::{ApiKey, ExportFormat, Store, Tenant};
 
 use crate::access::{self, Role};
 use crate::api::AppState;
@@ -76,6 +76,11 @@ pub enum Command {
         tenant: String,
         #[arg(long)]
         json: bool,
+    },
+    /// The stored ledger itself.
+    Ledger {
+        #[command(subcommand)]
+        action: LedgerAction,
     },
     /// Serve the HTTP API.
     Serve,
@@ -192,6 +197,38 @@ pub struct ReportArgs {
     by: Grouping,
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LedgerAction {
+    /// Write the stored postings with the source, load and line each came from:
+    /// source,load_id,line,date,txn_key,account,amount,currency,original_amount,branch,memo,occurred_at.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ExportFormatArg {
+    /// Amounts as exact decimal text.
+    Csv,
+    /// Amounts as Decimal(38, 4).
+    Parquet,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[arg(long)]
+    tenant: String,
+    /// First month of the postings' dates, YYYY-MM (the first posting's when left out).
+    #[arg(long)]
+    from: Option<Month>,
+    /// Last month, YYYY-MM (the last posting's when left out).
+    #[arg(long)]
+    to: Option<Month>,
+    #[arg(long, value_enum)]
+    format: ExportFormatArg,
+    /// File to write (standard output when left out).
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -515,6 +552,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             anyhow::ensure!(failed == 0, "{failed} of {} check(s) failed", checks.len());
         }
+        Command::Ledger {
+            action: LedgerAction::Export(args),
+        } => export(store.as_ref(), args).await?,
         Command::Serve => serve(store, &config).await?,
         Command::Demo { no_serve } => demo(store, &config, &import_options, no_serve).await?,
     }
@@ -584,6 +624,35 @@ pub async fn create_key(
         )
         .await?;
     Ok((secret, key))
+}
+
+async fn export(store: &dyn Store, args: ExportArgs) -> anyhow::Result<()> {
+    let tenant = tenants::find(store, &args.tenant).await?;
+    if let (Some(from), Some(to)) = (args.from, args.to) {
+        anyhow::ensure!(from <= to, "--from {from} comes after --to {to}");
+    }
+    let format = match args.format {
+        ExportFormatArg::Csv => ExportFormat::Csv,
+        ExportFormatArg::Parquet => ExportFormat::Parquet,
+    };
+    let out: Box<dyn std::io::Write + Send> = match &args.output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+    };
+    let summary = store
+        .export_ledger(&tenant, args.from, args.to, format, out)
+        .await
+        .context("exporting the ledger")?;
+    if let Some(path) = &args.output {
+        eprintln!(
+            "{} posting(s) written to {}",
+            summary.postings,
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 async fn serve(store: Arc<dyn Store>, config: &DaemonConfig) -> anyhow::Result<()> {

@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 
 use ledgersync_schemas::{
-    CashFlowRow, CogsRow, Grouping, Month, MonthMetrics, Period, PnlRow, ReportKind, StaffRow,
-    BRANCH_TOTAL,
+    CashFlowRow, CogsRow, FigureOverflow, Grouping, Month, MonthMetrics, Period, PnlRow,
+    ReportKind, StaffRow, BRANCH_TOTAL,
 };
 use ledgersync_store::{Store, Tenant};
 use serde::Serialize;
@@ -28,6 +28,13 @@ pub enum ReportError {
     RangeTooLong { from: Month, to: Month },
     #[error(transparent)]
     Settings(#[from] ledgersync_config::SettingsError),
+    /// Stored figures whose total or derived figure does not fit in an amount.
+    #[error("the {period} report of {branch} cannot be given exactly: {source}")]
+    Overflow {
+        period: String,
+        branch: String,
+        source: FigureOverflow,
+    },
     #[error(transparent)]
     Store(#[from] ledgersync_store::StoreError),
 }
@@ -75,37 +82,63 @@ pub async fn build(
         .unwrap_or(from);
     let branch = query.branch.as_deref().unwrap_or(BRANCH_TOTAL);
     let months = store.month_metrics(tenant, branch, earliest, to).await?;
+    let branch_name = match branch {
+        BRANCH_TOTAL => "all branches",
+        named => named,
+    };
+    let overflow = |period: &str, source| ReportError::Overflow {
+        period: period.to_string(),
+        branch: branch_name.to_string(),
+        source,
+    };
     let summed = |period: &Period| {
         let mut total = MonthMetrics::default();
         for month in &period.months {
             if let Some(metrics) = months.get(month) {
-                total.merge(metrics);
+                total
+                    .merge(metrics)
+                    .map_err(|e| overflow(&period.label, e))?;
             }
         }
-        total
+        Ok::<_, ReportError>(total)
     };
     let rows = match query.kind {
         ReportKind::Pnl => Rows::Pnl(
             periods
                 .iter()
-                .map(|p| PnlRow::derive(&p.label, &summed(p)))
-                .collect(),
+                .map(|p| PnlRow::derive(&p.label, &summed(p)?).map_err(|e| overflow(&p.label, e)))
+                .collect::<Result<_, _>>()?,
         ),
-        ReportKind::Cogs => Rows::Cogs(
-            periods
-                .iter()
-                .flat_map(|p| CogsRow::derive(&p.label, &summed(p)))
-                .collect(),
-        ),
+        ReportKind::Cogs => {
+            let mut rows = Vec::new();
+            for p in &periods {
+                rows.extend(
+                    CogsRow::derive(&p.label, &summed(p)?).map_err(|e| overflow(&p.label, e))?,
+                );
+            }
+            Rows::Cogs(rows)
+        }
         ReportKind::Staff => Rows::Staff(
             periods
                 .iter()
-                .map(|p| StaffRow::derive(&p.label, &summed(p)))
-                .collect(),
+                .map(|p| StaffRow::derive(&p.label, &summed(p)?).map_err(|e| overflow(&p.label, e)))
+                .collect::<Result<_, _>>()?,
         ),
         ReportKind::CashFlow => {
             let mut rows = Vec::with_capacity(periods.len());
-            let mut opening_before_first = store.cash_before(tenant, branch, earliest).await?;
+            let first_label = periods.first().map_or("", |p| p.label.as_str());
+            // The store refuses a balance beyond an amount's range as invalid; that is
+            // the data's limit, said like any other figure's.
+            let mut opening_before_first = store
+                .cash_before(tenant, branch, earliest)
+                .await
+                .map_err(|e| match e {
+                    ledgersync_store::StoreError::Invalid(_) => {
+                        let figure = "opening cash".to_string();
+                        overflow(first_label, FigureOverflow { figure })
+                    }
+                    other => ReportError::Store(other),
+                })?;
             // Opening cash of a period is the cash before its first month: the running
             // balance from `earliest`, plus the months between.
             let mut cursor = earliest;
@@ -113,15 +146,19 @@ pub async fn build(
                 let first = *period.months.first().expect("periods have months");
                 while cursor < first {
                     if let Some(m) = months.get(&cursor) {
-                        opening_before_first += m.cash_change();
+                        opening_before_first = opening_before_first
+                            .checked_add(m.cash_change())
+                            .ok_or_else(|| {
+                                let figure = "opening cash".to_string();
+                                overflow(&period.label, FigureOverflow { figure })
+                            })?;
                     }
                     cursor = cursor.next();
                 }
-                rows.push(CashFlowRow::derive(
-                    &period.label,
-                    opening_before_first,
-                    &summed(period),
-                ));
+                rows.push(
+                    CashFlowRow::derive(&period.label, opening_before_first, &summed(period)?)
+                        .map_err(|e| overflow(&period.label, e))?,
+                );
             }
             Rows::CashFlow(rows)
         }

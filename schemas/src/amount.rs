@@ -2,10 +2,12 @@
 //! currency. Four fractional digits keep the fractional rupiah POS systems report
 //! (`-755.0125`) exactly; an `i64` still holds 922 trillion whole units, far beyond a
 //! chain's yearly turnover, and sums stay exact integers in every store.
+//!
+//! There is no `+`, `-` or `Sum` on amounts: a sum beyond the `i64` wraps silently in
+//! a release build, so every sum goes through the `checked_*` methods and its caller
+//! says, in its own terms, which figure would not fit.
 
 use std::fmt;
-use std::iter::Sum;
-use std::ops::{Add, AddAssign, Neg, Sub};
 use std::str::FromStr;
 
 use rust_decimal::Decimal;
@@ -29,6 +31,10 @@ pub const SCALE: u32 = 4;
 
 impl Amount {
     pub const ZERO: Amount = Amount(0);
+    /// The largest amount, 922337203685477.5807.
+    pub const MAX: Amount = Amount(i64::MAX);
+    /// The smallest amount, -922337203685477.5808.
+    pub const MIN: Amount = Amount(i64::MIN);
 
     /// From the stored representation (ten-thousandths).
     pub const fn from_units(units: i64) -> Self {
@@ -81,8 +87,26 @@ impl Amount {
         Some(ratio.round_dp(2).normalize())
     }
 
+    /// `self + other`; none if the sum is beyond [`Amount::MIN`]..=[`Amount::MAX`].
     pub fn checked_add(self, other: Amount) -> Option<Amount> {
         self.0.checked_add(other.0).map(Amount)
+    }
+
+    /// `self - other`; none if the difference is out of range.
+    pub fn checked_sub(self, other: Amount) -> Option<Amount> {
+        self.0.checked_sub(other.0).map(Amount)
+    }
+
+    /// `-self`; none for [`Amount::MIN`], whose opposite is out of range.
+    pub fn checked_neg(self) -> Option<Amount> {
+        self.0.checked_neg().map(Amount)
+    }
+
+    /// The sum of `amounts`; none if some partial sum is out of range.
+    pub fn checked_sum(amounts: impl IntoIterator<Item = Amount>) -> Option<Amount> {
+        amounts
+            .into_iter()
+            .try_fold(Amount::ZERO, |sum, amount| sum.checked_add(amount))
     }
 }
 
@@ -102,39 +126,6 @@ impl FromStr for Amount {
 impl fmt::Display for Amount {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&self.to_decimal(), f)
-    }
-}
-
-impl Add for Amount {
-    type Output = Amount;
-    fn add(self, rhs: Amount) -> Amount {
-        Amount(self.0 + rhs.0)
-    }
-}
-
-impl AddAssign for Amount {
-    fn add_assign(&mut self, rhs: Amount) {
-        self.0 += rhs.0;
-    }
-}
-
-impl Sub for Amount {
-    type Output = Amount;
-    fn sub(self, rhs: Amount) -> Amount {
-        Amount(self.0 - rhs.0)
-    }
-}
-
-impl Neg for Amount {
-    type Output = Amount;
-    fn neg(self) -> Amount {
-        Amount(-self.0)
-    }
-}
-
-impl Sum for Amount {
-    fn sum<I: Iterator<Item = Amount>>(iter: I) -> Amount {
-        iter.fold(Amount::ZERO, Add::add)
     }
 }
 
@@ -173,6 +164,15 @@ impl schemars::JsonSchema for Amount {
 mod tests {
     use super::*;
 
+    /// This crate is built for tests without overflow checks, as a release build is
+    /// (see the workspace Cargo.toml): a sum left unchecked wraps in the tests as in
+    /// production, so they show the checks rather than a debug build's panic.
+    #[test]
+    fn tests_run_with_release_arithmetic() {
+        let largest = std::hint::black_box(i64::MAX);
+        assert_eq!(largest + 1, i64::MIN);
+    }
+
     #[test]
     fn parses_fractional_rupiah_exactly() {
         assert_eq!("-755.0125".parse::<Amount>().unwrap().units(), -7_550_125);
@@ -199,8 +199,35 @@ mod tests {
     #[test]
     fn sums_without_drift() {
         let tenth: Amount = "0.1".parse().unwrap();
-        let total: Amount = std::iter::repeat_n(tenth, 10).sum();
+        let total = Amount::checked_sum(std::iter::repeat_n(tenth, 10)).unwrap();
         assert_eq!(total.to_string(), "1");
+    }
+
+    /// Sums beyond the range are refused, not wrapped: two largest amounts and
+    /// 0.0002 wrap to exactly zero in two's complement.
+    #[test]
+    fn sums_out_of_range_are_none() {
+        let least = Amount::from_units(2);
+        assert_eq!(Amount::checked_sum([Amount::MAX, Amount::MAX, least]), None);
+        assert_eq!(
+            Amount::MAX
+                .units()
+                .wrapping_add(Amount::MAX.units())
+                .wrapping_add(2),
+            0
+        );
+        assert_eq!(Amount::MAX.checked_add(least), None);
+        assert_eq!(Amount::MIN.checked_sub(least), None);
+        assert_eq!(Amount::MIN.checked_neg(), None);
+        assert_eq!(
+            Amount::MAX.checked_neg(),
+            Some(Amount::from_units(-i64::MAX))
+        );
+        assert_eq!(
+            Amount::checked_sum([Amount::MAX, Amount::MIN, least]),
+            Some(Amount::from_units(1))
+        );
+        assert_eq!(Amount::MAX.to_string(), "922337203685477.5807");
     }
 
     #[test]

@@ -53,6 +53,8 @@ pub enum LedgerError {
     Empty { source_key: String },
     #[error("transaction {source_key} mixes dates or branches across its postings")]
     Inconsistent { source_key: String },
+    #[error("transaction {source_key} does not balance: its postings add up beyond the largest amount, {}", Amount::MAX)]
+    Overflow { source_key: String },
 }
 
 impl Transaction {
@@ -70,7 +72,9 @@ impl Transaction {
         {
             return Err(LedgerError::Inconsistent { source_key });
         }
-        let sum: Amount = postings.iter().map(|p| p.amount).sum();
+        let Some(sum) = Amount::checked_sum(postings.iter().map(|p| p.amount)) else {
+            return Err(LedgerError::Overflow { source_key });
+        };
         if !sum.is_zero() {
             return Err(LedgerError::Unbalanced { source_key, sum });
         }
@@ -123,5 +127,24 @@ mod tests {
             err.to_string(),
             "transaction t1 does not balance: its postings sum to 0.0001"
         );
+    }
+
+    /// In two's complement these three sum to exactly zero.
+    #[test]
+    fn postings_beyond_the_range_are_refused_not_wrapped() {
+        let largest = Amount::MAX.to_string();
+        let err = Transaction::from_postings(vec![
+            posting("1000", &largest),
+            posting("1000", &largest),
+            posting("4000", "0.0002"),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            err,
+            LedgerError::Overflow {
+                source_key: "t1".into()
+            }
+        );
+        assert!(err.to_string().contains("beyond the largest amount"));
     }
 }

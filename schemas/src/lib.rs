@@ -16,5 +16,7 @@ pub use chart::default_chart;
 pub use ledger::{LedgerError, Posting, RowError, Transaction};
 pub use period::{Grouping, Month, MonthError, Period};
 pub use posting_frame::{posting_column, PostingFrame};
-pub use report::{CashFlowRow, CogsRow, MonthMetrics, PnlRow, ReportKind, StaffRow, BRANCH_TOTAL};
+pub use report::{
+    CashFlowRow, CogsRow, FigureOverflow, MonthMetrics, PnlRow, ReportKind, StaffRow, BRANCH_TOTAL,
+};
 pub use short_texts::{short_text_key, ShortTexts, TextArray, INLINE_TEXT};

@@ -56,22 +56,51 @@ impl std::str::FromStr for ReportKind {
     }
 }
 
+/// A report figure, or a sum behind one, beyond what an [`Amount`] holds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{figure} adds up beyond the largest amount, {}", Amount::MAX)]
+pub struct FigureOverflow {
+    /// The figure in words (`gross profit`) or as stored (`revenue:food`).
+    pub figure: String,
+}
+
+/// `Σ sign × amount` of `terms`, exact in 128 bits so that only the figure itself
+/// must fit, not the order its terms are added in.
+fn combined(figure: &str, terms: &[(i8, Amount)]) -> Result<Amount, FigureOverflow> {
+    let exact: i128 = terms
+        .iter()
+        .map(|&(sign, amount)| i128::from(sign) * i128::from(amount.units()))
+        .sum();
+    i64::try_from(exact)
+        .map(Amount::from_units)
+        .map_err(|_| FigureOverflow {
+            figure: figure.to_string(),
+        })
+}
+
 /// Metrics of one bucket, or the sum of several.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MonthMetrics(BTreeMap<(String, String), Amount>);
 
 impl MonthMetrics {
-    pub fn add(&mut self, metric: &str, key: &str, amount: Amount) {
-        *self
+    /// Adds `amount` to a metric; refused (and the metric left as it was) if the
+    /// sum does not fit.
+    pub fn add(&mut self, metric: &str, key: &str, amount: Amount) -> Result<(), FigureOverflow> {
+        let sum = self
             .0
             .entry((metric.to_string(), key.to_string()))
-            .or_default() += amount;
+            .or_default();
+        *sum = sum.checked_add(amount).ok_or_else(|| FigureOverflow {
+            figure: format!("{metric}:{key}"),
+        })?;
+        Ok(())
     }
 
-    pub fn merge(&mut self, other: &MonthMetrics) {
+    pub fn merge(&mut self, other: &MonthMetrics) -> Result<(), FigureOverflow> {
         for ((metric, key), amount) in &other.0 {
-            self.add(metric, key, *amount);
+            self.add(metric, key, *amount)?;
         }
+        Ok(())
     }
 
     pub fn get(&self, metric: &str, key: &str) -> Amount {
@@ -95,8 +124,8 @@ impl MonthMetrics {
     }
 
     /// Revenue shown positive, as statements do.
-    pub fn revenue(&self) -> Amount {
-        -self.class(AccountClass::Revenue)
+    pub fn revenue(&self) -> Result<Amount, FigureOverflow> {
+        combined("revenue", &[(-1, self.class(AccountClass::Revenue))])
     }
 
     pub fn cogs(&self) -> Amount {
@@ -127,15 +156,23 @@ pub struct PnlRow {
 }
 
 impl PnlRow {
-    pub fn derive(period: &str, m: &MonthMetrics) -> PnlRow {
-        let revenue = m.revenue();
+    pub fn derive(period: &str, m: &MonthMetrics) -> Result<PnlRow, FigureOverflow> {
+        let revenue = m.revenue()?;
         let cogs = m.cogs();
-        let gross_profit = revenue - cogs;
+        let gross_profit = combined("gross profit", &[(1, revenue), (-1, cogs)])?;
         let expenses = m.class(AccountClass::Expense);
-        let operating_profit = gross_profit - expenses;
-        let other_income = -m.class(AccountClass::OtherIncome);
+        let operating_profit = combined("operating profit", &[(1, gross_profit), (-1, expenses)])?;
+        let other_income = combined("other income", &[(-1, m.class(AccountClass::OtherIncome))])?;
         let other_expense = m.class(AccountClass::OtherExpense);
-        PnlRow {
+        let net_profit = combined(
+            "net profit",
+            &[
+                (1, operating_profit),
+                (1, other_income),
+                (-1, other_expense),
+            ],
+        )?;
+        Ok(PnlRow {
             period: period.to_string(),
             revenue,
             cogs,
@@ -144,8 +181,8 @@ impl PnlRow {
             operating_profit,
             other_income,
             other_expense,
-            net_profit: operating_profit + other_income - other_expense,
-        }
+            net_profit,
+        })
     }
 }
 
@@ -165,7 +202,11 @@ pub struct CashFlowRow {
 
 impl CashFlowRow {
     /// `opening_cash` is the cash balance before the period's first month.
-    pub fn derive(period: &str, opening_cash: Amount, m: &MonthMetrics) -> CashFlowRow {
+    pub fn derive(
+        period: &str,
+        opening_cash: Amount,
+        m: &MonthMetrics,
+    ) -> Result<CashFlowRow, FigureOverflow> {
         let flow = |key: &str| m.get(metric::CASH_FLOW, key);
         let flows = [
             flow("operating_in"),
@@ -175,8 +216,9 @@ impl CashFlowRow {
             flow("financing_in"),
             flow("financing_out"),
         ];
-        let net_change: Amount = flows.iter().copied().sum();
-        CashFlowRow {
+        let net_change = combined("net change in cash", &flows.map(|flow| (1, flow)))?;
+        let closing_cash = combined("closing cash", &[(1, opening_cash), (1, net_change)])?;
+        Ok(CashFlowRow {
             period: period.to_string(),
             opening_cash,
             operating_in: flows[0],
@@ -186,8 +228,8 @@ impl CashFlowRow {
             financing_in: flows[4],
             financing_out: flows[5],
             net_change,
-            closing_cash: opening_cash + net_change,
-        }
+            closing_cash,
+        })
     }
 }
 
@@ -204,7 +246,7 @@ pub struct CogsRow {
 
 impl CogsRow {
     /// One row per COGS category, then `total`.
-    pub fn derive(period: &str, m: &MonthMetrics) -> Vec<CogsRow> {
+    pub fn derive(period: &str, m: &MonthMetrics) -> Result<Vec<CogsRow>, FigureOverflow> {
         let row = |category: &str, cogs: Amount, revenue: Amount| CogsRow {
             period: period.to_string(),
             category: category.to_string(),
@@ -212,24 +254,21 @@ impl CogsRow {
             revenue,
             cogs_pct: cogs.percent_of(revenue),
         };
-        let mut rows: Vec<CogsRow> = m
-            .keys(metric::COGS)
-            .iter()
-            .map(|category| {
-                let label = if category.is_empty() {
-                    "uncategorised"
-                } else {
-                    category
-                };
-                row(
-                    label,
-                    m.get(metric::COGS, category),
-                    -m.get(metric::REVENUE, category),
-                )
-            })
-            .collect();
-        rows.push(row("total", m.cogs(), m.revenue()));
-        rows
+        let mut rows = Vec::new();
+        for category in m.keys(metric::COGS) {
+            let label = if category.is_empty() {
+                "uncategorised"
+            } else {
+                &category
+            };
+            let revenue = combined(
+                &format!("revenue of {label}"),
+                &[(-1, m.get(metric::REVENUE, &category))],
+            )?;
+            rows.push(row(label, m.get(metric::COGS, &category), revenue));
+        }
+        rows.push(row("total", m.cogs(), m.revenue()?));
+        Ok(rows)
     }
 }
 
@@ -245,10 +284,10 @@ pub struct StaffRow {
 }
 
 impl StaffRow {
-    pub fn derive(period: &str, m: &MonthMetrics) -> StaffRow {
-        let (labour, revenue, cogs) = (m.labour(), m.revenue(), m.cogs());
-        let prime_cost = cogs + labour;
-        StaffRow {
+    pub fn derive(period: &str, m: &MonthMetrics) -> Result<StaffRow, FigureOverflow> {
+        let (labour, revenue, cogs) = (m.labour(), m.revenue()?, m.cogs());
+        let prime_cost = combined("prime cost", &[(1, cogs), (1, labour)])?;
+        Ok(StaffRow {
             period: period.to_string(),
             labour_cost: labour,
             revenue,
@@ -256,7 +295,7 @@ impl StaffRow {
             cogs,
             prime_cost,
             prime_cost_pct: prime_cost.percent_of(revenue),
-        }
+        })
     }
 }
 
@@ -268,15 +307,21 @@ mod tests {
         s.parse().unwrap()
     }
 
+    impl MonthMetrics {
+        fn add_ok(&mut self, metric: &str, key: &str, amount: Amount) {
+            self.add(metric, key, amount).unwrap();
+        }
+    }
+
     #[test]
     fn pnl_reads_credits_as_positive_revenue() {
         let mut m = MonthMetrics::default();
-        m.add(metric::CLASS, "revenue", amt("-1000"));
-        m.add(metric::CLASS, "cogs", amt("300"));
-        m.add(metric::CLASS, "expense", amt("450.5"));
-        m.add(metric::CLASS, "other_income", amt("-10"));
-        m.add(metric::CLASS, "other_expense", amt("20"));
-        let row = PnlRow::derive("2025-01", &m);
+        m.add_ok(metric::CLASS, "revenue", amt("-1000"));
+        m.add_ok(metric::CLASS, "cogs", amt("300"));
+        m.add_ok(metric::CLASS, "expense", amt("450.5"));
+        m.add_ok(metric::CLASS, "other_income", amt("-10"));
+        m.add_ok(metric::CLASS, "other_expense", amt("20"));
+        let row = PnlRow::derive("2025-01", &m).unwrap();
         assert_eq!(row.revenue, amt("1000"));
         assert_eq!(row.gross_profit, amt("700"));
         assert_eq!(row.operating_profit, amt("249.5"));
@@ -286,9 +331,9 @@ mod tests {
     #[test]
     fn cash_flow_closes_on_opening_plus_flows() {
         let mut m = MonthMetrics::default();
-        m.add(metric::CASH_FLOW, "operating_in", amt("500"));
-        m.add(metric::CASH_FLOW, "investing_out", amt("-200"));
-        let row = CashFlowRow::derive("2025-01", amt("100"), &m);
+        m.add_ok(metric::CASH_FLOW, "operating_in", amt("500"));
+        m.add_ok(metric::CASH_FLOW, "investing_out", amt("-200"));
+        let row = CashFlowRow::derive("2025-01", amt("100"), &m).unwrap();
         assert_eq!(row.net_change, amt("300"));
         assert_eq!(row.closing_cash, amt("400"));
     }
@@ -296,16 +341,72 @@ mod tests {
     #[test]
     fn food_cost_is_category_cogs_over_category_sales() {
         let mut m = MonthMetrics::default();
-        m.add(metric::CLASS, "revenue", amt("-1000"));
-        m.add(metric::REVENUE, "food", amt("-400"));
-        m.add(metric::CLASS, "cogs", amt("150"));
-        m.add(metric::COGS, "food", amt("120"));
-        m.add(metric::COGS, "packaging", amt("30"));
-        let rows = CogsRow::derive("2025-01", &m);
+        m.add_ok(metric::CLASS, "revenue", amt("-1000"));
+        m.add_ok(metric::REVENUE, "food", amt("-400"));
+        m.add_ok(metric::CLASS, "cogs", amt("150"));
+        m.add_ok(metric::COGS, "food", amt("120"));
+        m.add_ok(metric::COGS, "packaging", amt("30"));
+        let rows = CogsRow::derive("2025-01", &m).unwrap();
         assert_eq!(rows[0].category, "food");
         assert_eq!(rows[0].cogs_pct, Some(Decimal::new(30, 0)));
         assert_eq!(rows[1].cogs_pct, None);
         assert_eq!(rows[2].category, "total");
         assert_eq!(rows[2].cogs_pct, Some(Decimal::new(15, 0)));
+    }
+
+    /// Figures near the bound: each derived figure is refused when it does not fit,
+    /// whatever order its terms come in, and kept when it does.
+    #[test]
+    fn figures_beyond_the_range_are_refused() {
+        let mut m = MonthMetrics::default();
+        m.add_ok(metric::CLASS, "revenue", Amount::MIN);
+        assert_eq!(m.revenue().unwrap_err().figure, "revenue");
+        assert!(StaffRow::derive("2025-01", &m).is_err());
+
+        let mut m = MonthMetrics::default();
+        m.add_ok(metric::CLASS, "revenue", Amount::from_units(-i64::MAX));
+        m.add_ok(metric::CLASS, "cogs", Amount::from_units(-1));
+        let err = PnlRow::derive("2025-01", &m).unwrap_err();
+        assert_eq!(err.figure, "gross profit");
+        assert_eq!(
+            err.to_string(),
+            "gross profit adds up beyond the largest amount, 922337203685477.5807"
+        );
+        let err = m
+            .add(metric::CLASS, "revenue", Amount::from_units(-2))
+            .unwrap_err();
+        assert_eq!(err.figure, "class:revenue");
+        assert_eq!(m.get(metric::CLASS, "revenue").units(), -i64::MAX);
+
+        // Other income and expense both at the bound cancel: net profit fits.
+        let mut m = MonthMetrics::default();
+        m.add_ok(metric::CLASS, "other_income", Amount::from_units(-i64::MAX));
+        m.add_ok(metric::CLASS, "other_expense", Amount::MAX);
+        assert_eq!(
+            PnlRow::derive("2025-01", &m).unwrap().net_profit,
+            Amount::ZERO
+        );
+
+        let mut m = MonthMetrics::default();
+        m.add_ok(metric::CASH_FLOW, "operating_in", Amount::MAX);
+        let err = CashFlowRow::derive("2025-01", amt("0.0001"), &m).unwrap_err();
+        assert_eq!(err.figure, "closing cash");
+        m.add_ok(metric::CASH_FLOW, "financing_in", Amount::MAX);
+        let err = CashFlowRow::derive("2025-01", Amount::ZERO, &m).unwrap_err();
+        assert_eq!(err.figure, "net change in cash");
+
+        let mut m = MonthMetrics::default();
+        m.add_ok(metric::CLASS, "cogs", Amount::MAX);
+        m.add_ok(metric::EXPENSE, LABOUR, amt("1"));
+        assert_eq!(
+            StaffRow::derive("2025-01", &m).unwrap_err().figure,
+            "prime cost"
+        );
+        m.add_ok(metric::COGS, "food", Amount::MAX);
+        m.add_ok(metric::REVENUE, "food", Amount::MIN);
+        assert_eq!(
+            CogsRow::derive("2025-01", &m).unwrap_err().figure,
+            "revenue of food"
+        );
     }
 }

@@ -16,12 +16,18 @@
 //! memory to a batch plus the few transactions a load split across segments.
 //! Complete transactions whose rows are together (as files and segments keep them)
 //! become flows in one pass; the sums polars groups are keyed by one integer each.
+//!
+//! Every sum is checked: a rollup that does not fit in an amount is an
+//! [`AggregateOverflow`] naming its month, branch and metric, never a wrapped figure.
+//! polars' sums wrap, so a frame is summed by polars only when the absolute values
+//! of all its amounts fit together (no group's sum can overflow then), and exactly
+//! here otherwise.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::Datelike;
-use ledgersync_schemas::ShortTexts;
+use ledgersync_schemas::{Amount, ShortTexts};
 use polars::prelude::*;
 use sqlx::{Any, Executor, Row, Transaction};
 
@@ -30,7 +36,6 @@ use crate::error::{Context, StoreError};
 use crate::segments::{self, polars_error, ACCOUNT, AMOUNT, BRANCH, DATE, TXN};
 
 const UID: &str = "uid";
-const SECTION: &str = "section";
 const CASH: &str = "cash";
 
 /// Rows of postings reduced at once when rebuilding: large enough for polars to use
@@ -39,6 +44,80 @@ const BATCH_ROWS: usize = 1 << 20;
 
 /// Metrics of one (month, branch): `metric:key` → ten-thousandths.
 pub(crate) type Rollups = BTreeMap<(String, String), BTreeMap<String, i64>>;
+
+/// An aggregate whose sum does not fit in an amount.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the sum of {metric} in {month} at {} is beyond the largest amount, {}", branch_words(.branch), Amount::MAX)]
+pub(crate) struct AggregateOverflow {
+    pub(crate) month: String,
+    /// A branch, or [`ledgersync_schemas::BRANCH_TOTAL`].
+    pub(crate) branch: String,
+    /// As stored (`class:revenue`), or `account 4000`.
+    pub(crate) metric: String,
+}
+
+pub(crate) fn branch_words(branch: &str) -> String {
+    match branch {
+        ledgersync_schemas::BRANCH_TOTAL => "all branches".to_string(),
+        named => format!("branch {named}"),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AggregateError {
+    #[error(transparent)]
+    Polars(#[from] PolarsError),
+    #[error(transparent)]
+    Overflow(#[from] AggregateOverflow),
+}
+
+impl AggregateError {
+    /// As a store error: an overflow is the data's, refused in words; anything else
+    /// a failure of `doing`.
+    pub(crate) fn into_store(self, doing: &'static str) -> StoreError {
+        match self {
+            AggregateError::Polars(error) => polars_error(doing)(error),
+            AggregateError::Overflow(overflow) => StoreError::Invalid(overflow.to_string()),
+        }
+    }
+}
+
+/// Why rollups could not be recomputed: the store failed, or a sum does not fit.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RecomputeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Overflow(#[from] AggregateOverflow),
+}
+
+impl From<RecomputeError> for StoreError {
+    fn from(error: RecomputeError) -> StoreError {
+        match error {
+            RecomputeError::Store(error) => error,
+            RecomputeError::Overflow(overflow) => StoreError::Invalid(overflow.to_string()),
+        }
+    }
+}
+
+/// The overflow of `metric` in bucket `bucket` (see [`Partials`]), named.
+fn overflow_in(bucket: u64, branches: &Numbering, metric: impl Into<String>) -> AggregateError {
+    AggregateOverflow {
+        month: month_name(bucket >> NAME_BITS),
+        branch: branches
+            .name((bucket & ((1 << NAME_BITS) - 1)) as u32)
+            .to_string(),
+        metric: metric.into(),
+    }
+    .into()
+}
+
+/// Adds `amount` to the metric `name`; none if the sum does not fit.
+fn add_metric(metrics: &mut BTreeMap<String, i64>, name: String, amount: i64) -> Option<()> {
+    let sum = metrics.entry(name).or_default();
+    *sum = sum.checked_add(amount)?;
+    Some(())
+}
 
 /// The chart of accounts as aggregation needs it: accounts by number, each with
 /// its class, category and cash-flow section number (0 for cash accounts).
@@ -53,6 +132,14 @@ pub(crate) struct Chart {
 }
 
 impl Chart {
+    /// The code of the account numbered `number` (for error messages).
+    fn code(&self, number: u32) -> &str {
+        self.numbers
+            .iter()
+            .find(|(_, &n)| n == number)
+            .map_or("", |(code, _)| code.as_str())
+    }
+
     pub(crate) async fn read(tx: &mut Transaction<'static, Any>) -> Result<Chart, StoreError> {
         let rows = sqlx::query(
             "SELECT code, class, category, cash_flow_section FROM accounts ORDER BY code",
@@ -127,8 +214,8 @@ pub(crate) struct Partials {
     per_account: PlHashMap<u64, i64>,
     /// Per transaction and section, of transactions that may continue elsewhere.
     open: Vec<DataFrame>,
-    /// Finished cash flows.
-    flows: Vec<DataFrame>,
+    /// Finished cash flows by flow key: few (months × branches × sections × 2).
+    flows: PlHashMap<u64, i64>,
 }
 
 const KEY: &str = "key";
@@ -223,7 +310,7 @@ impl Partials {
         load_id: i64,
         open: &HashSet<u32>,
         chart: &Chart,
-    ) -> PolarsResult<()> {
+    ) -> Result<(), AggregateError> {
         // A batch has few open transactions (those at its edges), asked about for
         // every row: a scan of a few numbers beats hashing each.
         const SCANNED: usize = 8;
@@ -242,7 +329,7 @@ impl Partials {
         mut postings: DataFrame,
         mut open: Vec<bool>,
         chart: &Chart,
-    ) -> PolarsResult<()> {
+    ) -> Result<(), AggregateError> {
         if postings.height() == 0 {
             return Ok(());
         }
@@ -272,7 +359,9 @@ impl Partials {
             branches,
             branch_texts,
             account_texts,
-            ..
+            per_account,
+            open: open_sums,
+            flows: flow_sums,
         } = self;
         let branch_numbers = branch_texts.values(postings.column(BRANCH)?.str()?, |name| {
             branches.number(name)
@@ -303,10 +392,12 @@ impl Partials {
             };
             let month = months.get(date)?;
             let bucket = month << NAME_BITS | u64::from(branch_number);
-            *self
-                .per_account
+            let sum = per_account
                 .entry(bucket << NAME_BITS | u64::from(number))
-                .or_default() += amount;
+                .or_default();
+            *sum = sum.checked_add(amount).ok_or_else(|| {
+                overflow_in(bucket, branches, format!("account {}", chart.code(number)))
+            })?;
             let rows = match open {
                 true => &mut continuing,
                 false => &mut complete,
@@ -317,40 +408,35 @@ impl Partials {
             rows.amounts.push(amount);
         }
         if !continuing.keys.is_empty() {
-            self.open
-                .push(by_txn(continuing.into_frame()?.lazy()).collect()?);
+            open_sums.push(by_txn(continuing.into_frame()?, branches)?);
         }
-        if !complete.keys.is_empty() {
-            let flows = match runs_of_transactions(&complete)? {
-                Some(flows) => flows,
-                None => flows(by_txn(complete.into_frame()?.lazy())).collect()?,
-            };
-            self.flows.push(flows);
+        if !complete.keys.is_empty()
+            && !runs_of_transactions(&complete, flow_sums, branches, chart)?
+        {
+            let per_txn = by_txn(complete.into_frame()?, branches)?;
+            add_flows(&per_txn, flow_sums, branches, chart)?;
         }
         self.compact()
     }
 
-    /// Folds the sums of many batches into one frame each, so that what a long load
-    /// or rebuild holds does not grow with the number of batches.
-    fn compact(&mut self) -> PolarsResult<()> {
+    /// Folds the sums of many batches into one frame, so that what a long load or
+    /// rebuild holds does not grow with the number of batches.
+    fn compact(&mut self) -> Result<(), AggregateError> {
         const MOST_FRAMES: usize = 8;
-        if self.flows.len() > MOST_FRAMES {
-            let all = std::mem::take(&mut self.flows);
-            self.flows.push(summed(stacked(all)?).collect()?);
-        }
         if self.open.len() > MOST_FRAMES {
-            let all = std::mem::take(&mut self.open);
-            self.open.push(by_txn(stacked(all)?).collect()?);
+            let all = stacked(std::mem::take(&mut self.open))?.collect()?;
+            self.open.push(by_txn(all, &self.branches)?);
         }
         Ok(())
     }
 
     /// Folds everything added into rollups, with the `*` totals of each month.
-    pub(crate) fn finish(mut self, chart: &Chart) -> PolarsResult<Rollups> {
+    pub(crate) fn finish(mut self, chart: &Chart) -> Result<Rollups, AggregateError> {
         let mut rollups = Rollups::new();
         if !self.open.is_empty() {
-            let open = by_txn(stacked(std::mem::take(&mut self.open))?);
-            self.flows.push(flows(open).collect()?);
+            let open = stacked(std::mem::take(&mut self.open))?.collect()?;
+            let per_txn = by_txn(open, &self.branches)?;
+            add_flows(&per_txn, &mut self.flows, &self.branches, chart)?;
         }
         let bucket_name = |bucket: u64| {
             let branch = (bucket & ((1 << NAME_BITS) - 1)) as u32;
@@ -361,36 +447,34 @@ impl Partials {
         };
         for (&key, &amount) in &self.per_account {
             let account = (key & ((1 << NAME_BITS) - 1)) as usize;
-            let metrics = rollups.entry(bucket_name(key >> NAME_BITS)).or_default();
+            let bucket = key >> NAME_BITS;
+            let metrics = rollups.entry(bucket_name(bucket)).or_default();
             let class = &chart.classes[account];
-            *metrics.entry(format!("class:{class}")).or_default() += amount;
+            let mut names = vec![format!("class:{class}")];
             if matches!(class.as_str(), "revenue" | "cogs" | "expense") {
-                *metrics
-                    .entry(format!("{class}:{}", chart.categories[account]))
-                    .or_default() += amount;
+                names.push(format!("{class}:{}", chart.categories[account]));
+            }
+            for name in names {
+                add_metric(metrics, name.clone(), amount)
+                    .ok_or_else(|| overflow_in(bucket, &self.branches, name))?;
             }
         }
-        if !self.flows.is_empty() {
-            let sums = summed(stacked(std::mem::take(&mut self.flows))?).collect()?;
-            let keys = sums.column(KEY)?.u64()?;
-            let amounts = sums.column(AMOUNT)?.i64()?;
-            for (key, amount) in keys.into_no_null_iter().zip(amounts.into_no_null_iter()) {
-                let section =
-                    &chart.section_names[((key >> 1) & ((1 << SECTION_BITS) - 1)) as usize];
-                let direction = if key & 1 == 1 { "in" } else { "out" };
-                let metrics = rollups
-                    .entry(bucket_name(key >> (SECTION_BITS + 1)))
-                    .or_default();
-                *metrics
-                    .entry(format!("cash_flow:{section}_{direction}"))
-                    .or_default() += amount;
-            }
+        for (&key, &amount) in &self.flows {
+            let bucket = key >> (SECTION_BITS + 1);
+            let metrics = rollups.entry(bucket_name(bucket)).or_default();
+            let name = flow_metric(key, chart);
+            add_metric(metrics, name.clone(), amount)
+                .ok_or_else(|| overflow_in(bucket, &self.branches, name))?;
         }
         let mut totals: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
         for ((month, _), metrics) in &rollups {
             let total = totals.entry(month.clone()).or_default();
-            for (name, units) in metrics {
-                *total.entry(name.clone()).or_default() += units;
+            for (name, &units) in metrics {
+                add_metric(total, name.clone(), units).ok_or_else(|| AggregateOverflow {
+                    month: month.clone(),
+                    branch: ledgersync_schemas::BRANCH_TOTAL.to_string(),
+                    metric: name.clone(),
+                })?;
             }
         }
         for (month, metrics) in totals {
@@ -433,11 +517,40 @@ impl PerTxnRows {
     }
 }
 
-/// Cash flows of complete transactions whose rows are together, as files and
-/// segments keep them: one pass, summing each transaction's sections as its rows
-/// go by. `None` if some transaction's rows are apart (its number comes again after
-/// higher ones of its load), for the grouping path.
-fn runs_of_transactions(rows: &PerTxnRows) -> PolarsResult<Option<DataFrame>> {
+/// The metric a flow key (`bucket << 4 | section << 1 | inflow`) adds to.
+fn flow_metric(key: u64, chart: &Chart) -> String {
+    let section = &chart.section_names[((key >> 1) & ((1 << SECTION_BITS) - 1)) as usize];
+    let direction = if key & 1 == 1 { "in" } else { "out" };
+    format!("cash_flow:{section}_{direction}")
+}
+
+/// Adds the cash flow `flow` of a transaction in `bucket` and `section` to `flows`.
+fn add_flow(
+    flows: &mut PlHashMap<u64, i64>,
+    bucket: u64,
+    section: u64,
+    flow: i64,
+    branches: &Numbering,
+    chart: &Chart,
+) -> Result<(), AggregateError> {
+    let key = bucket << (SECTION_BITS + 1) | section << 1 | u64::from(flow > 0);
+    let sum = flows.entry(key).or_default();
+    *sum = sum
+        .checked_add(flow)
+        .ok_or_else(|| overflow_in(bucket, branches, flow_metric(key, chart)))?;
+    Ok(())
+}
+
+/// Adds to `flows` the cash flows of complete transactions whose rows are together,
+/// as files and segments keep them: one pass, summing each transaction's sections as
+/// its rows go by. False, with nothing added, if some transaction's rows are apart
+/// (its number comes again after higher ones of its load), for the grouping path.
+fn runs_of_transactions(
+    rows: &PerTxnRows,
+    flows: &mut PlHashMap<u64, i64>,
+    branches: &Numbering,
+    chart: &Chart,
+) -> Result<bool, AggregateError> {
     let mut highest: PlHashMap<i64, i64> = PlHashMap::default();
     let mut previous = None;
     for &key in &rows.keys {
@@ -448,32 +561,34 @@ fn runs_of_transactions(rows: &PerTxnRows) -> PolarsResult<Option<DataFrame>> {
         previous = Some(uid);
         let top = highest.entry(uid >> 32).or_insert(-1);
         if uid & 0xFFFF_FFFF <= *top {
-            return Ok(None);
+            return Ok(false);
         }
         *top = uid & 0xFFFF_FFFF;
     }
-    let mut flows: PlHashMap<u64, i64> = PlHashMap::default();
     let mut sections = [0i64; 1 << SECTION_BITS];
     let mut current: Option<(i64, u64)> = None;
     let mut has_cash = false;
     let mut finish = |bucket: u64, sections: &mut [i64], has_cash: bool| {
         if has_cash {
-            for (section, sum) in sections.iter().enumerate().skip(1) {
-                let flow = -*sum;
+            for (section, &sum) in sections.iter().enumerate().skip(1) {
+                let metric =
+                    || flow_metric(bucket << (SECTION_BITS + 1) | (section as u64) << 1, chart);
+                let flow = sum
+                    .checked_neg()
+                    .ok_or_else(|| overflow_in(bucket, branches, metric()))?;
                 if flow != 0 {
-                    let key =
-                        bucket << (SECTION_BITS + 1) | (section as u64) << 1 | u64::from(flow > 0);
-                    *flows.entry(key).or_default() += flow;
+                    add_flow(flows, bucket, section as u64, flow, branches, chart)?;
                 }
             }
         }
         sections.fill(0);
+        Ok::<(), AggregateError>(())
     };
     for ((&key, &bucket), &amount) in rows.keys.iter().zip(&rows.buckets).zip(&rows.amounts) {
         let uid = key >> SECTION_BITS;
         match current {
             Some((open, open_bucket)) if open != uid => {
-                finish(open_bucket, &mut sections, has_cash);
+                finish(open_bucket, &mut sections, has_cash)?;
                 has_cash = false;
                 current = Some((uid, bucket));
             }
@@ -482,66 +597,111 @@ fn runs_of_transactions(rows: &PerTxnRows) -> PolarsResult<Option<DataFrame>> {
         }
         let section = (key & ((1 << SECTION_BITS) - 1)) as usize;
         has_cash |= section == 0;
-        sections[section] += amount;
+        sections[section] = sections[section].checked_add(amount).ok_or_else(|| {
+            overflow_in(
+                bucket,
+                branches,
+                flow_metric(bucket << (SECTION_BITS + 1) | (section as u64) << 1, chart),
+            )
+        })?;
     }
     if let Some((_, bucket)) = current {
-        finish(bucket, &mut sections, has_cash);
+        finish(bucket, &mut sections, has_cash)?;
     }
-    let (keys, sums): (Vec<u64>, Vec<i64>) = flows.into_iter().unzip();
-    DataFrame::new(
+    Ok(true)
+}
+
+/// Per-posting `key` (transaction and section), `bucket` and `amount` → sums per key
+/// (`key`, `amount`, `bucket`). Grouped by polars when no sum can overflow, and
+/// exactly here, checked, when the amounts together could.
+fn by_txn(frame: DataFrame, branches: &Numbering) -> Result<DataFrame, AggregateError> {
+    let amounts = frame.column(AMOUNT)?.i64()?;
+    let bounded = amounts
+        .into_no_null_iter()
+        .try_fold(0i64, |total, amount| {
+            total.checked_add(amount.checked_abs()?)
+        })
+        .is_some();
+    if bounded {
+        return Ok(frame
+            .lazy()
+            .group_by([col(KEY)])
+            .agg([col(AMOUNT).sum(), col(BUCKET).first()])
+            .collect()?);
+    }
+    let keys = frame.column(KEY)?.i64()?;
+    let buckets = frame.column(BUCKET)?.u64()?;
+    let mut sums: PlHashMap<i64, (i64, u64)> = PlHashMap::default();
+    for ((key, bucket), amount) in keys
+        .into_no_null_iter()
+        .zip(buckets.into_no_null_iter())
+        .zip(amounts.into_no_null_iter())
+    {
+        let (sum, first_bucket) = sums.entry(key).or_insert((0, bucket));
+        *sum = sum.checked_add(amount).ok_or_else(|| {
+            overflow_in(
+                *first_bucket,
+                branches,
+                "sum of one transaction's postings in a cash-flow section",
+            )
+        })?;
+    }
+    let mut keys = Vec::with_capacity(sums.len());
+    let mut amounts = Vec::with_capacity(sums.len());
+    let mut buckets = Vec::with_capacity(sums.len());
+    for (key, (amount, bucket)) in sums {
+        keys.push(key);
+        amounts.push(amount);
+        buckets.push(bucket);
+    }
+    Ok(DataFrame::new(
         keys.len(),
         vec![
-            UInt64Chunked::from_vec(KEY.into(), keys).into_column(),
-            Int64Chunked::from_vec(AMOUNT.into(), sums).into_column(),
+            Int64Chunked::from_vec(KEY.into(), keys).into_column(),
+            Int64Chunked::from_vec(AMOUNT.into(), amounts).into_column(),
+            UInt64Chunked::from_vec(BUCKET.into(), buckets).into_column(),
         ],
-    )
-    .map(Some)
+    )?)
 }
 
-/// Sums by `key`.
-fn summed(frame: LazyFrame) -> LazyFrame {
-    frame.group_by([col(KEY)]).agg([col(AMOUNT).sum()])
-}
-
-/// Per-posting `key` (transaction and section), `bucket` and `amount` → sums per key.
-fn by_txn(frame: LazyFrame) -> LazyFrame {
-    frame
-        .group_by([col(KEY)])
-        .agg([col(AMOUNT).sum(), col(BUCKET).first()])
-}
-
-/// Per-transaction sums by section → cash flows of the transactions that touch
-/// cash (section 0), keyed by bucket, section and direction.
-fn flows(per_txn: LazyFrame) -> LazyFrame {
-    let sections = lit(1i64 << SECTION_BITS);
-    let per_txn = per_txn.with_columns([
-        col(KEY).floor_div(sections.clone()).alias(UID),
-        (col(KEY) % sections).alias(SECTION),
-    ]);
-    let with_cash = per_txn
-        .clone()
-        .filter(col(SECTION).eq(lit(0i64)))
-        .select([col(UID)])
-        .unique(None, UniqueKeepStrategy::Any);
-    per_txn
-        .join(
-            with_cash,
-            [col(UID)],
-            [col(UID)],
-            JoinArgs::new(JoinType::Inner),
-        )
-        .filter(col(SECTION).neq(lit(0i64)))
-        .with_column((lit(0i64) - col(AMOUNT)).alias(AMOUNT))
-        .filter(col(AMOUNT).neq(lit(0i64)))
-        .select([
-            ((col(BUCKET) * lit(1u64 << (SECTION_BITS + 1)))
-                + col(SECTION).cast(DataType::UInt64) * lit(2u64)
-                + col(AMOUNT).gt(lit(0i64)).cast(DataType::UInt64))
-            .alias(KEY),
-            col(AMOUNT),
-        ])
-        .group_by([col(KEY)])
-        .agg([col(AMOUNT).sum()])
+/// Per-transaction sums by section (from [`by_txn`]) → the cash flows of the
+/// transactions that touch cash (section 0), added to `flows`.
+fn add_flows(
+    per_txn: &DataFrame,
+    flows: &mut PlHashMap<u64, i64>,
+    branches: &Numbering,
+    chart: &Chart,
+) -> Result<(), AggregateError> {
+    let keys = per_txn.column(KEY)?.i64()?;
+    let amounts = per_txn.column(AMOUNT)?.i64()?;
+    let buckets = per_txn.column(BUCKET)?.u64()?;
+    let sections = (1i64 << SECTION_BITS) - 1;
+    let with_cash: PlHashSet<i64> = keys
+        .into_no_null_iter()
+        .filter(|key| key & sections == 0)
+        .map(|key| key >> SECTION_BITS)
+        .collect();
+    for ((key, amount), bucket) in keys
+        .into_no_null_iter()
+        .zip(amounts.into_no_null_iter())
+        .zip(buckets.into_no_null_iter())
+    {
+        let section = (key & sections) as u64;
+        if section == 0 || !with_cash.contains(&(key >> SECTION_BITS)) {
+            continue;
+        }
+        let flow = amount.checked_neg().ok_or_else(|| {
+            overflow_in(
+                bucket,
+                branches,
+                flow_metric(bucket << (SECTION_BITS + 1) | section << 1, chart),
+            )
+        })?;
+        if flow != 0 {
+            add_flow(flows, bucket, section, flow, branches, chart)?;
+        }
+    }
+    Ok(())
 }
 
 fn stacked(frames: Vec<DataFrame>) -> PolarsResult<LazyFrame> {
@@ -572,7 +732,8 @@ pub(crate) async fn split_transactions(
 
 /// Recomputes the rollups of `months` (all if `None`) from the stored postings, except
 /// those of load `except`, whose contribution `partials` already holds, reduced with
-/// `chart` (read anew if `None`). Returns the (month, branch) rollups written.
+/// `chart` (read anew if `None`). Returns the (month, branch) rollups written; a
+/// rollup that does not fit is refused and nothing written.
 pub(crate) async fn recompute(
     backend: &dyn Backend,
     tx: &mut Transaction<'static, Any>,
@@ -580,7 +741,7 @@ pub(crate) async fn recompute(
     except: Option<i64>,
     mut partials: Partials,
     chart: Option<Chart>,
-) -> Result<u64, StoreError> {
+) -> Result<u64, RecomputeError> {
     // `partials` name accounts by the chart they were reduced with.
     let chart = match chart {
         Some(chart) => chart,
@@ -612,7 +773,7 @@ pub(crate) async fn recompute(
     let mut batch_open: Vec<Vec<bool>> = Vec::new();
     let mut batch_rows = 0usize;
     // Reducing a batch (polars, both cores) overlaps reading and decoding the next.
-    let mut reducing: Option<tokio::task::JoinHandle<PolarsResult<Partials>>> = None;
+    let mut reducing: Option<tokio::task::JoinHandle<Result<Partials, AggregateError>>> = None;
     for id in ids {
         let (load_id, bytes) = segments::read_bytes(tx, id).await?;
         let (wanted, split) = (wanted.clone(), split.clone());
@@ -641,9 +802,15 @@ pub(crate) async fn recompute(
         partials = joined(running).await?;
     }
     let partials = joined(reduce_later(partials, batch, batch_open, chart.clone())).await?;
-    let rollups =
-        segments::blocking("computing aggregates", move || partials.finish(&chart)).await?;
-    write_rollups(backend, tx, months, &rollups).await
+    let rollups = tokio::task::spawn_blocking(move || partials.finish(&chart))
+        .await
+        .map_err(|e| StoreError::Invalid(format!("computing aggregates: {e}")))?;
+    let rollups = match rollups {
+        Ok(rollups) => rollups,
+        Err(AggregateError::Overflow(overflow)) => return Err(overflow.into()),
+        Err(other) => return Err(other.into_store("computing aggregates").into()),
+    };
+    Ok(write_rollups(backend, tx, months, &rollups).await?)
 }
 
 /// A decoded segment's postings in `wanted` months, with their transactions' ids and
@@ -695,7 +862,7 @@ fn reduce_later(
     frames: Vec<DataFrame>,
     open: Vec<Vec<bool>>,
     chart: Chart,
-) -> tokio::task::JoinHandle<PolarsResult<Partials>> {
+) -> tokio::task::JoinHandle<Result<Partials, AggregateError>> {
     tokio::task::spawn_blocking(move || {
         let mut frames = frames.into_iter();
         let mut open = open.into_iter();
@@ -712,12 +879,16 @@ fn reduce_later(
 }
 
 async fn joined(
-    running: tokio::task::JoinHandle<PolarsResult<Partials>>,
-) -> Result<Partials, StoreError> {
-    running
+    running: tokio::task::JoinHandle<Result<Partials, AggregateError>>,
+) -> Result<Partials, RecomputeError> {
+    match running
         .await
         .map_err(|e| StoreError::Invalid(format!("computing aggregates: {e}")))?
-        .map_err(polars_error("computing aggregates"))
+    {
+        Ok(partials) => Ok(partials),
+        Err(AggregateError::Overflow(overflow)) => Err(overflow.into()),
+        Err(other) => Err(other.into_store("computing aggregates").into()),
+    }
 }
 
 /// Replaces the rollups of `months` (all if `None`) with `rollups`.

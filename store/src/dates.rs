@@ -36,7 +36,9 @@ pub(crate) async fn align(
     let tz: Tz = timezone
         .parse()
         .map_err(|_| StoreError::Invalid(format!("'{timezone}' is not an IANA timezone")))?;
-    let mut moved = 0u64;
+    // A transaction a load wrote to several segments moves in each of them: counted
+    // once, by its load and number.
+    let mut moved: HashSet<(i64, u32)> = HashSet::new();
     // A ledger without a recorded timezone was dated in the current one.
     if current.is_some() {
         let ids = segments::ids(tx, "1 = 1", &[]).await?;
@@ -76,7 +78,7 @@ pub(crate) async fn align(
             let Some((frame, changed, touched)) = outcome else {
                 continue;
             };
-            moved += changed;
+            moved.extend(changed.into_iter().map(|txn| (load_id, txn)));
             months.extend(touched);
             segments::rewrite(tx, id, frame).await?;
         }
@@ -94,10 +96,10 @@ pub(crate) async fn align(
     )
     .await
     .context("recording the ledger's timezone")?;
-    Ok(moved)
+    Ok(moved.len() as u64)
 }
 
-type Redated = Option<(DataFrame, u64, BTreeSet<String>)>;
+type Redated = Option<(DataFrame, HashSet<u32>, BTreeSet<String>)>;
 
 /// Each transaction's first source instant in `frame`, of those `wanted`.
 fn first_instants(
@@ -125,8 +127,8 @@ fn first_instants(
 
 /// The segment with its postings re-dated in `tz` (each transaction by its first
 /// instant, `split_first` giving it for transactions split across segments), the
-/// number of transactions that moved and the months they left and entered; `None`
-/// if none moved.
+/// numbers of the transactions that moved and the months they left and entered;
+/// `None` if none moved.
 fn redated(
     mut frame: DataFrame,
     tz: Tz,
@@ -168,5 +170,5 @@ fn redated(
             .into_date()
             .into_column(),
     )?;
-    Ok(Ok(Some((frame, moved.len() as u64, months))))
+    Ok(Ok(Some((frame, moved, months))))
 }

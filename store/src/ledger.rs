@@ -14,8 +14,9 @@ use crate::error::{Context, StoreError};
 use crate::segments;
 use crate::{aggregates, dates};
 use crate::{
-    ApiKey, AuditEntry, Invited, LedgerTotals, LoadRecord, LoadSession, LoginThrottle, Membership,
-    NewTenant, PastLoad, PendingInvitation, Person, Store, Tenant, User,
+    ApiKey, AuditEntry, ExportFormat, ExportSummary, Invited, LedgerTotals, LoadRecord,
+    LoadSession, LoginThrottle, Membership, NewTenant, PastLoad, PendingInvitation, Person, Store,
+    Tenant, TransactionPage, TransactionQuery, User,
 };
 use polars::prelude::{Int64Type, UInt32Type};
 
@@ -387,31 +388,61 @@ impl Store for SqlStore {
     }
 
     async fn load_totals(&self, tenant: &Tenant, load_id: i64) -> Result<LedgerTotals, StoreError> {
+        const READING: &str = "finding a load's postings";
         let mut tx = self.backend.begin(&tenant.id).await?;
-        let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM ledger_segments WHERE load_id = $1")
-            .bind(load_id)
-            .fetch_all(&mut *tx)
-            .await
-            .context("finding a load's postings")?;
+        // The load's own segments, and compacted ones that may hold some of its postings.
+        let rows = sqlx::query(
+            "SELECT id, load_id, first_load FROM ledger_segments WHERE load_id = $1 \
+             OR (first_load IS NOT NULL AND first_load <= $1 AND load_id >= $1)",
+        )
+        .bind(load_id)
+        .fetch_all(&mut *tx)
+        .await
+        .context(READING)?;
         let mut txns = HashSet::new();
-        let mut totals = LedgerTotals {
-            transactions: 0,
-            postings: 0,
-            control_sum: Amount::ZERO,
-        };
-        let mut control_sum = 0i64;
-        for id in ids {
-            let stored =
-                segments::read(&mut tx, id, Some(&[segments::TXN, segments::AMOUNT])).await?;
+        let mut postings = 0i64;
+        let mut control_sum = Amount::ZERO;
+        for row in rows {
+            let id: i64 = row.try_get("id").context(READING)?;
+            let manifest_load: i64 = row.try_get("load_id").context(READING)?;
+            let compacted = row
+                .try_get::<Option<i64>, _>("first_load")
+                .context(READING)?;
+            const OWN: &[&str] = &[segments::TXN, segments::AMOUNT];
+            const MIXED: &[&str] = &[segments::TXN, segments::AMOUNT, segments::LOAD];
+            let columns = if compacted.is_some() { MIXED } else { OWN };
+            let stored = segments::read(&mut tx, id, Some(columns)).await?;
             let numbers = segments::column::<UInt32Type>(&stored, segments::TXN)?;
             let amounts = segments::column::<Int64Type>(&stored, segments::AMOUNT)?;
-            txns.extend(numbers.into_no_null_iter());
-            control_sum += amounts.into_no_null_iter().map(i64::abs).sum::<i64>();
-            totals.postings += stored.height() as i64;
+            let loads = match compacted {
+                Some(_) => Some(segments::column::<Int64Type>(&stored, segments::LOAD)?),
+                None => None,
+            };
+            for (row, (txn, units)) in numbers
+                .into_no_null_iter()
+                .zip(amounts.into_no_null_iter())
+                .enumerate()
+            {
+                if loads.is_some_and(|loads| loads.get(row) != Some(load_id)) {
+                    continue;
+                }
+                txns.insert((manifest_load, txn));
+                postings += 1;
+                control_sum = units
+                    .checked_abs()
+                    .and_then(|units| control_sum.checked_add(Amount::from_units(units)))
+                    .ok_or_else(|| {
+                        StoreError::Invalid(format!(
+                            "the control sum of load {load_id} is beyond what amounts can hold"
+                        ))
+                    })?;
+            }
         }
-        totals.transactions = txns.len() as i64;
-        totals.control_sum = Amount::from_units(control_sum);
-        Ok(totals)
+        Ok(LedgerTotals {
+            transactions: txns.len() as i64,
+            postings,
+            control_sum,
+        })
     }
 
     async fn sync_cursor(
@@ -471,7 +502,9 @@ impl Store for SqlStore {
             let entry = months.entry(month).or_default();
             for (name, units) in metrics {
                 let (metric, key) = name.split_once(':').unwrap_or((name.as_str(), ""));
-                entry.add(metric, key, Amount::from_units(units));
+                entry
+                    .add(metric, key, Amount::from_units(units))
+                    .map_err(|e| StoreError::Invalid(format!("aggregates of {month}: {e}")))?;
             }
         }
         Ok(months)
@@ -484,16 +517,29 @@ impl Store for SqlStore {
         month: Month,
     ) -> Result<Amount, StoreError> {
         let mut tx = self.backend.begin(&tenant.id).await?;
-        let units: i64 = sqlx::query_scalar(
-            "SELECT CAST(COALESCE(SUM(cash), 0) AS BIGINT) FROM month_rollups \
-             WHERE branch = $1 AND month < $2",
+        // Summed here, checked: SQL's SUM fails on an overflow with a database error
+        // (SQLite) or a cast error (PostgreSQL) that names no month.
+        let months: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT month, cash FROM month_rollups WHERE branch = $1 AND month < $2 ORDER BY month",
         )
         .bind(branch)
         .bind(month.to_string())
-        .fetch_one(&mut *tx)
+        .fetch_all(&mut *tx)
         .await
         .context("reading opening cash")?;
-        Ok(Amount::from_units(units))
+        let mut balance = Amount::ZERO;
+        for (through, cash) in months {
+            balance = balance
+                .checked_add(Amount::from_units(cash))
+                .ok_or_else(|| {
+                    StoreError::Invalid(format!(
+                        "the cash balance of {} through {through} is beyond the largest amount, {}",
+                        aggregates::branch_words(branch),
+                        Amount::MAX
+                    ))
+                })?;
+        }
+        Ok(balance)
     }
 
     async fn branches(&self, tenant: &Tenant) -> Result<Vec<String>, StoreError> {
@@ -525,6 +571,35 @@ impl Store for SqlStore {
             .await
             .context("counting postings")
     }
+
+    async fn segment_count(&self, tenant: &Tenant) -> Result<i64, StoreError> {
+        let mut tx = self.backend.begin(&tenant.id).await?;
+        sqlx::query_scalar("SELECT COUNT(*) FROM ledger_segments")
+            .fetch_one(&mut *tx)
+            .await
+            .context("counting segments")
+    }
+
+    async fn export_ledger(
+        &self,
+        tenant: &Tenant,
+        from: Option<Month>,
+        to: Option<Month>,
+        format: ExportFormat,
+        out: Box<dyn std::io::Write + Send>,
+    ) -> Result<ExportSummary, StoreError> {
+        let mut tx = self.backend.begin(&tenant.id).await?;
+        crate::export::export(&mut tx, from, to, format, out).await
+    }
+
+    async fn ledger_transactions(
+        &self,
+        tenant: &Tenant,
+        query: &TransactionQuery,
+    ) -> Result<TransactionPage, StoreError> {
+        let mut tx = self.backend.begin(&tenant.id).await?;
+        crate::transactions::page(&mut tx, query).await
+    }
 }
 
 /// Recomputes every rollup from the postings.
@@ -532,7 +607,7 @@ async fn rebuild_in(
     backend: &dyn Backend,
     tx: &mut Transaction<'static, Any>,
 ) -> Result<u64, StoreError> {
-    aggregates::recompute(
+    Ok(aggregates::recompute(
         backend,
         tx,
         None,
@@ -540,7 +615,7 @@ async fn rebuild_in(
         aggregates::Partials::default(),
         None,
     )
-    .await
+    .await?)
 }
 
 #[cfg(test)]

@@ -12,13 +12,16 @@
 mod access;
 mod aggregates;
 pub mod backend;
+mod compaction;
 mod control;
 mod dates;
 mod error;
+mod export;
 mod ledger;
 mod legacy;
 mod load;
 mod segments;
+mod transactions;
 
 use control::SqlStore;
 
@@ -31,6 +34,11 @@ use ledgersync_schemas::{Account, Amount, Month, MonthMetrics, Posting, PostingF
 use serde::Serialize;
 
 pub use error::{LoadRejected, StoreError};
+pub use export::{ExportFormat, ExportSummary, EXPORT_COLUMNS};
+pub use transactions::{
+    LedgerPosting, LedgerTransaction, TransactionCursor, TransactionPage, TransactionQuery,
+    MAX_PAGE as MAX_TRANSACTIONS_PAGE,
+};
 
 /// Opens the store a URL names, creating and migrating its control storage.
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
@@ -377,6 +385,24 @@ pub trait Store: Send + Sync {
     fn generation(&self, tenant_id: &str) -> u64;
     /// Number of postings in the ledger.
     async fn posting_count(&self, tenant: &Tenant) -> Result<i64, StoreError>;
+    /// Number of segments the ledger's postings are stored in.
+    async fn segment_count(&self, tenant: &Tenant) -> Result<i64, StoreError>;
+    /// Writes the postings dated `from..=to` (all if `None`) to `out`, with the source,
+    /// load and line each came from, one segment at a time.
+    async fn export_ledger(
+        &self,
+        tenant: &Tenant,
+        from: Option<Month>,
+        to: Option<Month>,
+        format: ExportFormat,
+        out: Box<dyn std::io::Write + Send>,
+    ) -> Result<ExportSummary, StoreError>;
+    /// A page of the transactions `query` selects, each with all its postings.
+    async fn ledger_transactions(
+        &self,
+        tenant: &Tenant,
+        query: &TransactionQuery,
+    ) -> Result<TransactionPage, StoreError>;
 }
 
 #[async_trait]

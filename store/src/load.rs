@@ -21,11 +21,23 @@ use ledgersync_schemas::{short_text_key, Amount, PostingFrame, RowError, ShortTe
 use polars::prelude::*;
 use sqlx::{Any, Transaction};
 
+use crate::aggregates::RecomputeError;
 use crate::backend::Backend;
 use crate::control::{now, Generations};
 use crate::error::{Context, LoadRejected, StoreError};
 use crate::segments::{self, polars_error};
 use crate::{aggregates, LoadRecord, LoadSession, LoadSummary};
+
+/// The amounts of a load, as absolute values, must add up within [`Amount::MAX`]:
+/// then no sum within the load (a transaction's, an account's in a month, a cash
+/// flow's) can overflow, and only sums across loads need checking.
+fn control_sum_exceeded(amount: i64) -> String {
+    format!(
+        "the amount {} takes the file's control sum (its amounts added as absolute values) beyond the largest amount, {}; split the file or check its amounts",
+        Amount::from_units(amount),
+        Amount::MAX
+    )
+}
 
 /// Years a posting may fall in: aggregates number months in 16 bits, and nothing a
 /// restaurant books is dated outside these.
@@ -53,6 +65,8 @@ struct TxnState {
     number: u32,
     /// Sum of its postings so far; must end at zero.
     sum: i64,
+    /// Some partial sum was beyond an amount's range: it cannot balance exactly.
+    overflowed: bool,
     first_line: u64,
     /// Its date, in days since 1970-01-01.
     date: i32,
@@ -83,16 +97,21 @@ struct TxnIndex {
     split: HashSet<u32>,
     branches: aggregates::Numbering,
     branch_texts: ShortTexts<u32>,
-    /// (year, month, branch) of the load's transactions.
-    buckets: PlHashSet<(i32, u32, u32)>,
+    /// (year, month, branch) of the load's transactions, each with the first line
+    /// of a transaction there (to name a line when its aggregates overflow).
+    buckets: PlHashMap<(i32, u32, u32), u64>,
     /// A transaction reduced as complete in a batch turned up again: the load's
     /// partial sums are wrong and the commit aggregates it from storage instead.
     reread: bool,
     /// The smallest and largest key started, in byte order.
     key_range: Option<(String, String)>,
-    /// Transactions dated outside [`YEARS`], the first of them and how many.
-    misdated: Vec<RowError>,
-    misdated_count: usize,
+    /// Rows refused as they were noted (transactions dated outside [`YEARS`], the
+    /// amount that takes the control sum out of range): the first of them and how
+    /// many.
+    refused: Vec<RowError>,
+    refused_count: usize,
+    /// Sum of the absolute amounts noted so far; none once beyond an amount's range.
+    control_sum: Option<i64>,
 }
 
 impl TxnIndex {
@@ -107,11 +126,40 @@ impl TxnIndex {
             split: HashSet::new(),
             branches: aggregates::Numbering::default(),
             branch_texts: ShortTexts::default(),
-            buckets: PlHashSet::new(),
+            buckets: PlHashMap::new(),
             reread: false,
             key_range: None,
-            misdated: Vec::new(),
-            misdated_count: 0,
+            refused: Vec::new(),
+            refused_count: 0,
+            control_sum: Some(0),
+        }
+    }
+
+    /// The load refused because an aggregate it adds to would not fit, at the first
+    /// line of a transaction of its month (and branch).
+    fn too_large(&self, overflow: aggregates::AggregateOverflow) -> StoreError {
+        let line = self
+            .buckets
+            .iter()
+            .filter(|((year, month, _), _)| format!("{year:04}-{month:02}") == overflow.month)
+            .map(|(&(_, _, branch), &line)| (self.branches.name(branch) != overflow.branch, line))
+            .min()
+            .or_else(|| self.buckets.values().map(|&line| (true, line)).min())
+            .map_or(0, |(_, line)| line);
+        LoadRejected {
+            errors: vec![RowError {
+                line,
+                reason: format!("with the postings already loaded, {overflow}"),
+            }],
+            total: 1,
+        }
+        .into()
+    }
+
+    fn refuse(&mut self, error: RowError) {
+        self.refused_count += 1;
+        if self.refused.len() < KEPT_ERRORS {
+            self.refused.push(error);
         }
     }
 
@@ -187,8 +235,20 @@ impl TxnIndex {
                 self.current_key.push_str(key);
                 self.current_view = short;
             }
+            if let Some(sum) = self.control_sum {
+                self.control_sum = amount.checked_abs().and_then(|a| sum.checked_add(a));
+                if self.control_sum.is_none() {
+                    self.refuse(RowError {
+                        line,
+                        reason: control_sum_exceeded(amount),
+                    });
+                }
+            }
             let txn = self.current.as_mut().expect("a transaction is current");
-            txn.sum += amount;
+            match txn.sum.checked_add(amount) {
+                Some(sum) => txn.sum = sum,
+                None => txn.overflowed = true,
+            }
             txn.first_line = txn.first_line.min(line);
             txn.mixed |= txn.date != date || txn.branch != branch;
             if txn.last_batch != batch {
@@ -234,27 +294,25 @@ impl TxnIndex {
             .map(|month| ((month / 12) as i32, (month % 12) as u32 + 1))
             .filter(|(year, _)| YEARS.contains(year));
         if year_month.is_none() {
-            self.misdated_count += 1;
-            if self.misdated.len() < KEPT_ERRORS {
-                let date = NaiveDate::from_epoch_days(date)
-                    .map_or_else(|| format!("day {date} after 1970-01-01"), |d| d.to_string());
-                self.misdated.push(RowError {
-                    line,
-                    reason: format!(
-                        "transaction '{key}' is dated {date}, outside the years {} to {}",
-                        YEARS.start(),
-                        YEARS.end()
-                    ),
-                });
-            }
+            let date = NaiveDate::from_epoch_days(date)
+                .map_or_else(|| format!("day {date} after 1970-01-01"), |d| d.to_string());
+            self.refuse(RowError {
+                line,
+                reason: format!(
+                    "transaction '{key}' is dated {date}, outside the years {} to {}",
+                    YEARS.start(),
+                    YEARS.end()
+                ),
+            });
         }
         let (year, month) = year_month.unwrap_or_default();
-        self.buckets.insert((year, month, branch));
+        self.buckets.entry((year, month, branch)).or_insert(line);
         let number = self.numbers;
         self.numbers += 1;
         TxnState {
             number,
             sum: 0,
+            overflowed: false,
             first_line: line,
             date,
             branch,
@@ -277,22 +335,32 @@ impl TxnIndex {
         if within_batch && txn.first_batch == txn.last_batch {
             txn.closed = true;
         }
-        if txn.sum != 0 || txn.mixed {
+        if txn.sum != 0 || txn.mixed || txn.overflowed {
             self.pending.insert(self.current_key.as_str().into(), txn);
         }
     }
 
-    fn errors(pending: impl Iterator<Item = (String, u64, i64, bool)>) -> Vec<RowError> {
+    /// Errors of transactions given as (key, first line, sum or none if it
+    /// overflowed, postings on several dates or branches).
+    fn errors(pending: impl Iterator<Item = (String, u64, Option<i64>, bool)>) -> Vec<RowError> {
         let mut errors = Vec::new();
         for (key, line, sum, mixed) in pending {
-            if sum != 0 {
-                errors.push(RowError {
+            match sum {
+                Some(0) => {}
+                Some(sum) => errors.push(RowError {
                     line,
                     reason: format!(
                         "unbalanced transaction '{key}': its postings sum to {}",
                         Amount::from_units(sum)
                     ),
-                });
+                }),
+                None => errors.push(RowError {
+                    line,
+                    reason: format!(
+                        "unbalanced transaction '{key}': its postings add up beyond the largest amount, {}",
+                        Amount::MAX
+                    ),
+                }),
             }
             if mixed {
                 errors.push(RowError {
@@ -474,7 +542,9 @@ impl KeyFilter {
 /// A staged batch being reduced and filtered, and encoded, off the async workers
 /// and in parallel; the next batch's [`SqlLoad::stage_frame`] writes it.
 struct Writing {
-    reducing: tokio::task::JoinHandle<PolarsResult<(aggregates::Partials, KeyFilter)>>,
+    reducing: tokio::task::JoinHandle<
+        Result<(aggregates::Partials, KeyFilter), aggregates::AggregateError>,
+    >,
     encoding: tokio::task::JoinHandle<PolarsResult<segments::Encoded>>,
 }
 
@@ -489,7 +559,6 @@ pub(crate) struct SqlLoad {
     index: TxnIndex,
     batches: u32,
     postings: i64,
-    control_sum: i64,
     /// This load's contribution to the aggregates, reduced batch by batch; away
     /// while `writing`.
     partials: aggregates::Partials,
@@ -521,7 +590,6 @@ impl SqlLoad {
             index: TxnIndex::new(),
             batches: 0,
             postings: 0,
-            control_sum: 0,
             partials: aggregates::Partials::default(),
             filter: Some(KeyFilter::new()),
             writing: None,
@@ -550,7 +618,7 @@ impl SqlLoad {
             .reducing
             .await
             .map_err(failed)?
-            .map_err(polars_error("staging postings"))?;
+            .map_err(|e| e.into_store("staging postings"))?;
         let encoded = writing
             .encoding
             .await
@@ -577,10 +645,9 @@ impl SqlLoad {
         } = self.index.note(&postings, self.batches)?;
         self.batches += 1;
         self.postings += postings.height() as i64;
-        self.control_sum += segments::column::<Int64Type>(postings.frame(), segments::AMOUNT)?
-            .into_no_null_iter()
-            .map(i64::abs)
-            .sum::<i64>();
+        // Past the control sum's range the load is refused at commit, and its
+        // partial sums could overflow: they are not reduced.
+        let reducing = self.index.control_sum.is_some();
         let frame = segments::frame(postings, numbers).map_err(polars_error("staging postings"))?;
         // The previous batch is written while this one was noted; this one is
         // prepared while the next is read, mapped and noted.
@@ -594,8 +661,10 @@ impl SqlLoad {
         self.writing = Some(Writing {
             reducing: tokio::task::spawn_blocking(move || {
                 filter.note(reduced.column(segments::KEY)?.str()?, &starts, batch);
-                // The load's own number is not known yet; 0 is no load's.
-                partials.add(reduced.select(segments::AGGREGATED)?, 0, &open, &chart)?;
+                if reducing {
+                    // The load's own number is not known yet; 0 is no load's.
+                    partials.add(reduced.select(segments::AGGREGATED)?, 0, &open, &chart)?;
+                }
                 Ok((partials, filter))
             }),
             encoding: tokio::task::spawn_blocking(move || {
@@ -685,7 +754,7 @@ impl SqlLoad {
             self.index.split.insert(first);
         }
         // Their rows, checked whole: sum, first line, dates and branches.
-        let mut whole: BTreeMap<String, (u64, i64, HashSet<String>)> = BTreeMap::new();
+        let mut whole: BTreeMap<String, (u64, Option<i64>, HashSet<String>)> = BTreeMap::new();
         for &id in &staged {
             let mut frame = segments::read(&mut self.tx, id, None).await?;
             let txns = segments::column::<UInt32Type>(&frame, segments::TXN)?;
@@ -708,11 +777,14 @@ impl SqlLoad {
                 let Some(key) = keys.get(row).filter(|k| numbers.contains_key(*k)) else {
                     continue;
                 };
-                let entry = whole
-                    .entry(key.to_string())
-                    .or_insert((u64::MAX, 0, HashSet::new()));
+                let entry =
+                    whole
+                        .entry(key.to_string())
+                        .or_insert((u64::MAX, Some(0), HashSet::new()));
                 entry.0 = entry.0.min(lines.get(row).unwrap_or_default());
-                entry.1 += amounts.get(row).unwrap_or_default();
+                entry.1 = entry
+                    .1
+                    .and_then(|sum| sum.checked_add(amounts.get(row).unwrap_or_default()));
                 entry.2.insert(format!(
                     "{}|{}",
                     dates.get(row).unwrap_or_default(),
@@ -826,10 +898,13 @@ impl LoadSession for SqlLoad {
         let (mut errors, merged) = self.merge_scattered().await?;
         let merged_in = started.elapsed();
         errors.extend(TxnIndex::errors(self.index.pending.iter().map(
-            |(key, txn)| (key.to_string(), txn.first_line, txn.sum, txn.mixed),
+            |(key, txn)| {
+                let sum = (!txn.overflowed).then_some(txn.sum);
+                (key.to_string(), txn.first_line, sum, txn.mixed)
+            },
         )));
-        let uncounted = self.index.misdated_count - self.index.misdated.len();
-        errors.append(&mut self.index.misdated);
+        let uncounted = self.index.refused_count - self.index.refused.len();
+        errors.append(&mut self.index.refused);
         if !errors.is_empty() {
             errors.sort_by_key(|e| e.line);
             let total = errors.len() + uncounted;
@@ -838,6 +913,10 @@ impl LoadSession for SqlLoad {
             return Err(LoadRejected { errors, total }.into());
         }
         let transactions = i64::from(self.index.numbers - merged);
+        let control_sum = self
+            .index
+            .control_sum
+            .expect("a control sum out of range is a refused row");
         let load_id: i64 = sqlx::query_scalar(
             "INSERT INTO loads (source, fingerprint, stream, origin, rows_read, transactions, postings, \
              control_sum, loaded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
@@ -849,7 +928,7 @@ impl LoadSession for SqlLoad {
         .bind(record.rows_read)
         .bind(transactions)
         .bind(self.postings)
-        .bind(self.control_sum)
+        .bind(control_sum)
         .bind(now())
         .fetch_one(&mut *self.tx)
         .await
@@ -873,7 +952,7 @@ impl LoadSession for SqlLoad {
         let mut buckets: BTreeSet<(String, String)> = self
             .index
             .buckets
-            .iter()
+            .keys()
             .map(|&(year, month, branch)| {
                 (
                     format!("{year:04}-{month:02}"),
@@ -891,25 +970,25 @@ impl LoadSession for SqlLoad {
             log::debug!(
                 "A transaction's rows were apart in the file; aggregating the load from storage."
             );
-            aggregates::recompute(
-                backend.as_ref(),
-                &mut self.tx,
-                Some(&months),
-                None,
-                Default::default(),
-                Some(self.chart.clone()),
-            )
-            .await?;
-        } else {
-            aggregates::recompute(
-                backend.as_ref(),
-                &mut self.tx,
-                Some(&months),
-                Some(load_id),
-                partials,
-                Some(self.chart.clone()),
-            )
-            .await?;
+        }
+        let (except, partials) = match self.index.reread {
+            true => (None, Default::default()),
+            false => (Some(load_id), partials),
+        };
+        let recomputed = aggregates::recompute(
+            backend.as_ref(),
+            &mut self.tx,
+            Some(&months),
+            except,
+            partials,
+            Some(self.chart.clone()),
+        )
+        .await;
+        match recomputed {
+            Ok(_) => {}
+            // Dropping the transaction rolls the load back.
+            Err(RecomputeError::Overflow(overflow)) => return Err(self.index.too_large(overflow)),
+            Err(RecomputeError::Store(error)) => return Err(error),
         }
         if let Some(cursor) = &record.cursor {
             sqlx::query(
@@ -924,6 +1003,14 @@ impl LoadSession for SqlLoad {
             .context("advancing the sync cursor")?;
         }
         let aggregated_in = started.elapsed();
+        crate::compaction::compact(
+            &mut self.tx,
+            &record.source,
+            load_id,
+            self.index.numbers,
+            &months,
+        )
+        .await?;
         self.tx.commit().await.context("committing the load")?;
         log::debug!(
             "Committed a load: last batch written after {flushed:?}, scattered keys settled after {merged_in:?}, \
@@ -935,7 +1022,7 @@ impl LoadSession for SqlLoad {
             load_id,
             transactions,
             postings: self.postings,
-            control_sum: Amount::from_units(self.control_sum),
+            control_sum: Amount::from_units(control_sum),
             buckets_recomputed: buckets.len() as i64,
         })
     }
@@ -944,6 +1031,15 @@ impl LoadSession for SqlLoad {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// This crate is built for tests without overflow checks, as a release build is
+    /// (see the workspace Cargo.toml): a sum left unchecked wraps in the tests as in
+    /// production, so they show the checks rather than a debug build's panic.
+    #[test]
+    fn tests_run_with_release_arithmetic() {
+        let largest = std::hint::black_box(i64::MAX);
+        assert_eq!(largest + 1, i64::MIN);
+    }
 
     /// A filter far too small flags nearly every key; only keys that did start
     /// earlier in the same batch are marked repeated, by the scan and by the hash

@@ -5,7 +5,11 @@
 //! let polars do the arithmetic, instead of walking one B-tree row per posting.
 //!
 //! Transactions are numbered within their load (`txn`); `(load_id, txn)` identifies a
-//! transaction across segments, `key` is the source's own key.
+//! transaction across segments, `key` is the source's own key. A segment compacted from
+//! several loads' (see [`crate::compaction`]) is numbered in its manifest load's
+//! numbers and keeps each posting's own load in a [`LOAD`] column.
+//!
+//! The layout, its versions and what a reader must accept are in `docs/segments.md`.
 
 use std::collections::BTreeMap;
 use std::io::{Cursor, Read};
@@ -19,6 +23,25 @@ use sqlx::{Any, Row, Transaction};
 use crate::error::{Context, StoreError};
 
 pub(crate) const TXN: &str = "txn";
+/// The load each posting came from, in segments compacted from several loads
+/// (`Int64`); without it every posting is the manifest row's load's.
+pub(crate) const LOAD: &str = "load_id";
+
+/// The segment format this build writes and the newest it reads: 1 for segments
+/// written before formats were numbered, 2 for those that say so in their schema
+/// metadata ([`FORMAT_KEY`]) and manifest row, and may carry a [`LOAD`] column.
+pub(crate) const FORMAT_VERSION: i64 = 2;
+/// Schema metadata holding a segment's format version.
+const FORMAT_KEY: &str = "ledgersync.format";
+
+/// A segment of a format newer than this build reads.
+fn newer_format(segment: Option<i64>, version: i64) -> String {
+    let which = segment.map_or_else(|| "a segment".to_string(), |id| format!("segment {id}"));
+    format!(
+        "{which} of the ledger is in format {version}, written by a newer ledgersync \
+         (this one reads formats up to {FORMAT_VERSION}); upgrade ledgersync to read this ledger"
+    )
+}
 /// The other columns are a [`PostingFrame`]'s.
 pub(crate) use ledgersync_schemas::posting_column::{
     ACCOUNT, AMOUNT, BRANCH, DATE, KEY, LINE, OCCURRED_AT, ORIGINAL_AMOUNT,
@@ -117,6 +140,7 @@ pub(crate) fn encode(frame: &mut DataFrame) -> PolarsResult<Vec<u8>> {
     // of them: the column was an eighth of what LZ4 read and took longer than most.
     // polars-arrow's `Metadata`.
     let mut metadata: BTreeMap<PlSmallStr, PlSmallStr> = BTreeMap::new();
+    metadata.insert(FORMAT_KEY.into(), FORMAT_VERSION.to_string().into());
     if let Some(first) = consecutive_lines(frame) {
         let height = frame.height();
         frame.with_column(Column::full_null(LINE.into(), height, &DataType::Null))?;
@@ -135,9 +159,7 @@ pub(crate) fn encode(frame: &mut DataFrame) -> PolarsResult<Vec<u8>> {
     let mut writer = IpcWriter::new(&mut lz4)
         // polars' own string layout, written as is rather than converted.
         .with_compat_level(CompatLevel::newest());
-    if !metadata.is_empty() {
-        writer.set_custom_schema_metadata(Arc::new(metadata));
-    }
+    writer.set_custom_schema_metadata(Arc::new(metadata));
     writer.finish(frame)?;
     let (bytes, finished) = lz4.finish();
     finished?;
@@ -146,17 +168,36 @@ pub(crate) fn encode(frame: &mut DataFrame) -> PolarsResult<Vec<u8>> {
 
 /// Decodes a segment, only `columns` if given; empty columns get their types back.
 pub(crate) fn decode(bytes: Vec<u8>, columns: Option<&[&str]>) -> PolarsResult<DataFrame> {
-    let ipc = if bytes.starts_with(&LZ4_FRAME_MAGIC) {
-        let mut ipc = Vec::with_capacity(bytes.len() * 4);
-        lz4::Decoder::new(bytes.as_slice())?.read_to_end(&mut ipc)?;
-        ipc
-    } else {
-        bytes
-    };
+    read_ipc(&unpacked(bytes)?, columns)
+}
+
+/// A segment's bytes as the IPC file they hold, to read columns of it more than once.
+pub(crate) fn unpacked(bytes: Vec<u8>) -> PolarsResult<Vec<u8>> {
+    if !bytes.starts_with(&LZ4_FRAME_MAGIC) {
+        return Ok(bytes);
+    }
+    let mut ipc = Vec::with_capacity(bytes.len() * 4);
+    lz4::Decoder::new(bytes.as_slice())?.read_to_end(&mut ipc)?;
+    Ok(ipc)
+}
+
+/// [`decode`] of an [`unpacked`] segment.
+pub(crate) fn read_ipc(ipc: &[u8], columns: Option<&[&str]>) -> PolarsResult<DataFrame> {
     let mut reader = IpcReader::new(Cursor::new(ipc))
         .with_columns(columns.map(|c| c.iter().map(|s| s.to_string()).collect()));
-    let first_line = reader
-        .custom_metadata()?
+    let metadata = reader.custom_metadata()?;
+    // Segments written before formats were numbered have no version: format 1.
+    let version = match metadata.as_ref().and_then(|m| m.get(FORMAT_KEY)) {
+        None => 1,
+        Some(text) => text.parse::<i64>().map_err(
+            |_| polars_err!(ComputeError: "a segment's format version '{text}' is not a number"),
+        )?,
+    };
+    if version > FORMAT_VERSION {
+        polars_bail!(ComputeError: "{}", newer_format(None, version));
+    }
+    let first_line = metadata
+        .as_ref()
         .and_then(|metadata| metadata.get(FIRST_LINE)?.parse::<u64>().ok());
     let mut frame = reader.finish()?;
     if let Some(first) =
@@ -234,6 +275,8 @@ pub(crate) struct Encoded {
     /// Its keys' range, so that a load can skip segments that cannot hold its keys.
     keys: (String, String),
     rows: i64,
+    /// The first of several loads a compacted segment holds.
+    first_load: Option<i64>,
     bytes: Vec<u8>,
 }
 
@@ -252,8 +295,17 @@ impl Encoded {
             months,
             keys,
             rows,
+            first_load: None,
             bytes,
         })
+    }
+
+    /// Notes that the segment holds postings of loads from `first_load` on.
+    pub(crate) fn holding_loads_since(self, first_load: i64) -> Encoded {
+        Encoded {
+            first_load: Some(first_load),
+            ..self
+        }
     }
 }
 
@@ -279,7 +331,8 @@ pub(crate) async fn insert_encoded(
 ) -> Result<i64, StoreError> {
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO ledger_segments (source, load_id, first_month, last_month, first_key, \
-         last_key, postings) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+         last_key, postings, format, first_load) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         RETURNING id",
     )
     .bind(load.map(|(source, _)| source))
     .bind(load.map(|(_, id)| id))
@@ -288,6 +341,8 @@ pub(crate) async fn insert_encoded(
     .bind(segment.keys.0)
     .bind(segment.keys.1)
     .bind(segment.rows)
+    .bind(FORMAT_VERSION)
+    .bind(segment.first_load)
     .fetch_one(&mut **tx)
     .await
     .context("writing postings")?;
@@ -300,6 +355,21 @@ pub(crate) async fn insert_encoded(
     Ok(id)
 }
 
+/// Removes a segment.
+pub(crate) async fn remove(tx: &mut Transaction<'static, Any>, id: i64) -> Result<(), StoreError> {
+    for delete in [
+        "DELETE FROM segment_data WHERE segment_id = $1",
+        "DELETE FROM ledger_segments WHERE id = $1",
+    ] {
+        sqlx::query(delete)
+            .bind(id)
+            .execute(&mut **tx)
+            .await
+            .context("removing postings")?;
+    }
+    Ok(())
+}
+
 /// Replaces a segment's postings, or removes it when none are left.
 pub(crate) async fn rewrite(
     tx: &mut Transaction<'static, Any>,
@@ -307,28 +377,19 @@ pub(crate) async fn rewrite(
     frame: DataFrame,
 ) -> Result<(), StoreError> {
     if frame.height() == 0 {
-        for delete in [
-            "DELETE FROM segment_data WHERE segment_id = $1",
-            "DELETE FROM ledger_segments WHERE id = $1",
-        ] {
-            sqlx::query(delete)
-                .bind(id)
-                .execute(&mut **tx)
-                .await
-                .context("removing emptied postings")?;
-        }
-        return Ok(());
+        return remove(tx, id).await;
     }
     let segment = encoded(frame).await?;
     sqlx::query(
         "UPDATE ledger_segments SET first_month = $1, last_month = $2, first_key = $3, \
-         last_key = $4, postings = $5 WHERE id = $6",
+         last_key = $4, postings = $5, format = $6 WHERE id = $7",
     )
     .bind(segment.months.0)
     .bind(segment.months.1)
     .bind(segment.keys.0)
     .bind(segment.keys.1)
     .bind(segment.rows)
+    .bind(FORMAT_VERSION)
     .bind(id)
     .execute(&mut **tx)
     .await
@@ -421,7 +482,7 @@ pub(crate) async fn read_bytes(
     id: i64,
 ) -> Result<(i64, Vec<u8>), StoreError> {
     let row = sqlx::query(
-        "SELECT s.load_id, d.data FROM ledger_segments s \
+        "SELECT s.load_id, s.format, d.data FROM ledger_segments s \
          JOIN segment_data d ON d.segment_id = s.id WHERE s.id = $1",
     )
     .bind(id)
@@ -429,6 +490,10 @@ pub(crate) async fn read_bytes(
     .await
     .context("reading postings")?;
     let load_id: Option<i64> = row.try_get("load_id").context("reading postings")?;
+    let format: i64 = row.try_get("format").context("reading postings")?;
+    if format > FORMAT_VERSION {
+        return Err(StoreError::Invalid(newer_format(Some(id), format)));
+    }
     let bytes: Vec<u8> = row.try_get("data").context("reading postings")?;
     Ok((load_id.unwrap_or(0), bytes))
 }
@@ -529,6 +594,37 @@ mod tests {
         let back = decode(encode(&mut stored).unwrap(), None).unwrap();
         let back = PostingFrame::from_frame(back.drop(TXN).unwrap()).unwrap();
         assert_eq!(back.to_postings().unwrap(), gapped);
+    }
+
+    /// A segment says its format; one of a format newer than this build's is refused
+    /// with a message saying so, not misread.
+    #[test]
+    fn segments_carry_their_format_and_newer_ones_are_refused() {
+        let postings: Vec<Posting> = (0..10).map(|i| posting(None, i)).collect();
+        let mut stored = frame(PostingFrame::from_postings(&postings), vec![0; 10]).unwrap();
+        let bytes = encode(&mut stored.clone()).unwrap();
+        let mut ipc = Vec::new();
+        lz4::Decoder::new(bytes.as_slice())
+            .unwrap()
+            .read_to_end(&mut ipc)
+            .unwrap();
+        let mut reader = IpcReader::new(Cursor::new(ipc));
+        let metadata = reader.custom_metadata().unwrap().unwrap();
+        assert_eq!(
+            metadata.get(FORMAT_KEY).map(|v| v.as_str()),
+            Some(FORMAT_VERSION.to_string().as_str())
+        );
+
+        let mut newer = Vec::new();
+        let mut writer = IpcWriter::new(&mut newer).with_compat_level(CompatLevel::newest());
+        let metadata = BTreeMap::from([(PlSmallStr::from(FORMAT_KEY), PlSmallStr::from("3"))]);
+        writer.set_custom_schema_metadata(Arc::new(metadata));
+        writer.finish(&mut stored).unwrap();
+        let refused = decode(newer, None).unwrap_err().to_string();
+        assert!(
+            refused.contains("format 3, written by a newer ledgersync"),
+            "{refused}"
+        );
     }
 
     /// Segments written before the single LZ4 frame (IPC files with LZ4-framed

@@ -385,6 +385,7 @@ fn request(
         );
     let url = match concrete.as_str() {
         "/v1/reports/pnl" => format!("{}{concrete}?from=2025-01&to=2025-02", app.address),
+        "/v1/ledger/transactions" => format!("{}{concrete}?from=2025-01&to=2025-02", app.address),
         "/v1/imports" => format!("{}{concrete}?stream=journal", app.address),
         _ => format!("{}{concrete}", app.address),
     };

@@ -78,7 +78,7 @@ fn hledger(journal: &Path, args: &[&str]) -> Statement {
                 .entry(class)
                 .or_insert_with(|| vec![Amount::ZERO; months.len()]);
             for (i, amounts) in row["prrAmounts"].as_array().unwrap().iter().enumerate() {
-                sums[i] += cell(amounts);
+                sums[i] = sums[i].checked_add(cell(amounts)).unwrap();
             }
         }
     }

@@ -7,4 +7,7 @@ mod api;
 mod helpers;
 mod hledger;
 mod import_files;
+mod ledger;
+mod money;
+mod store_model;
 mod store_story;

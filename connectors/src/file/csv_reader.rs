@@ -33,6 +33,12 @@ pub enum FileError {
     },
     #[error("{path}: {source}")]
     Csv { path: PathBuf, source: csv::Error },
+    #[error("{}:{line}: field {field} is not UTF-8 text; save the file as UTF-8", .path.display())]
+    NotUtf8 {
+        path: PathBuf,
+        line: u64,
+        field: usize,
+    },
     #[error("{path}: the file has no header row")]
     NoHeader { path: PathBuf },
     #[error("{path}: {source}")]
@@ -154,10 +160,6 @@ impl CsvBatches {
         };
         let file = open()?;
         let total_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let csv_error = |source| FileError::Csv {
-            path: path.to_path_buf(),
-            source,
-        };
         // The header through the csv crate (it may be quoted); the rows from where
         // it ends.
         let mut header = csv::ReaderBuilder::new()
@@ -165,7 +167,7 @@ impl CsvBatches {
             .from_reader(BufReader::with_capacity(64 << 10, file));
         let columns: Vec<String> = header
             .headers()
-            .map_err(csv_error)?
+            .map_err(|source| read_error(path, source, 0))?
             .iter()
             .map(|h| h.trim_start_matches('\u{feff}').trim().to_ascii_lowercase())
             .collect();
@@ -287,10 +289,7 @@ impl CsvBatches {
             while batch.rows() < self.batch_rows {
                 let more = reader
                     .read_record(record)
-                    .map_err(|source| FileError::Csv {
-                        path: self.path.clone(),
-                        source,
-                    })?;
+                    .map_err(|source| read_error(&self.path, source, *lines_before))?;
                 if !more {
                     break;
                 }
@@ -318,6 +317,22 @@ impl CsvBatches {
             self.source = Source::Done;
         }
         Ok(finished)
+    }
+}
+
+/// A read error of the csv crate, whose positions count from where it started
+/// reading: `lines_before` lines into the file.
+fn read_error(path: &Path, source: csv::Error, lines_before: u64) -> FileError {
+    if let csv::ErrorKind::Utf8 { pos, err } = source.kind() {
+        return FileError::NotUtf8 {
+            path: path.to_path_buf(),
+            line: lines_before + pos.as_ref().map_or(1, |p| p.line()),
+            field: err.field() + 1,
+        };
+    }
+    FileError::Csv {
+        path: path.to_path_buf(),
+        source,
     }
 }
 
@@ -566,6 +581,48 @@ mod tests {
                 let plain = read_all(source.path(), batch_rows, false);
                 let general = read_all(source.path(), batch_rows, true);
                 assert_eq!(plain, general, "{text:?} in batches of {batch_rows}");
+            }
+        }
+    }
+
+    /// Bytes that are not UTF-8 are named by their file line and field, however
+    /// much of the file the plain reader read before the csv crate took over.
+    #[test]
+    fn text_that_is_not_utf8_is_named_by_its_line() {
+        let cases: [(&[u8], u64, usize); 4] = [
+            (b"a,b\n\xff,2\n3,4\n", 2, 1),
+            (b"a,b\n1,2\n3,4\n5,\xfe\n", 4, 2),
+            (b"a,b\r\n1,2\r\n3,\"\xc3\x28\"\r\n", 3, 2),
+            (b"\xff,b\n1,2\n", 1, 1),
+        ];
+        for (bytes, line, field) in cases {
+            let mut source = tempfile::NamedTempFile::new().unwrap();
+            std::io::Write::write_all(&mut source, bytes).unwrap();
+            for (batch_rows, general) in [(1, false), (100, false), (1, true)] {
+                let error = match CsvBatches::open(source.path(), batch_rows) {
+                    Err(error) => error,
+                    Ok(mut batches) => {
+                        if general {
+                            batches = CsvBatches::open_general(source.path(), batch_rows).unwrap();
+                        }
+                        loop {
+                            match batches.next_batch() {
+                                Ok(Some(_)) => continue,
+                                Ok(None) => panic!("{bytes:?} read without an error"),
+                                Err(error) => break error,
+                            }
+                        }
+                    }
+                };
+                let expected = format!(
+                    "{}:{line}: field {field} is not UTF-8 text; save the file as UTF-8",
+                    source.path().display()
+                );
+                assert_eq!(
+                    error.to_string(),
+                    expected,
+                    "{bytes:?} in batches of {batch_rows}"
+                );
             }
         }
     }

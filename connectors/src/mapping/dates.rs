@@ -24,6 +24,13 @@ pub(crate) struct DateParser {
 /// source gave one.
 pub(crate) type LocalDate = (NaiveDate, Option<DateTime<Utc>>);
 
+/// Text read as a date or instant, or as a local time still to be placed in the
+/// source's timezone.
+enum Parsed {
+    Placed(LocalDate),
+    Naive(NaiveDateTime),
+}
+
 impl DateParser {
     pub(crate) fn new(format: Option<String>, source_tz: Tz, tenant_tz: Tz) -> DateParser {
         DateParser {
@@ -38,49 +45,58 @@ impl DateParser {
             Some(format) => self.parse_with(text, format),
             None => self.parse_guessing(text),
         };
-        parsed.ok_or_else(|| match &self.format {
+        let naive = match parsed {
+            Some(Parsed::Placed(date)) => return Ok(date),
+            Some(Parsed::Naive(naive)) => naive,
+            None => return Err(self.unreadable(text)),
+        };
+        // A time skipped by a daylight-saving jump has no instant: refuse it rather
+        // than guess.
+        match self.source_tz.from_local_datetime(&naive).earliest() {
+            Some(instant) => Ok(self.localize(instant.with_timezone(&Utc))),
+            None => Err(format!(
+                "local time '{text}' does not exist in {}: the clocks jumped forward over it \
+                 (daylight saving); correct the time in the source, or export times with \
+                 their UTC offset (RFC 3339)",
+                self.source_tz
+            )),
+        }
+    }
+
+    fn unreadable(&self, text: &str) -> String {
+        match &self.format {
             Some(format) => format!("bad date '{text}': expected the format {format}"),
             None => {
                 format!("bad date '{text}': expected YYYY-MM-DD, YYYY-MM-DD HH:MM:SS or RFC 3339")
             }
-        })
+        }
     }
 
-    fn parse_with(&self, text: &str, format: &str) -> Option<LocalDate> {
+    fn parse_with(&self, text: &str, format: &str) -> Option<Parsed> {
         if let Ok(instant) = DateTime::parse_from_str(text, format) {
-            return Some(self.localize(instant.with_timezone(&Utc)));
+            return Some(Parsed::Placed(self.localize(instant.with_timezone(&Utc))));
         }
         if let Ok(naive) = NaiveDateTime::parse_from_str(text, format) {
-            return self.place_naive(naive);
+            return Some(Parsed::Naive(naive));
         }
         NaiveDate::parse_from_str(text, format)
             .ok()
-            .map(|d| (d, None))
+            .map(|d| Parsed::Placed((d, None)))
     }
 
-    fn parse_guessing(&self, text: &str) -> Option<LocalDate> {
+    fn parse_guessing(&self, text: &str) -> Option<Parsed> {
         // Plain dates first: they are what most exports hold, and a date followed by
         // a time does not read as one (the text must end with the date).
         if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-            return Some((date, None));
+            return Some(Parsed::Placed((date, None)));
         }
         if let Ok(instant) = DateTime::parse_from_rfc3339(text) {
-            return Some(self.localize(instant.with_timezone(&Utc)));
+            return Some(Parsed::Placed(self.localize(instant.with_timezone(&Utc))));
         }
-        if let Some(naive) = NAIVE_FORMATS
+        NAIVE_FORMATS
             .iter()
             .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
-        {
-            return self.place_naive(naive);
-        }
-        None
-    }
-
-    fn place_naive(&self, naive: NaiveDateTime) -> Option<LocalDate> {
-        // A time skipped by a daylight-saving jump has no instant: refuse it rather
-        // than guess.
-        let instant = self.source_tz.from_local_datetime(&naive).earliest()?;
-        Some(self.localize(instant.with_timezone(&Utc)))
+            .map(Parsed::Naive)
     }
 
     fn localize(&self, instant: DateTime<Utc>) -> LocalDate {
@@ -136,5 +152,31 @@ mod tests {
         assert_eq!(parser.parse("01/02/2025").unwrap().0, date("2025-02-01"));
         assert!(parser.parse("2025-02-01").unwrap_err().contains("%d/%m/%Y"));
         assert!(jakarta_from_utc().parse("31-01-2025").is_err());
+    }
+
+    /// 02:30 on 9 March 2025 never happened in New York (02:00 became 03:00): the
+    /// error says so instead of calling the text a bad date.
+    #[test]
+    fn a_local_time_skipped_by_daylight_saving_is_named() {
+        let parser = DateParser::new(
+            None,
+            chrono_tz::America::New_York,
+            chrono_tz::America::New_York,
+        );
+        let err = parser.parse("2025-03-09 02:30:00").unwrap_err();
+        assert!(
+            err.contains("local time '2025-03-09 02:30:00' does not exist in America/New_York"),
+            "{err}"
+        );
+        assert!(!err.contains("bad date"), "{err}");
+        let (local, _) = parser.parse("2025-03-09 03:30:00").unwrap();
+        assert_eq!(local, date("2025-03-09"));
+        let with_format = DateParser::new(
+            Some("%d/%m/%Y %H:%M".into()),
+            chrono_tz::America::New_York,
+            chrono_tz::UTC,
+        );
+        let err = with_format.parse("09/03/2025 02:15").unwrap_err();
+        assert!(err.contains("does not exist in America/New_York"), "{err}");
     }
 }

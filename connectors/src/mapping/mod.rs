@@ -11,6 +11,7 @@ mod decimals;
 mod errors;
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use chrono_tz::Tz;
 use ledgersync_config::{AccountSpec, StreamDef};
@@ -56,6 +57,8 @@ struct CompiledPosting {
     account_origin: String,
     amount: Expr,
     amount_text: String,
+    /// True on rows where a divisor in `amount` is zero (none without a division).
+    zero_divisor: Option<Expr>,
 }
 
 struct CompiledTemplate {
@@ -128,14 +131,16 @@ impl Mapper {
                         )
                     }
                 };
+                let (amount, zero_divisor) = guard_divisions(sql(
+                    format!("templates[{t}].postings[{p}].amount"),
+                    &posting.amount,
+                )?);
                 postings.push(CompiledPosting {
                     account,
                     account_origin,
-                    amount: sql(
-                        format!("templates[{t}].postings[{p}].amount"),
-                        &posting.amount,
-                    )?,
+                    amount,
                     amount_text: posting.amount.clone(),
+                    zero_divisor,
                 });
             }
             templates.push(CompiledTemplate { when, postings });
@@ -286,6 +291,9 @@ impl Mapper {
                         .alias(format!("__account_{t}_{p}")),
                 );
                 outputs.push(posting.amount.clone().alias(format!("__amount_{t}_{p}")));
+                if let Some(zero) = &posting.zero_divisor {
+                    outputs.push(zero.clone().alias(format!("__zero_divisor_{t}_{p}")));
+                }
             }
         }
         let mut evaluated = lazy.with_columns(outputs).collect().map_err(polars_error)?;
@@ -361,7 +369,15 @@ impl Mapper {
     ) -> Result<IdxSize, String> {
         let def = &self.def;
         if let Some((column, text)) = view.bad_number(row) {
-            return Err(format!("non-numeric amount '{text}' in column '{column}'"));
+            return Err(
+                match decimals::precision_lost(text.as_bytes(), SOURCE_SCALE) {
+                    true => format!(
+                        "amount '{text}' in column '{column}' has more than {} decimal places; round it in the source",
+                        ledgersync_schemas::AMOUNT_SCALE
+                    ),
+                    false => format!("non-numeric amount '{text}' in column '{column}'"),
+                },
+            );
         }
         for (column, part) in &view.key_parts {
             if part.get(row).is_none() {
@@ -406,6 +422,15 @@ impl Mapper {
                     spec.account_origin
                 ));
             }
+            if view.zero_divisors[t][p]
+                .as_ref()
+                .is_some_and(|zero| zero[row])
+            {
+                return Err(format!(
+                    "amount '{}' divides by zero on this row",
+                    spec.amount_text
+                ));
+            }
             let amount = view
                 .amount(t, p, row)
                 .map_err(|e| format!("amount '{}': {e}", spec.amount_text))?
@@ -417,6 +442,35 @@ impl Mapper {
         }
         Ok(date)
     }
+}
+
+/// `amount` with every divisor that is zero replaced by one, and the condition that
+/// some divisor is zero. polars fails a whole batch on a decimal division by zero
+/// (for every row, whichever template the row takes); guarded, the batch evaluates
+/// and the rows whose template divides by zero are refused one by one.
+fn guard_divisions(amount: Expr) -> (Expr, Option<Expr>) {
+    let mut divisors = Vec::new();
+    // Children are rewritten before their parents: a divisor holding a division is
+    // guarded itself.
+    let guarded = amount.map_expr(|expr| match expr {
+        Expr::BinaryExpr {
+            left,
+            op: op @ (Operator::TrueDivide | Operator::RustDivide | Operator::FloorDivide),
+            right,
+        } => {
+            let divisor = Arc::unwrap_or_clone(right);
+            let zero = divisor.clone().eq(lit(0)).fill_null(lit(false));
+            divisors.push(zero.clone());
+            Expr::BinaryExpr {
+                left,
+                op,
+                right: Arc::new(when(zero).then(lit(1)).otherwise(divisor)),
+            }
+        }
+        other => other,
+    });
+    let zero_divisor = divisors.into_iter().reduce(|any, zero| any.or(zero));
+    (guarded, zero_divisor)
 }
 
 fn text_column(column: &str) -> String {
@@ -622,6 +676,8 @@ struct FrameView<'a> {
     accounts: Vec<Vec<AccountColumn<'a>>>,
     stacked_accounts: StringChunked,
     amounts: Vec<Vec<AmountColumn<'a>>>,
+    /// Per template and posting with a division: the rows where a divisor is zero.
+    zero_divisors: Vec<Vec<Option<Vec<bool>>>>,
 }
 
 impl<'a> FrameView<'a> {
@@ -664,6 +720,7 @@ impl<'a> FrameView<'a> {
         let mut whens = Vec::new();
         let mut accounts = Vec::new();
         let mut amounts = Vec::new();
+        let mut zero_divisors = Vec::new();
         let mut stacked_accounts: Option<StringChunked> = None;
         for (t, template) in templates.iter().enumerate() {
             whens.push(match template.when {
@@ -678,6 +735,7 @@ impl<'a> FrameView<'a> {
             });
             let mut template_accounts = Vec::new();
             let mut template_amounts = Vec::new();
+            let mut template_zero_divisors = Vec::new();
             for p in 0..template.postings.len() {
                 let column = text(&format!("__account_{t}_{p}"))?;
                 let offset = match &mut stacked_accounts {
@@ -696,6 +754,17 @@ impl<'a> FrameView<'a> {
                     offset: offset as IdxSize,
                 });
                 let column = frame.column(&format!("__amount_{t}_{p}"))?;
+                template_zero_divisors.push(match template.postings[p].zero_divisor {
+                    Some(_) => Some(
+                        frame
+                            .column(&format!("__zero_divisor_{t}_{p}"))?
+                            .bool()?
+                            .iter()
+                            .map(|zero| zero.unwrap_or(false))
+                            .collect(),
+                    ),
+                    None => None,
+                });
                 template_amounts.push(match column.dtype() {
                     DataType::Decimal(_, scale) => AmountColumn::Decimal(
                         one_chunk(column.decimal()?.physical())?,
@@ -711,6 +780,7 @@ impl<'a> FrameView<'a> {
             }
             accounts.push(template_accounts);
             amounts.push(template_amounts);
+            zero_divisors.push(template_zero_divisors);
         }
         let mut stacked_accounts =
             stacked_accounts.unwrap_or_else(|| StringChunked::full_null("".into(), 0));
@@ -732,6 +802,7 @@ impl<'a> FrameView<'a> {
             accounts,
             stacked_accounts,
             amounts,
+            zero_divisors,
         })
     }
 

@@ -68,7 +68,10 @@ fn pos_rows_become_balanced_postings_in_jakarta_dates() {
     assert_eq!(s1[0].amount.to_string(), "50490.99");
     assert_eq!(s1[1].account, "4010");
     assert_eq!(s1[0].date.to_string(), "2025-02-01");
-    assert_eq!(s1.iter().map(|p| p.amount).sum::<Amount>(), Amount::ZERO);
+    assert_eq!(
+        Amount::checked_sum(s1.iter().map(|p| p.amount)),
+        Some(Amount::ZERO)
+    );
     // a zero tax posts nothing; the fractional rupiah survive exactly
     let s2: Vec<_> = mapped
         .postings
@@ -307,4 +310,107 @@ postings = [
         ]
     );
     assert_eq!(postings[0].origin_line, 3);
+}
+
+/// A ninth decimal would be rounded away by reading at scale 8: the row is refused
+/// with its value instead (`1.000000001` against `-1` would balance otherwise).
+#[test]
+fn digits_beyond_what_is_read_are_refused_not_rounded() {
+    let mapper = Mapper::compile(StreamDef::from_toml(POS).unwrap(), ctx()).unwrap();
+    let mapped = mapper
+        .map(batch(
+            "sale_id,sold_at,outlet,category,payment_method,net_amount,tax",
+            &[
+                "S1,2025-01-31 10:00:00,Kemang,coffee,cash,1.000000001,0",
+                "S2,2025-01-31 10:00:00,Kemang,coffee,cash,100.000000000,1e-9",
+                "S3,2025-01-31 10:00:00,Kemang,coffee,cash,100.00000000,0",
+            ],
+        ))
+        .unwrap();
+    let reasons: Vec<_> = mapped
+        .errors
+        .iter()
+        .map(|e| (e.line, e.reason.as_str()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            (
+                2,
+                "amount '1.000000001' in column 'net_amount' has more than 4 decimal places; round it in the source"
+            ),
+            (
+                3,
+                "amount '1e-9' in column 'tax' has more than 4 decimal places; round it in the source"
+            ),
+        ]
+    );
+    let postings = mapped.postings.to_postings().unwrap();
+    assert!(postings.iter().all(|p| p.source_key == "S3"));
+}
+
+/// polars fails a whole batch on a decimal division by zero; each row whose
+/// template divides by zero is refused on its own, naming the expression, and rows
+/// of other templates map as usual.
+#[test]
+fn a_division_by_zero_refuses_its_row_only() {
+    let def = StreamDef::from_toml(
+        r#"
+name = "split_bills"
+key = ["bill"]
+date = { column = "day" }
+numeric = ["total", "guests", "tip"]
+
+[[templates]]
+when = "kind = 'split'"
+postings = [
+  { account = "1000", amount = "total / guests + tip / (guests - guests + 1)" },
+  { account = "4000", amount = "-(total / guests + tip)" },
+]
+
+[[templates]]
+postings = [
+  { account = "1000", amount = "total" },
+  { account = "4000", amount = "-total" },
+]
+"#,
+    )
+    .unwrap();
+    let mapper = Mapper::compile(def, ctx()).unwrap();
+    let mapped = mapper
+        .map(batch(
+            "bill,day,kind,total,guests,tip",
+            &[
+                "B1,2025-01-31,split,90,3,0",
+                "B2,2025-01-31,split,90,0,0",
+                "B3,2025-01-31,whole,90,0,0",
+                "B4,2025-01-31,split,90,0,6",
+                "B5,2025-01-31,split,100,4,0",
+            ],
+        ))
+        .unwrap();
+    let reasons: Vec<_> = mapped
+        .errors
+        .iter()
+        .map(|e| (e.line, e.reason.as_str()))
+        .collect();
+    let refused =
+        "amount 'total / guests + tip / (guests - guests + 1)' divides by zero on this row";
+    assert_eq!(reasons, [(3, refused), (5, refused)]);
+    let postings = mapped.postings.to_postings().unwrap();
+    let amounts: Vec<(&str, String)> = postings
+        .iter()
+        .map(|p| (p.source_key.as_str(), p.amount.to_string()))
+        .collect();
+    assert_eq!(
+        amounts,
+        [
+            ("B1", "30".to_string()),
+            ("B1", "-30".to_string()),
+            ("B3", "90".to_string()),
+            ("B3", "-90".to_string()),
+            ("B5", "25".to_string()),
+            ("B5", "-25".to_string()),
+        ]
+    );
 }

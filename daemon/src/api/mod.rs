@@ -10,7 +10,7 @@
 //! - [`auth`]: credentials, the guard, login, invitations and sessions;
 //! - [`problem`] and [`extract`]: problem documents and extractors that answer with one;
 //! - one module per group of routes: [`reports`], [`settings`], [`imports`],
-//!   [`users`], [`keys`], [`audit`];
+//!   [`users`], [`keys`], [`audit`], [`ledger`];
 //! - [`openapi`]: `GET /v1/openapi.json`, described from the table.
 
 pub mod audit;
@@ -18,6 +18,7 @@ pub mod auth;
 pub mod extract;
 pub mod imports;
 pub mod keys;
+pub mod ledger;
 pub mod openapi;
 pub mod problem;
 pub mod reports;

@@ -9,7 +9,7 @@ use axum::{Json, Router};
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 
 use super::state::{forget_callers_after_changes, AppState};
-use super::{audit, auth, imports, keys, problem, reports, settings, users};
+use super::{audit, auth, imports, keys, ledger, problem, reports, settings, users};
 use crate::access::{Role, Session};
 use crate::reports::Report;
 use ledgersync_config::TenantSettings;
@@ -220,6 +220,18 @@ pub const ROUTES: &[Route] = &[
     )
     .shaped(|g| Shapes {
         response: of::<Vec<PastLoad>>(g),
+        ..Shapes::default()
+    }),
+    route(
+        "GET",
+        "/v1/ledger/transactions",
+        MANAGER,
+        "The transactions behind a report figure, each with its postings: by month range, branch, account or category, a page at a time",
+        |m| on(m, ledger::transactions),
+    )
+    .shaped(|g| Shapes {
+        query: inline::<ledger::TransactionParams>(g),
+        response: of::<ledger::TransactionsPage>(g),
         ..Shapes::default()
     }),
     route("GET", "/v1/users", ADMIN, "Users and seats", |m| {

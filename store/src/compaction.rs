@@ -1,0 +1,182 @@
+//! Compaction: small segments of one source and month merged into one, so that a
+//! source loading a few rows every minute leaves a bounded number of segments per
+//! month rather than one per load.
+//!
+//! Policy: at the end of each load's commit (in its database transaction, after the
+//! aggregates are written), every group of the load's source whose segments span the
+//! same months and that the load touched is looked at; when it holds
+//! [`COMPACT_AT`] or more segments of fewer than [`SMALL_POSTINGS`] postings, those
+//! are merged into one. A merged segment of [`SMALL_POSTINGS`] or more is left alone
+//! from then on, and a smaller one is merged again with the next small ones, so a
+//! group keeps fewer than [`COMPACT_AT`] small segments and each posting is rewritten
+//! a few times at most (each merge multiplies a segment's size by up to
+//! [`COMPACT_AT`]). A large load's segments are never small (but perhaps its last),
+//! so the CSV import's path is unchanged for large loads.
+//!
+//! A merged segment belongs to the committing load in the manifest: its transactions
+//! are renumbered after that load's own numbers, and each posting keeps the load it
+//! came from in a [`segments::LOAD`] column (format 2). The postings, their
+//! transactions (each whole in one segment) and so every aggregate are unchanged.
+//! Segments of loads with transactions split across segments are left out: their
+//! numbers tie segments together.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use polars::prelude::*;
+use sqlx::{Any, Row, Transaction};
+
+use crate::error::{Context, StoreError};
+use crate::segments::{self, polars_error, LOAD, TXN};
+
+/// Postings below which a segment is small.
+pub(crate) const SMALL_POSTINGS: i64 = 16_384;
+/// Small segments of one group that are merged into one.
+pub(crate) const COMPACT_AT: usize = 16;
+
+/// A small segment: its id, manifest load, and first load if compacted before.
+struct Small {
+    id: i64,
+    load: i64,
+    first_load: Option<i64>,
+}
+
+/// Merges the small segments of `source` in the month ranges among `months` that hold
+/// [`COMPACT_AT`] or more, into segments of load `load_id`, whose transactions are
+/// numbered below `next_txn` so far. Returns how many segments were merged away.
+pub(crate) async fn compact(
+    tx: &mut Transaction<'static, Any>,
+    source: &str,
+    load_id: i64,
+    next_txn: u32,
+    months: &BTreeSet<String>,
+) -> Result<u64, StoreError> {
+    const LISTING: &str = "listing small segments to compact";
+    let split: Option<i64> =
+        sqlx::query_scalar("SELECT load_id FROM split_transactions WHERE load_id = $1 LIMIT 1")
+            .bind(load_id)
+            .fetch_optional(&mut **tx)
+            .await
+            .context(LISTING)?;
+    if split.is_some() {
+        // A load large enough to split a transaction has no small segments to speak of.
+        return Ok(0);
+    }
+    let rows = sqlx::query(
+        "SELECT id, load_id, first_load, first_month, last_month FROM ledger_segments \
+         WHERE source = $1 AND postings < $2 \
+         AND load_id NOT IN (SELECT load_id FROM split_transactions) ORDER BY id",
+    )
+    .bind(source)
+    .bind(SMALL_POSTINGS)
+    .fetch_all(&mut **tx)
+    .await
+    .context(LISTING)?;
+    let mut groups: BTreeMap<(String, String), Vec<Small>> = BTreeMap::new();
+    for row in rows {
+        let first: String = row.try_get("first_month").context(LISTING)?;
+        let last: String = row.try_get("last_month").context(LISTING)?;
+        let touched = months.range(first.clone()..=last.clone()).next().is_some();
+        if !touched {
+            continue;
+        }
+        groups.entry((first, last)).or_default().push(Small {
+            id: row.try_get("id").context(LISTING)?,
+            load: row.try_get("load_id").context(LISTING)?,
+            first_load: row.try_get("first_load").context(LISTING)?,
+        });
+    }
+    let mut next_txn = next_txn;
+    let mut merged_away = 0;
+    for ((first, last), group) in groups {
+        if group.len() < COMPACT_AT {
+            continue;
+        }
+        let count = group.len() as u64;
+        next_txn = merge(tx, source, load_id, next_txn, group).await?;
+        merged_away += count - 1;
+        log::debug!("Compacted {count} small segments of {source} for {first} to {last} into one.");
+    }
+    Ok(merged_away)
+}
+
+/// Replaces `group` by one segment of load `load_id`; returns the next free
+/// transaction number of that load.
+async fn merge(
+    tx: &mut Transaction<'static, Any>,
+    source: &str,
+    load_id: i64,
+    mut next_txn: u32,
+    group: Vec<Small>,
+) -> Result<u32, StoreError> {
+    let failed = polars_error("compacting segments");
+    // Each transaction of the group, by its load and number, gets a new number.
+    let mut numbers: HashMap<(i64, u32), u32> = HashMap::new();
+    let mut merged: Option<DataFrame> = None;
+    let mut first_load = load_id;
+    for small in &group {
+        first_load = first_load.min(small.first_load.unwrap_or(small.load));
+        let frame = segments::read(tx, small.id, None).await?;
+        let frame = relabeled(frame, small.load, &mut numbers, &mut next_txn)?;
+        match &mut merged {
+            None => merged = Some(frame),
+            Some(merged) => {
+                merged.vstack_mut_owned(frame).map_err(&failed)?;
+            }
+        }
+        segments::remove(tx, small.id).await?;
+    }
+    let Some(mut merged) = merged else {
+        return Ok(next_txn);
+    };
+    merged.rechunk_mut();
+    let encoded = segments::blocking("compacting segments", move || {
+        segments::Encoded::new(merged)
+    })
+    .await?
+    .holding_loads_since(first_load);
+    segments::insert_encoded(tx, Some((source, load_id)), encoded).await?;
+    Ok(next_txn)
+}
+
+/// A segment of manifest load `load` with its transactions renumbered through
+/// `numbers` and each posting's load in a [`LOAD`] column, columns in the order every
+/// merged frame has.
+fn relabeled(
+    mut frame: DataFrame,
+    load: i64,
+    numbers: &mut HashMap<(i64, u32), u32>,
+    next_txn: &mut u32,
+) -> Result<DataFrame, StoreError> {
+    let failed = polars_error("compacting segments");
+    let txns = segments::column::<UInt32Type>(&frame, TXN)?;
+    let mut renumbered = Vec::with_capacity(txns.len());
+    for txn in txns.into_no_null_iter() {
+        let number = match numbers.get(&(load, txn)) {
+            Some(&number) => number,
+            None => {
+                let number = *next_txn;
+                *next_txn = next_txn.checked_add(1).ok_or_else(|| {
+                    StoreError::Invalid(format!(
+                        "load {load} has more transactions than segments can number"
+                    ))
+                })?;
+                numbers.insert((load, txn), number);
+                number
+            }
+        };
+        renumbered.push(number);
+    }
+    frame
+        .with_column(UInt32Chunked::from_vec(TXN.into(), renumbered).into_column())
+        .map_err(&failed)?;
+    if frame.column(LOAD).is_err() {
+        let height = frame.height();
+        frame
+            .with_column(Int64Chunked::full(LOAD.into(), load, height).into_column())
+            .map_err(&failed)?;
+    }
+    let order = std::iter::once(TXN)
+        .chain(ledgersync_schemas::posting_column::ALL)
+        .chain([LOAD]);
+    frame.select(order).map_err(&failed)
+}
