@@ -40,9 +40,8 @@ use proptest::prelude::*;
 use proptest::sample::{select, Index};
 use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner};
 use sqlx::Connection;
-use tempfile::TempDir;
 
-use crate::helpers::{provision, sqlite_store};
+use crate::helpers::{provision, sqlite_store, TestStore};
 
 /// Cases per backend in CI: together about twenty seconds on two cores (a
 /// PostgreSQL tenant is slower to provision and to load into).
@@ -836,7 +835,8 @@ enum Ledgers {
 struct Backend {
     store: Arc<dyn Store>,
     ledgers: Ledgers,
-    _dir: TempDir,
+    /// The SQLite store's directory lives as long as this.
+    _sqlite: Option<TestStore>,
 }
 
 const SEGMENTS: &str = "SELECT s.source, d.data FROM {schema}ledger_segments s \
@@ -846,9 +846,9 @@ impl Backend {
     async fn sqlite() -> Backend {
         let test = sqlite_store().await;
         Backend {
-            store: test.store,
+            store: test.store.clone(),
             ledgers: Ledgers::Sqlite(test.dir.path().join("data")),
-            _dir: test.dir,
+            _sqlite: Some(test),
         }
     }
 
@@ -871,7 +871,7 @@ impl Backend {
                 admin: format!("{base}/postgres"),
                 database,
             },
-            _dir: tempfile::tempdir().expect("a directory"),
+            _sqlite: None,
         }
     }
 
