@@ -1009,7 +1009,9 @@ async fn logins_tell_nothing_about_addresses(test: TestStore) {
 
     // Another client failing for the owner's address does not stop the owner.
     let store = app.store.as_ref();
-    let hashing = ledgersync::access::PasswordHashing::default();
+    // Slots enough that the owner's attempt below never waits for the capped one's.
+    let hashing =
+        ledgersync::access::PasswordHashing::new(4, ledgersync::access::HASHING_QUEUE_WAIT);
     let attacker: std::net::IpAddr = "203.0.113.9".parse().unwrap();
     let owner: std::net::IpAddr = "198.51.100.7".parse().unwrap();
     for _ in 0..=free {
