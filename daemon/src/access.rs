@@ -95,7 +95,7 @@ impl PasswordHashing {
         }
     }
 
-    /// A slot, held from before a login is counted until its hash is done.
+    /// A slot, held until the hash it was taken for is done.
     async fn slot(&self) -> Result<HashingSlot, AccessError> {
         match tokio::time::timeout(self.queue_wait, self.slots.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok(HashingSlot { _permit: permit }),
@@ -391,7 +391,8 @@ pub async fn login(
     let internal = |e: StoreError| AccessError::Internal(e.into());
     let email = email.trim().to_ascii_lowercase();
     let client = client_key(client);
-    let slot = hashing.slot().await?;
+    // Counted first (cheap, and a throttled attempt never waits for hashing), so an
+    // attempt answered "busy" below has counted as a failure: a retry is one more.
     for (client, throttle) in [(Some(client.as_str()), &PER_CLIENT), (None, &PER_ADDRESS)] {
         if let Some(wait_ms) = store
             .count_login_attempt(&email, client, throttle)
@@ -405,6 +406,7 @@ pub async fn login(
     }
     let person = store.person(&email).await.map_err(internal)?;
     let hash = person.as_ref().and_then(|p| p.password_hash.clone());
+    let slot = hashing.slot().await?;
     let password = password.to_owned();
     let verified = slot
         .run(move || verify_password(&password, hash.as_deref().unwrap_or(&DUMMY_HASH)))
