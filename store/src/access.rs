@@ -445,7 +445,10 @@ impl SqlStore {
         .fetch_one(control)
         .await
         .context("reading a login wait")?;
-        Ok(Some((blocked_until - now_ms).max(1)))
+        // From the clock now: under load the statement may run well after `now_ms`.
+        Ok(Some(
+            (blocked_until - Utc::now().timestamp_millis()).clamp(1, throttle.max_wait_ms),
+        ))
     }
 
     pub(crate) async fn login_succeeded(
