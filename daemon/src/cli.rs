@@ -233,7 +233,9 @@ pub struct ExportArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum UserAction {
-    /// Invite someone by email; the single-use link goes out by mail (or the outbox).
+    /// Invite someone by email into a tenant; the single-use link goes out by mail (or
+    /// the outbox). Someone with an account in another tenant keeps their password and
+    /// confirms with it.
     Invite {
         #[arg(long)]
         tenant: String,
@@ -243,7 +245,7 @@ pub enum UserAction {
         #[arg(long, default_value = "viewer")]
         role: String,
     },
-    /// List users and seats.
+    /// List the tenant's members (each holds a seat) and its seats.
     List {
         #[arg(long)]
         tenant: String,
@@ -510,6 +512,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             UserAction::List { tenant } => {
                 let tenant = tenants::find(store.as_ref(), &tenant).await?;
                 let users = store.users(&tenant).await?;
+                // One seat per membership; a person may be a member of other tenants too.
                 println!("{} of {} seat(s) used", users.len(), tenant.seats);
                 for user in users {
                     println!(

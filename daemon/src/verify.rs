@@ -23,48 +23,41 @@ fn check(name: impl Into<String>, ok: bool, detail: impl Into<String>) -> Check 
 pub async fn verify(store: &dyn Store, tenant: &Tenant) -> anyhow::Result<Vec<Check>> {
     let mut checks = Vec::new();
 
-    let admin = store.login_candidate(&tenant.admin_email).await?;
-    checks.push(match admin {
-        Some(c)
-            if c.user.tenant_id == tenant.id
-                && c.user.status == "active"
-                && c.password_hash.is_some() =>
-        {
-            let locked = c
-                .locked_until
-                .as_deref()
-                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                .is_some_and(|t| t > chrono::Utc::now());
-            if locked {
-                check(
-                    "admin can log in",
-                    false,
-                    format!("{} is locked out after failed logins", c.user.email),
-                )
-            } else {
-                check(
-                    "admin can log in",
-                    true,
-                    format!(
-                        "{} accepted the invitation and has a password",
-                        c.user.email
-                    ),
-                )
-            }
-        }
-        Some(c) if c.user.tenant_id == tenant.id => check(
+    let members = store.users(tenant).await?;
+    let admins: Vec<&str> = members
+        .iter()
+        .filter(|m| m.role == "admin" && m.status == "active")
+        .map(|m| m.email.as_str())
+        .collect();
+    let invited_admins: Vec<&str> = members
+        .iter()
+        .filter(|m| m.role == "admin" && m.status != "active")
+        .map(|m| m.email.as_str())
+        .collect();
+    checks.push(if !admins.is_empty() {
+        check(
+            "admin can log in",
+            true,
+            format!(
+                "{} accepted the invitation and has a password",
+                admins.join(", ")
+            ),
+        )
+    } else if !invited_admins.is_empty() {
+        check(
             "admin can log in",
             false,
             format!(
                 "{} has not accepted the invitation yet (`ledgersync user invite` sends a new one)",
-                c.user.email
+                invited_admins.join(", ")
             ),
-        ),
-        _ => check(
+        )
+    } else {
+        check(
             "admin can log in",
             false,
-            format!("no user {} in this tenant", tenant.admin_email),
-        ),
+            "the tenant has no admin: invite one with `ledgersync user invite --role admin`",
+        )
     });
 
     let postings = store.posting_count(tenant).await?;
@@ -131,17 +124,38 @@ pub async fn verify(store: &dyn Store, tenant: &Tenant) -> anyhow::Result<Vec<Ch
         check("features match the plan", false, problems.join("; "))
     });
 
-    let users = store.users(tenant).await?;
-    let active = users.iter().filter(|u| u.status == "active").count();
-    let invited = users.len() - active;
-    checks.push(check(
-        "users within seats",
-        users.len() as i64 <= tenant.seats && active > 0,
-        format!(
-            "{active} active and {invited} invited of {} seat(s)",
-            tenant.seats
-        ),
-    ));
+    // One seat per membership, invited or active.
+    let active = members.iter().filter(|m| m.status == "active").count();
+    let invited = members.len() - active;
+    let taken = members.len() as i64;
+    checks.push(if taken > tenant.seats {
+        check(
+            "users within seats",
+            false,
+            format!(
+                "{taken} members ({active} active, {invited} invited) but only {} seat(s): remove members or add seats with `ledgersync tenant set-plan`",
+                tenant.seats
+            ),
+        )
+    } else if active == 0 {
+        check(
+            "users within seats",
+            false,
+            format!(
+                "within {} seat(s), but no one can log in yet: none of the {invited} invited member(s) has accepted",
+                tenant.seats
+            ),
+        )
+    } else {
+        check(
+            "users within seats",
+            true,
+            format!(
+                "{active} active and {invited} invited of {} seat(s)",
+                tenant.seats
+            ),
+        )
+    });
 
     let mut last_per_source = std::collections::BTreeMap::new();
     for load in all_loads.iter().filter(|l| l.status == "succeeded") {

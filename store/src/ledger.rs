@@ -14,8 +14,9 @@ use crate::error::{Context, StoreError};
 use crate::segments;
 use crate::{aggregates, dates};
 use crate::{
-    ApiKey, AuditEntry, ExportFormat, ExportSummary, LedgerTotals, LoadRecord, LoadSession,
-    LoginCandidate, NewTenant, PastLoad, Store, Tenant, TransactionPage, TransactionQuery, User,
+    ApiKey, AuditEntry, ExportFormat, ExportSummary, Invited, LedgerTotals, LoadRecord,
+    LoadSession, LoginThrottle, Membership, NewTenant, PastLoad, PendingInvitation, Person, Store,
+    Tenant, TransactionPage, TransactionQuery, User,
 };
 use polars::prelude::{Int64Type, UInt32Type};
 
@@ -158,15 +159,22 @@ impl Store for SqlStore {
         role: &str,
         token_hash: &str,
         expires_at: &str,
-    ) -> Result<User, StoreError> {
+    ) -> Result<Invited, StoreError> {
         self.invite(tenant, email, role, token_hash, expires_at)
             .await
+    }
+
+    async fn pending_invitation(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<PendingInvitation>, StoreError> {
+        self.live_invitation(token_hash).await
     }
 
     async fn accept_invitation(
         &self,
         token_hash: &str,
-        password_hash: &str,
+        password_hash: Option<&str>,
     ) -> Result<(Tenant, User), StoreError> {
         self.accept(token_hash, password_hash).await
     }
@@ -175,30 +183,48 @@ impl Store for SqlStore {
         self.tenant_users(tenant).await
     }
 
-    async fn login_candidate(&self, email: &str) -> Result<Option<LoginCandidate>, StoreError> {
-        self.candidate(email).await
+    async fn person(&self, email: &str) -> Result<Option<Person>, StoreError> {
+        self.person_by_email(email).await
     }
 
-    async fn record_login(
+    async fn person_tenants(&self, person_id: &str) -> Result<Vec<Membership>, StoreError> {
+        self.active_memberships(person_id).await
+    }
+
+    async fn count_login_attempt(
         &self,
-        user_id: &str,
-        success: bool,
-        locked_until: Option<&str>,
-    ) -> Result<(), StoreError> {
-        self.login_outcome(user_id, success, locked_until).await
+        email: &str,
+        client: Option<&str>,
+        throttle: &LoginThrottle,
+    ) -> Result<Option<i64>, StoreError> {
+        self.admit_login_attempt(email, client, throttle).await
+    }
+
+    async fn forget_login_failures(&self, email: &str, client: &str) -> Result<(), StoreError> {
+        self.login_succeeded(email, client).await
     }
 
     async fn create_session(
         &self,
-        user_id: &str,
+        person_id: &str,
+        tenant_id: &str,
         token_hash: &str,
         expires_at: &str,
-    ) -> Result<(), StoreError> {
-        self.open_session(user_id, token_hash, expires_at).await
+    ) -> Result<Option<(Tenant, User)>, StoreError> {
+        self.open_session(person_id, tenant_id, token_hash, expires_at)
+            .await
     }
 
     async fn session(&self, token_hash: &str) -> Result<Option<(Tenant, User)>, StoreError> {
         self.session_user(token_hash).await
+    }
+
+    async fn switch_session_tenant(
+        &self,
+        token_hash: &str,
+        tenant: &str,
+    ) -> Result<Option<(Tenant, User)>, StoreError> {
+        self.switch_session(token_hash, tenant).await
     }
 
     async fn end_session(&self, token_hash: &str) -> Result<(), StoreError> {

@@ -76,11 +76,17 @@ pub struct ApiKey {
     pub last_used_at: Option<String>,
 }
 
-/// A person of a tenant. Roles: `viewer`, `manager`, `admin`; status `invited` until
-/// the invitation is accepted, then `active`.
+/// A person's membership of a tenant, as the tenant sees it: `id` is the membership's
+/// (the API's user id). Roles: `viewer`, `manager`, `admin`; status `invited` until the
+/// invitation is accepted, then `active`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct User {
     pub id: String,
+    /// The person behind the membership; not shown, so that one tenant cannot tell
+    /// that a person also belongs to another.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub person_id: String,
     pub tenant_id: String,
     pub email: String,
     pub role: String,
@@ -89,13 +95,51 @@ pub struct User {
     pub accepted_at: Option<String>,
 }
 
-/// What a login is checked against.
+/// One of a person's active memberships, as listed to the person at login and by
+/// `GET /v1/me`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+pub struct Membership {
+    pub tenant_id: String,
+    pub tenant_slug: String,
+    pub tenant_name: String,
+    pub role: String,
+}
+
+/// A person: one email, one password for every tenant they belong to.
 #[derive(Debug, Clone)]
-pub struct LoginCandidate {
-    pub user: User,
+pub struct Person {
+    pub id: String,
+    pub email: String,
+    /// None until the person accepts a first invitation.
     pub password_hash: Option<String>,
-    pub failed_logins: i64,
-    pub locked_until: Option<String>,
+}
+
+/// An invitation just written, and whether its person already has a password (then
+/// accepting it takes that password, not a new one).
+#[derive(Debug, Clone)]
+pub struct Invited {
+    pub user: User,
+    pub has_password: bool,
+}
+
+/// A live (unused, unexpired) invitation.
+#[derive(Debug, Clone)]
+pub struct PendingInvitation {
+    pub user: User,
+    /// The person's password, when they already have one.
+    pub password_hash: Option<String>,
+}
+
+/// How failed logins of one key (an address from one client, or an address over all
+/// clients) are slowed down: after `free_failures` attempts each further attempt
+/// waits, from `first_wait_ms` doubling up to `max_wait_ms`; a key quiet for
+/// `forget_after_ms` starts again.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginThrottle {
+    pub free_failures: i64,
+    pub first_wait_ms: i64,
+    pub max_wait_ms: i64,
+    pub forget_after_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
@@ -193,8 +237,10 @@ pub trait Store: Send + Sync {
         secret_hash: &str,
     ) -> Result<Option<(Tenant, ApiKey)>, StoreError>;
 
-    /// Invites `email` with `role`, within the tenant's seats; inviting a pending
-    /// address again replaces its invitation.
+    /// Invites `email` with `role` into the tenant, within its seats (one seat per
+    /// membership). A person is created for a new address; a person who already
+    /// belongs elsewhere keeps their password. Inviting a pending member again
+    /// replaces the invitation; an active member is a conflict.
     async fn invite_user(
         &self,
         tenant: &Tenant,
@@ -202,37 +248,66 @@ pub trait Store: Send + Sync {
         role: &str,
         token_hash: &str,
         expires_at: &str,
-    ) -> Result<User, StoreError>;
-    /// Uses a live invitation once: sets the password and activates the user.
+    ) -> Result<Invited, StoreError>;
+    /// The live invitation of a token hash, if any; reads only.
+    async fn pending_invitation(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<PendingInvitation>, StoreError>;
+    /// Uses a live invitation once and activates its membership; `password_hash`
+    /// becomes the person's password when they have none yet.
     async fn accept_invitation(
         &self,
         token_hash: &str,
-        password_hash: &str,
+        password_hash: Option<&str>,
     ) -> Result<(Tenant, User), StoreError>;
+    /// The tenant's memberships, invited and active.
     async fn users(&self, tenant: &Tenant) -> Result<Vec<User>, StoreError>;
-    async fn login_candidate(&self, email: &str) -> Result<Option<LoginCandidate>, StoreError>;
-    /// Records a login attempt: success clears failures, a failure counts and may lock.
-    async fn record_login(
+    async fn person(&self, email: &str) -> Result<Option<Person>, StoreError>;
+    /// The tenants a person is an active member of, oldest membership first.
+    async fn person_tenants(&self, person_id: &str) -> Result<Vec<Membership>, StoreError>;
+    /// Counts a login attempt of `email` from `client` (`None`: from any client)
+    /// against `throttle` before the password is checked, in one atomic step
+    /// (parallel attempts cannot all pass): `None` when it may go ahead, else how long
+    /// to wait in milliseconds. Kept for addresses without an account too.
+    async fn count_login_attempt(
         &self,
-        user_id: &str,
-        success: bool,
-        locked_until: Option<&str>,
-    ) -> Result<(), StoreError>;
+        email: &str,
+        client: Option<&str>,
+        throttle: &LoginThrottle,
+    ) -> Result<Option<i64>, StoreError>;
+    /// After a right password: forgets the failures of `email` from `client`, and
+    /// takes this attempt back from the address's count over all clients.
+    async fn forget_login_failures(&self, email: &str, client: &str) -> Result<(), StoreError>;
+    /// Opens a session of a person acting in their active membership of `tenant_id`;
+    /// `None` (and no session) when they have none.
     async fn create_session(
         &self,
-        user_id: &str,
+        person_id: &str,
+        tenant_id: &str,
         token_hash: &str,
         expires_at: &str,
-    ) -> Result<(), StoreError>;
-    /// The tenant and active user of a live session.
+    ) -> Result<Option<(Tenant, User)>, StoreError>;
+    /// The tenant and active membership a live session acts in.
     async fn session(&self, token_hash: &str) -> Result<Option<(Tenant, User)>, StoreError>;
+    /// Points a live session at the person's active membership of another tenant (by
+    /// id or slug); `None` when the person is no active member of it.
+    async fn switch_session_tenant(
+        &self,
+        token_hash: &str,
+        tenant: &str,
+    ) -> Result<Option<(Tenant, User)>, StoreError>;
     async fn end_session(&self, token_hash: &str) -> Result<(), StoreError>;
+    /// Changes a member's role; demoting the tenant's last active admin is a conflict.
     async fn set_user_role(
         &self,
         tenant: &Tenant,
         user_id: &str,
         role: &str,
     ) -> Result<User, StoreError>;
+    /// Ends a membership, its invitations and the sessions acting in it (the person
+    /// stays, with their other memberships); removing the last active admin is a
+    /// conflict.
     async fn remove_user(&self, tenant: &Tenant, user_id: &str) -> Result<(), StoreError>;
     /// Live keys, without their secrets.
     async fn api_keys(&self, tenant: &Tenant) -> Result<Vec<ApiKey>, StoreError>;

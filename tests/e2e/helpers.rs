@@ -64,7 +64,7 @@ pub async fn sqlite_store() -> TestStore {
     }
 }
 
-fn postgres_base() -> String {
+pub fn postgres_base() -> String {
     std::env::var("LS_TEST_POSTGRES")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
@@ -80,6 +80,19 @@ pub async fn postgres_store() -> TestStore {
         .await
         .unwrap();
     let url = format!("{base}/{name}");
+    let store = ledgersync_store::connect(&url).await.unwrap();
+    TestStore {
+        store,
+        dir: tempfile::tempdir().unwrap(),
+        postgres_database: Some(name),
+        url,
+    }
+}
+
+/// A store on a PostgreSQL database the test created itself (e.g. with an older
+/// schema); the database is dropped with the returned [`TestStore`].
+pub async fn postgres_store_on(name: String) -> TestStore {
+    let url = format!("{}/{name}", postgres_base());
     let store = ledgersync_store::connect(&url).await.unwrap();
     TestStore {
         store,

@@ -540,10 +540,12 @@ async fn user_session(
     .unwrap();
     let token = invitation.link.rsplit('/').next().unwrap().to_string();
     let password = "kopi-susu-2025";
-    ledgersync::access::accept(app.store.as_ref(), &token, password)
+    let hashing = ledgersync::access::PasswordHashing::default();
+    ledgersync::access::accept(app.store.as_ref(), &hashing, &token, password)
         .await
         .unwrap();
-    ledgersync::access::login(app.store.as_ref(), email, password)
+    let client = std::net::Ipv4Addr::LOCALHOST.into();
+    ledgersync::access::login(app.store.as_ref(), &hashing, email, password, None, client)
         .await
         .unwrap()
         .token

@@ -1,12 +1,15 @@
 //! Who a request is: sessions and API keys, the guard every non-public route gets,
-//! and the routes that create and end sessions (login, invitations, logout).
+//! and the routes that create, switch and end sessions (login, invitations, the
+//! session's tenant, logout). A session is a person's, acting in one of their
+//! tenants at a time.
 
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Path, State};
-use axum::http::header::{AUTHORIZATION, COOKIE, SET_COOKIE};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
+use axum::http::header::{AUTHORIZATION, COOKIE, RETRY_AFTER, SET_COOKIE};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ledgersync_store::{ApiKey, Tenant, User};
@@ -208,8 +211,51 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginBody {
+    #[schemars(length(max = 254))]
     email: String,
+    #[schemars(length(max = 1024))]
     password: String,
+    /// The tenant (id or slug) to act in; by default the person's first.
+    #[schemars(length(max = 200))]
+    tenant: Option<String>,
+}
+
+/// The address of the peer a request came from (unspecified when the server was
+/// not started with connection info).
+pub struct ClientAddr(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), |info| info.0.ip()),
+        ))
+    }
+}
+
+/// A problem with a `Retry-After` header.
+fn retry_after(problem: Problem, secs: i64) -> Response {
+    let mut response = problem.into_response();
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    response
+}
+
+/// The answer when every password hashing slot stayed taken.
+fn hashing_busy() -> Response {
+    retry_after(
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "Too many passwords are being checked at once; try again in a second.",
+        ),
+        1,
+    )
 }
 
 fn session_cookie(state: &AppState, token: &str, max_age_secs: i64) -> String {
@@ -223,16 +269,33 @@ fn session_cookie(state: &AppState, token: &str, max_age_secs: i64) -> String {
 
 pub(crate) async fn login(
     State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
     Body(body): Body<LoginBody>,
-) -> Result<Response, Problem> {
-    if body.email.len() > 254 || body.password.len() > 1024 {
-        return Err(Problem::new(
+) -> Response {
+    let invalid = || {
+        Problem::new(
             StatusCode::UNAUTHORIZED,
             "invalid-credentials",
             "Wrong email or password.",
-        ));
+        )
+        .into_response()
+    };
+    if body.email.len() > 254
+        || body.password.len() > 1024
+        || body.tenant.as_ref().is_some_and(|t| t.len() > 200)
+    {
+        return invalid();
     }
-    match access::login(state.store.as_ref(), &body.email, &body.password).await {
+    let outcome = access::login(
+        state.store.as_ref(),
+        &state.hashing,
+        &body.email,
+        &body.password,
+        body.tenant.as_deref(),
+        client,
+    )
+    .await;
+    match outcome {
         Ok(session) => {
             let cookie = session_cookie(&state, &session.token, access::SESSION_HOURS * 3600);
             if let Err(error) = state
@@ -247,28 +310,32 @@ pub(crate) async fn login(
             {
                 tracing::warn!(error = %error, "Could not write a login to the audit trail.");
             }
-            Ok(([(SET_COOKIE, cookie)], Json(session)).into_response())
+            ([(SET_COOKIE, cookie)], Json(session)).into_response()
         }
-        Err(AccessError::Throttled { retry_after_secs }) => Err(Problem::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "login-throttled",
-            format!("Too many failed logins; try again in {retry_after_secs} s."),
-        )
-        .with(serde_json::json!({ "retryAfterSeconds": retry_after_secs }))),
-        Err(AccessError::Internal(e)) => Err(Problem::unavailable(e)),
-        Err(_) => Err(Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid-credentials",
-            "Wrong email or password.",
-        )),
+        Err(AccessError::Throttled { retry_after_secs }) => retry_after(
+            Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "login-throttled",
+                format!("Too many failed logins; try again in {retry_after_secs} s."),
+            )
+            .with(serde_json::json!({ "retryAfterSeconds": retry_after_secs })),
+            retry_after_secs,
+        ),
+        Err(AccessError::Busy) => hashing_busy(),
+        Err(error @ (AccessError::NotAMember(_) | AccessError::NoTenant)) => {
+            Problem::new(StatusCode::FORBIDDEN, "not-a-member", format!("{error}.")).into_response()
+        }
+        Err(AccessError::Internal(e)) => Problem::unavailable(e).into_response(),
+        Err(_) => invalid(),
     }
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AcceptBody {
-    /// At least 12 characters and at most 1024 bytes, with a letter and a digit, not
-    /// the email address.
+    /// A new person's password (at least 12 characters and at most 1024 bytes, with a
+    /// letter and a digit, not the email), or the one a person with an account
+    /// already has.
     #[schemars(
         length(min = 12, max = 1024),
         regex(pattern = r"[^\W\d_][\s\S]*[0-9]|[0-9][\s\S]*[^\W\d_]")
@@ -280,20 +347,23 @@ pub(crate) async fn accept_invitation(
     State(state): State<AppState>,
     Path(token): Path<String>,
     Body(body): Body<AcceptBody>,
-) -> Result<Json<User>, Problem> {
-    match access::accept(state.store.as_ref(), &token, &body.password).await {
-        Ok((_, user)) => Ok(Json(user)),
-        Err(AccessError::WeakPassword(reason)) => Err(Problem::new(
-            StatusCode::BAD_REQUEST,
-            "weak-password",
-            reason,
-        )),
-        Err(AccessError::InvalidInvitation(reason)) => Err(Problem::new(
-            StatusCode::NOT_FOUND,
-            "invalid-invitation",
-            reason,
-        )),
-        Err(e) => Err(Problem::unavailable(e)),
+) -> Response {
+    match access::accept(state.store.as_ref(), &state.hashing, &token, &body.password).await {
+        Ok((_, user)) => Json(user).into_response(),
+        Err(AccessError::WeakPassword(reason)) => {
+            Problem::new(StatusCode::BAD_REQUEST, "weak-password", reason).into_response()
+        }
+        Err(AccessError::InvalidInvitation(reason)) => {
+            Problem::new(StatusCode::NOT_FOUND, "invalid-invitation", reason).into_response()
+        }
+        Err(error @ AccessError::WrongPassword) => Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "wrong-password",
+            format!("{error}."),
+        )
+        .into_response(),
+        Err(AccessError::Busy) => hashing_busy(),
+        Err(e) => Problem::unavailable(e).into_response(),
     }
 }
 
@@ -314,12 +384,71 @@ pub(crate) async fn logout(
         .into_response())
 }
 
-pub(crate) async fn me(caller: Caller) -> Result<Json<serde_json::Value>, Problem> {
-    let who = match &caller.principal {
-        Principal::User { user, .. } => serde_json::json!({ "user": user }),
-        Principal::Key(key) => serde_json::json!({ "apiKey": key }),
+fn tenant_json(tenant: &Tenant) -> serde_json::Value {
+    serde_json::json!({ "id": tenant.id, "slug": tenant.slug, "name": tenant.name, "plan": tenant.plan })
+}
+
+/// A person acting in `tenant`, and every tenant they may switch to.
+async fn person_identity(
+    state: &AppState,
+    tenant: &Tenant,
+    user: &User,
+) -> Result<Json<serde_json::Value>, Problem> {
+    let tenants = state.store.person_tenants(&user.person_id).await?;
+    Ok(Json(serde_json::json!({
+        "tenant": tenant_json(tenant),
+        "as": { "user": user, "tenants": tenants },
+    })))
+}
+
+/// The caller's tenant and identity; for a person, the tenants they may switch to.
+pub(crate) async fn me(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<serde_json::Value>, Problem> {
+    match &caller.principal {
+        Principal::User { user, .. } => person_identity(&state, &caller.tenant, user).await,
+        Principal::Key(key) => Ok(Json(serde_json::json!({
+            "tenant": tenant_json(&caller.tenant),
+            "as": { "apiKey": key },
+        }))),
+    }
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchTenantBody {
+    /// A tenant (id or slug) the person is an active member of.
+    #[schemars(length(min = 1, max = 200))]
+    tenant: String,
+}
+
+/// Points the caller's session at another of the person's tenants.
+pub(crate) async fn switch_tenant(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(body): Body<SwitchTenantBody>,
+) -> Result<Json<serde_json::Value>, Problem> {
+    let Principal::User { session_hash, .. } = &caller.principal else {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "An API key belongs to one tenant; log in to switch between tenants.",
+        ));
     };
-    Ok(Json(
-        serde_json::json!({ "tenant": { "id": caller.tenant.id, "slug": caller.tenant.slug, "plan": caller.tenant.plan }, "as": who }),
-    ))
+    if body.tenant.is_empty() || body.tenant.chars().count() > 200 {
+        return Err(Problem::bad("tenant: between 1 and 200 characters"));
+    }
+    let (tenant, user) = state
+        .store
+        .switch_session_tenant(session_hash, &body.tenant)
+        .await?
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::FORBIDDEN,
+                "not-a-member",
+                format!("You are not an active member of tenant '{}'.", body.tenant),
+            )
+        })?;
+    person_identity(&state, &tenant, &user).await
 }

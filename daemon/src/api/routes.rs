@@ -131,7 +131,7 @@ pub const ROUTES: &[Route] = &[
         "POST",
         "/v1/auth/login",
         Need::Nobody,
-        "Log in with email and password; returns a session token and sets an HttpOnly cookie",
+        "Log in with email and password, optionally naming the tenant to act in; returns a session token, the person's tenants, and sets an HttpOnly cookie",
         |m| on(m, auth::login),
     )
     .fails(&[400, 401, 413, 415, 422, 429, 500, 503])
@@ -144,7 +144,7 @@ pub const ROUTES: &[Route] = &[
         "POST",
         "/v1/invitations/{token}/accept",
         Need::Nobody,
-        "Accept an invitation by setting a password (single use, expires)",
+        "Accept an invitation by setting a password, or with the existing password of a person who has an account (single use, expires)",
         |m| on(m, auth::accept_invitation),
     )
     .fails(&[400, 404, 413, 415, 422, 500, 503])
@@ -162,12 +162,25 @@ pub const ROUTES: &[Route] = &[
         "GET",
         "/v1/me",
         VIEWER,
-        "The caller's tenant and identity",
+        "The caller's tenant and identity; for a person, the tenants they belong to",
         |m| on(m, auth::me),
     )
     .fails(GUARDED)
     .shaped(|_| Shapes {
-        response: object("tenant and user or apiKey"),
+        response: object("tenant, and user with tenants or apiKey"),
+        ..Shapes::default()
+    }),
+    route(
+        "POST",
+        "/v1/session/tenant",
+        VIEWER,
+        "Switch the session to another tenant the person is an active member of",
+        |m| on(m, auth::switch_tenant),
+    )
+    .fails(GUARDED_JSON)
+    .shaped(|g| Shapes {
+        request: of::<auth::SwitchTenantBody>(g),
+        response: object("tenant, and user with tenants"),
         ..Shapes::default()
     }),
     route(
@@ -273,7 +286,7 @@ pub const ROUTES: &[Route] = &[
         "POST",
         "/v1/users/invitations",
         ADMIN,
-        "Invite a user by email within the plan's seats",
+        "Invite a person by email within the plan's seats (one per membership); a person with an account elsewhere keeps their password",
         |m| on(m, users::invite_user),
     )
     .answers(201)
@@ -296,7 +309,7 @@ pub const ROUTES: &[Route] = &[
         response: of::<User>(g),
         ..Shapes::default()
     }),
-    route("DELETE", "/v1/users/{id}", ADMIN, "Remove a user", |m| {
+    route("DELETE", "/v1/users/{id}", ADMIN, "Remove a member from the tenant (never its last active admin)", |m| {
         on(m, users::remove_user)
     })
     .answers(204)

@@ -34,6 +34,7 @@ pub struct Shared {
     pub public_url: String,
     pub import: Arc<ImportOptions>,
     pub cache: Arc<ReadCache>,
+    pub hashing: Arc<crate::access::PasswordHashing>,
 }
 
 /// Short-lived memory of the read path: who a credential is, and rendered reports.
@@ -289,6 +290,7 @@ impl AppState {
             cache: Arc::new(ReadCache::new(Duration::from_secs(
                 config.server.cache_ttl_secs,
             ))),
+            hashing: Arc::new(crate::access::PasswordHashing::default()),
         })))
     }
 }
@@ -317,9 +319,14 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
+        // With the peer's address: failed logins are counted per client.
+        axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown_signal())
+        .await
     }
 }
 

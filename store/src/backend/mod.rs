@@ -15,6 +15,16 @@ use crate::{SqlStore, Store, StoreError};
 pub(crate) trait Backend: Send + Sync {
     /// Pool whose connections see the control tables.
     fn control(&self) -> &AnyPool;
+    /// Begins a write transaction on the control tables that holds its write lock
+    /// from the start (SQLite: `BEGIN IMMEDIATE`, so a concurrent writer waits out
+    /// the busy timeout instead of failing with "database is locked" when it upgrades
+    /// from reading). Given a tenant, it also takes turns with every other such
+    /// transaction of that tenant (PostgreSQL: the tenant's row locked `FOR UPDATE`),
+    /// so checks such as seats or the last admin hold until it commits.
+    async fn begin_control_write(
+        &self,
+        tenant_id: Option<&str>,
+    ) -> Result<Transaction<'static, Any>, StoreError>;
     /// Creates and migrates a tenant's storage (idempotent).
     async fn prepare_tenant(&self, tenant_id: &str) -> Result<(), StoreError>;
     /// Begins a transaction that sees the tenant's tables.

@@ -136,6 +136,25 @@ impl Backend for PostgresBackend {
         &self.pool
     }
 
+    async fn begin_control_write(
+        &self,
+        tenant_id: Option<&str>,
+    ) -> Result<Transaction<'static, Any>, StoreError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .context("beginning a control transaction")?;
+        if let Some(tenant_id) = tenant_id {
+            sqlx::query("SELECT id FROM tenants WHERE id = $1 FOR UPDATE")
+                .bind(tenant_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .context("locking the tenant")?;
+        }
+        Ok(tx)
+    }
+
     async fn prepare_tenant(&self, tenant_id: &str) -> Result<(), StoreError> {
         self.ensure_migrated(tenant_id).await
     }

@@ -113,6 +113,17 @@ impl Backend for SqliteBackend {
         &self.control
     }
 
+    /// One writer at a time for the whole file: the tenant needs no lock of its own.
+    async fn begin_control_write(
+        &self,
+        _tenant_id: Option<&str>,
+    ) -> Result<Transaction<'static, Any>, StoreError> {
+        self.control
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .context("beginning a control transaction")
+    }
+
     async fn prepare_tenant(&self, tenant_id: &str) -> Result<(), StoreError> {
         self.tenant_pool(tenant_id).await.map(drop)
     }
