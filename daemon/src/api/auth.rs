@@ -431,8 +431,8 @@ pub(crate) async fn switch_tenant(
 ) -> Result<Json<serde_json::Value>, Problem> {
     let Principal::User { session_hash, .. } = &caller.principal else {
         return Err(Problem::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "session-required",
             "An API key belongs to one tenant; log in to switch between tenants.",
         ));
     };
