@@ -160,12 +160,21 @@ pub struct ImportArgs {
     /// Tenant id or slug.
     #[arg(long)]
     tenant: String,
-    /// Built-in stream (`journal`) or the name of a --mapping definition.
-    #[arg(long, default_value = "journal", conflicts_with = "mapping")]
+    /// The built-in stream: only `journal` (general-ledger exports) today; any other
+    /// stream is given by --mapping.
+    #[arg(long, default_value = "journal", value_parser = ["journal"], conflicts_with = "mapping")]
     stream: String,
     /// Stream mapping definition (TOML), e.g. examples/streams/pos_sales.toml.
     #[arg(long, value_name = "FILE")]
     mapping: Option<PathBuf>,
+    /// Load the files again even if they were loaded under the same mapping (their
+    /// transactions replace the ones loaded since, key by key).
+    #[arg(long)]
+    force: bool,
+    /// Load files whose content another stream already loaded, as a source of their
+    /// own (their transactions then count in both).
+    #[arg(long)]
+    as_new_source: bool,
     #[arg(required = true)]
     files: Vec<PathBuf>,
 }
@@ -417,6 +426,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     args.stream
                 ),
             };
+            let repeat = import::Repeat {
+                force: args.force,
+                as_new_source: args.as_new_source,
+            };
             for file in &args.files {
                 import_one(
                     store.clone(),
@@ -424,6 +437,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     stream.clone(),
                     file,
                     &import_options,
+                    repeat,
                 )
                 .await?;
             }
@@ -571,19 +585,26 @@ async fn import_one(
     stream: StreamDef,
     file: &Path,
     options: &ImportOptions,
+    repeat: import::Repeat,
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    match import::import_csv(store, tenant, stream, file, options).await? {
+    match import::import_csv_repeating(store, tenant, stream, file, options, repeat).await? {
         ImportOutcome::Loaded(summary) => println!(
-            "{}: {} transaction(s), {} posting(s) imported in {:.3}s; {} month/branch bucket(s) recomputed",
+            "{}: {} transaction(s) ({} added, {} replaced of which {} unchanged, {} removed), \
+             {} posting(s) imported in {:.3}s; {} month/branch bucket(s) recomputed",
             file.display(),
             summary.transactions,
+            summary.counts.added,
+            summary.counts.replaced,
+            summary.counts.unchanged,
+            summary.counts.removed,
             summary.postings,
             started.elapsed().as_secs_f64(),
             summary.buckets_recomputed
         ),
         ImportOutcome::AlreadyLoaded(past) => println!(
-            "{}: already imported on {} (load {}); nothing changed",
+            "{}: already imported with this mapping on {} (load {}); nothing changed \
+             (--force loads it again)",
             file.display(),
             past.loaded_at,
             past.id
@@ -684,16 +705,26 @@ async fn demo(
         );
         let pos = StreamDef::from_toml(demo::POS_SALES_STREAM)?;
         let financing = StreamDef::from_toml(demo::FINANCING_STREAM)?;
-        import_one(store.clone(), &tenant, pos, &files.pos_sales, options).await?;
+        let once = import::Repeat::default();
+        import_one(store.clone(), &tenant, pos, &files.pos_sales, options, once).await?;
         import_one(
             store.clone(),
             &tenant,
             StreamDef::journal(),
             &files.journal,
             options,
+            once,
         )
         .await?;
-        import_one(store.clone(), &tenant, financing, &files.financing, options).await?;
+        import_one(
+            store.clone(),
+            &tenant,
+            financing,
+            &files.financing,
+            options,
+            once,
+        )
+        .await?;
     } else {
         println!("Demo tenant '{}' already has data.", tenant.slug);
     }

@@ -23,6 +23,12 @@ pub struct ImportParams {
     stream: Option<String>,
     /// File name, for messages.
     name: Option<String>,
+    /// Load the file again even if it was loaded under the same mapping.
+    #[serde(default)]
+    force: bool,
+    /// Load a file whose content another stream already loaded, as a source of its own.
+    #[serde(default)]
+    as_new_source: bool,
 }
 
 pub(crate) async fn upload_import(
@@ -57,12 +63,17 @@ pub(crate) async fn upload_import(
         name
     });
     std::fs::write(&path, &body).map_err(Problem::unavailable)?;
-    let outcome = import::import_csv(
+    let repeat = import::Repeat {
+        force: params.force,
+        as_new_source: params.as_new_source,
+    };
+    let outcome = import::import_csv_repeating(
         state.store.clone(),
         &caller.tenant,
         stream,
         &path,
         &state.import,
+        repeat,
     )
     .await;
     drop(dir);
@@ -87,6 +98,11 @@ pub(crate) async fn upload_import(
             serde_json::json!({ "status": "already-loaded", "load": past }),
         )
         .into_response()),
+        Err(error) if error.is::<import::LoadedUnderAnotherStream>() => Err(Problem::new(
+            StatusCode::CONFLICT,
+            "loaded-under-another-stream",
+            error.to_string(),
+        )),
         Err(error) => match error.downcast::<FileRejected>() {
             Ok(rejected) => Err(Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
