@@ -362,7 +362,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Tenant { action } => match action {
             TenantAction::Show { tenant } => {
-                let tenant = tenants::find(store.as_ref(), &tenant).await?;
+                let tenant = find_tenant(store.as_ref(), &config, &tenant).await?;
                 println!("{}", serde_json::to_string_pretty(&tenant.settings)?);
             }
             TenantAction::SetPlan {
@@ -370,13 +370,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 plan,
                 users,
             } => {
-                let tenant = tenants::find(store.as_ref(), &tenant).await?;
+                let tenant = find_tenant(store.as_ref(), &config, &tenant).await?;
                 let updated =
                     tenants::set_plan(store.as_ref(), &tenant, &plan, users, "cli").await?;
                 println!("plan {} with {} seat(s)", updated.plan, updated.seats);
             }
             TenantAction::Configure { tenant, settings } => {
-                let tenant = tenants::find(store.as_ref(), &tenant).await?;
+                let tenant = find_tenant(store.as_ref(), &config, &tenant).await?;
                 let json = std::fs::read_to_string(&settings)
                     .with_context(|| format!("cannot read {}", settings.display()))?;
                 let (_, moved) = tenants::configure(store.as_ref(), &tenant, &json, "cli").await?;
@@ -385,13 +385,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Command::Accounts { action } => match action {
             AccountsAction::Import { tenant, file } => {
-                let tenant = tenants::find(store.as_ref(), &tenant).await?;
+                let tenant = find_tenant(store.as_ref(), &config, &tenant).await?;
                 let accounts = import::read_chart(&file)?;
                 store.upsert_accounts(&tenant, &accounts).await?;
                 println!("{} account(s) added or updated", accounts.len());
             }
             AccountsAction::Rebuild { tenant } => {
-                let tenant = tenants::find(store.as_ref(), &tenant).await?;
+                let tenant = find_tenant(store.as_ref(), &config, &tenant).await?;
                 let started = std::time::Instant::now();
                 let buckets = store.rebuild_aggregates(&tenant).await?;
                 println!(
@@ -400,7 +400,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             AccountsAction::List { tenant } => {
-                let tenant = tenants::find(store.as_ref(), &tenant).await?;
+                let tenant = find_tenant(store.as_ref(), &config, &tenant).await?;
                 let mut out = csv::Writer::from_writer(std::io::stdout());
                 out.write_record(["code", "name", "class", "category", "section"])?;
                 for a in store.accounts(&tenant).await? {
@@ -417,7 +417,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         },
         Command::Import(args) => {
-            let tenant = tenants::find(store.as_ref(), &args.tenant).await?;
+            let tenant = find_tenant(store.as_ref(), &config, &args.tenant).await?;
             let stream = match &args.mapping {
                 Some(path) => read_stream(path)?,
                 None if args.stream == "journal" => StreamDef::journal(),
@@ -443,7 +443,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Report(args) => {
-            let tenant = tenants::find(store.as_ref(), &args.tenant).await?;
+            let tenant = find_tenant(store.as_ref(), &config, &args.tenant).await?;
             let query = ReportQuery {
                 kind: args.kind,
                 from: args.from,
@@ -466,14 +466,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     scope,
                 },
         } => {
-            let tenant = tenants::find(store.as_ref(), &tenant).await?;
+            let tenant = find_tenant(store.as_ref(), &config, &tenant).await?;
             let (secret, _) = create_key(store.as_ref(), &tenant, &name, &scope, "cli").await?;
             println!("{secret}\n(shown once: only its hash is stored)");
         }
         Command::Apikey {
             action: ApikeyAction::List { tenant },
         } => {
-            let tenant = tenants::find(store.as_ref(), &tenant).await?;
+            let tenant = find_tenant(store.as_ref(), &config, &tenant).await?;
             for key in store.api_keys(&tenant).await? {
                 println!(
                     "{}  {:<20} {:<7} created {}  last used {}",
@@ -488,7 +488,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Apikey {
             action: ApikeyAction::Revoke { tenant, id },
         } => {
-            let tenant = tenants::find(store.as_ref(), &tenant).await?;
+            let tenant = find_tenant(store.as_ref(), &config, &tenant).await?;
             store.revoke_api_key(&tenant, &id).await?;
             store
                 .audit(&tenant.id, "cli", "apikey.revoked", &id)
@@ -501,7 +501,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 email,
                 role,
             } => {
-                let tenant = tenants::find(store.as_ref(), &tenant).await?;
+                let tenant = find_tenant(store.as_ref(), &config, &tenant).await?;
                 let mailer = Mailer::from_config(&config.mail)?;
                 let role: Role = role.parse().map_err(anyhow::Error::msg)?;
                 let invitation = access::invite(
@@ -522,7 +522,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("email:       {}", invitation.mail);
             }
             UserAction::List { tenant } => {
-                let tenant = tenants::find(store.as_ref(), &tenant).await?;
+                let tenant = find_tenant(store.as_ref(), &config, &tenant).await?;
                 let users = store.users(&tenant).await?;
                 println!("{} of {} seat(s) used", users.len(), tenant.seats);
                 for user in users {
@@ -534,7 +534,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         },
         Command::Audit { tenant, limit } => {
-            let tenant = tenants::find(store.as_ref(), &tenant).await?;
+            let tenant = find_tenant(store.as_ref(), &config, &tenant).await?;
             for entry in store.audit_log(&tenant, limit.clamp(1, 10_000)).await? {
                 println!(
                     "{}  {:<32} {:<22} {}",
@@ -543,7 +543,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Verify { tenant, json } => {
-            let tenant = tenants::find(store.as_ref(), &tenant).await?;
+            let tenant = find_tenant(store.as_ref(), &config, &tenant).await?;
             let checks = crate::verify::verify(store.as_ref(), &tenant).await?;
             let failed = checks.iter().filter(|c| !c.ok).count();
             if json {
@@ -570,6 +570,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo { no_serve } => demo(store, &config, &import_options, no_serve).await?,
     }
     Ok(())
+}
+
+/// The tenant by id or slug; a miss names the store it was looked for in, which is
+/// often the answer (a daemon configured for another store).
+async fn find_tenant(
+    store: &dyn Store,
+    config: &DaemonConfig,
+    id_or_slug: &str,
+) -> anyhow::Result<Tenant> {
+    store.tenant(id_or_slug).await?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "no tenant '{id_or_slug}' in the store at {}; check --tenant, or the store's url \
+             (LEDGERSYNC_STORE__URL or [store] url in the config file)",
+            ledgersync_config::redact_url(&config.store.url)
+        )
+    })
 }
 
 fn read_stream(path: &Path) -> anyhow::Result<StreamDef> {
@@ -746,4 +762,28 @@ async fn demo(
     println!("Serving; press Ctrl-C to stop.");
     app.run_until_stopped().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_missing_tenant_names_the_store_looked_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = DaemonConfig::default();
+        config.store.url = format!("sqlite://{}", dir.path().join("data").display());
+        let store = ledgersync_store::connect(&config.store.url).await.unwrap();
+        let error = find_tenant(store.as_ref(), &config, "kopi")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "no tenant 'kopi' in the store at {}; check --tenant, or the store's url \
+                 (LEDGERSYNC_STORE__URL or [store] url in the config file)",
+                config.store.url
+            )
+        );
+    }
 }
