@@ -87,3 +87,7 @@ cat <<TABLE
 | the same with the cache off (every request reads the aggregates) | $cold_rps (p99 $cold_p99, non-2xx $cold_errors) | trivial axum: $trivial_rps | $(ratio "$cold_rps" "$trivial_rps") | |
 | peak RSS of the import: $rows vs $((rows * 2)) lines (KiB) | $import_kb vs $import2_kb | | $(ratio "$import2_kb" "$import_kb") (2x file) | ~1 |
 TABLE
+
+# 5. The report endpoint on PostgreSQL beside SQLite, at 1 tenant and over 300, with
+# the cache and without (stores of their own; see benches/report_tenants.sh).
+bash benches/report_tenants.sh "$bin" 300

@@ -6,14 +6,32 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TenantSettings {
+    /// 1 to 200 characters, not only spaces.
+    #[schemars(length(min = 1, max = 200), regex(pattern = r"\S"))]
     pub company_name: String,
     /// Month name the fiscal year starts in, e.g. "January".
+    #[schemars(schema_with = "month_name_schema")]
     pub fiscal_year_start: String,
     /// ISO 4217 code of the base currency.
+    #[schemars(regex(pattern = r"^[A-Z]{3}$"))]
     pub currency: String,
     /// IANA timezone that source timestamps are bucketed in.
+    #[schemars(schema_with = "timezone_schema")]
     pub timezone: String,
     pub features: Features,
+}
+
+fn month_name_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let names: Vec<String> = MONTHS
+        .iter()
+        .map(|m| m[..1].to_ascii_uppercase() + &m[1..])
+        .collect();
+    schemars::json_schema!({ "type": "string", "enum": names })
+}
+
+fn timezone_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let names: Vec<&str> = chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name()).collect();
+    schemars::json_schema!({ "type": "string", "enum": names })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -65,7 +83,7 @@ impl TenantSettings {
     }
 
     pub fn validate(&self) -> Result<(), SettingsError> {
-        if self.company_name.trim().is_empty() || self.company_name.len() > 200 {
+        if self.company_name.trim().is_empty() || self.company_name.chars().count() > 200 {
             return Err(SettingsError {
                 field: "companyName",
                 reason: "must be 1 to 200 characters".into(),

@@ -10,12 +10,14 @@ use argon2::password_hash::{
 use argon2::Argon2;
 use chrono::{Duration, SecondsFormat, Utc};
 use ledgersync_store::{Store, StoreError, Tenant, User};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::keys;
 use crate::mail::{Delivery, Mailer};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Viewer,
@@ -97,6 +99,11 @@ pub struct Invitation {
     pub mail: Delivery,
 }
 
+/// An invitation's address that cannot be one: the caller's to fix.
+#[derive(Debug, thiserror::Error)]
+#[error("'{}' is not an email address", ledgersync_schemas::excerpt(.0))]
+pub struct NotAnEmail(pub String);
+
 /// Invites `email` into `tenant` and mails the single-use link.
 pub async fn invite(
     store: &dyn Store,
@@ -108,13 +115,13 @@ pub async fn invite(
     actor: &str,
 ) -> anyhow::Result<Invitation> {
     let email = email.trim().to_ascii_lowercase();
-    anyhow::ensure!(
-        email.len() <= 254
-            && email
-                .split_once('@')
-                .is_some_and(|(a, d)| !a.is_empty() && d.contains('.')),
-        "'{email}' is not an email address"
-    );
+    if !(email.len() <= 254
+        && email
+            .split_once('@')
+            .is_some_and(|(a, d)| !a.is_empty() && d.contains('.')))
+    {
+        return Err(NotAnEmail(email).into());
+    }
     let token = keys::generate_with_prefix("inv_");
     let expires_at = at(Duration::days(INVITATION_DAYS));
     let user = store

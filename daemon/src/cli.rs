@@ -604,7 +604,10 @@ async fn import_one(
     repeat: import::Repeat,
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    match import::import_csv_repeating(store, tenant, stream, file, options, repeat).await? {
+    let origin = file.display().to_string();
+    match import::import_csv_repeating(store, tenant, stream, file, &origin, options, repeat)
+        .await?
+    {
         ImportOutcome::Loaded(summary) => println!(
             "{}: {} transaction(s) ({} added, {} replaced of which {} unchanged, {} removed), \
              {} posting(s) imported in {:.3}s; {} month/branch bucket(s) recomputed",
@@ -642,7 +645,7 @@ pub async fn create_key(
         "unknown scope '{scope}': use read or ingest"
     );
     anyhow::ensure!(
-        !name.is_empty() && name.len() <= 100,
+        (1..=100).contains(&name.chars().count()),
         "the key name must be 1 to 100 characters"
     );
     let secret = keys::generate();
@@ -690,6 +693,17 @@ async fn export(store: &dyn Store, args: ExportArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(store: Arc<dyn Store>, config: &DaemonConfig) -> anyhow::Result<()> {
+    // Migrations run here, before the first request, never on the request path.
+    let started = std::time::Instant::now();
+    let tenants = store
+        .prepare_tenants()
+        .await
+        .context("migrating the tenants' storage")?;
+    tracing::info!(
+        tenants,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "Tenant storage is migrated."
+    );
     let app = Application::build(AppState::new(store, config)?, config.server.listen).await?;
     tracing::info!(address = %app.local_addr(), "Serving the API.");
     app.run_until_stopped().await?;

@@ -166,17 +166,40 @@ pub async fn import_csv(
     path: &Path,
     options: &ImportOptions,
 ) -> anyhow::Result<ImportOutcome> {
-    import_csv_repeating(store, tenant, stream, path, options, Repeat::default()).await
+    let origin = path.display().to_string();
+    import_csv_as(store, tenant, stream, path, &origin, options).await
 }
 
-/// Imports a file; a refused file is recorded as a failed load (nothing loaded) so
-/// that sync status and `verify` show it. `repeat` says what to do with a file
-/// loaded before.
+/// Imports the file at `path` under the name `origin`, which the load record and
+/// every message use instead of the path: an upload is named as its sender named
+/// it, never by the server's temporary file. A file loaded before is not forced.
+pub async fn import_csv_as(
+    store: Arc<dyn Store>,
+    tenant: &Tenant,
+    stream: StreamDef,
+    path: &Path,
+    origin: &str,
+    options: &ImportOptions,
+) -> anyhow::Result<ImportOutcome> {
+    import_csv_repeating(
+        store,
+        tenant,
+        stream,
+        path,
+        origin,
+        options,
+        Repeat::default(),
+    )
+    .await
+}
+
+/// [`import_csv_as`], with `repeat` saying what to do with a file loaded before.
 pub async fn import_csv_repeating(
     store: Arc<dyn Store>,
     tenant: &Tenant,
     stream: StreamDef,
     path: &Path,
+    origin: &str,
     options: &ImportOptions,
     repeat: Repeat,
 ) -> anyhow::Result<ImportOutcome> {
@@ -202,11 +225,7 @@ pub async fn import_csv_repeating(
     let asked = repeat.as_new_source || !here.is_empty();
     if let Some(earlier) = elsewhere.last().filter(|_| !asked) {
         return Err(LoadedUnderAnotherStream {
-            // The name only: over HTTP the path is the server's temporary file.
-            file: path.file_name().map_or_else(
-                || path.display().to_string(),
-                |n| n.to_string_lossy().into(),
-            ),
+            file: origin.to_string(),
             stream: stream_name,
             earlier_stream: earlier.stream.clone(),
             earlier_load: earlier.id,
@@ -231,7 +250,7 @@ pub async fn import_csv_repeating(
                 store.clone(),
                 tenant,
                 reading,
-                path,
+                origin,
                 options,
                 &source,
                 &fingerprint,
@@ -248,13 +267,13 @@ pub async fn import_csv_repeating(
                 rejected.errors.first().map_or(0, |e| e.line),
                 rejected.errors.first().map_or("", |e| e.reason.as_str())
             ),
-            None => format!("{error:#}"),
+            None => named_as(&format!("{error:#}"), path, origin),
         };
         let record = LoadRecord {
             source,
             fingerprint,
             stream: stream_name,
-            origin: path.display().to_string(),
+            origin: origin.to_string(),
             rows_read: 0,
             cursor: None,
         };
@@ -332,7 +351,7 @@ async fn load(
     store: Arc<dyn Store>,
     tenant: &Tenant,
     reading: Reading,
-    path: &Path,
+    origin: &str,
     options: &ImportOptions,
     source: &str,
     fingerprint: &str,
@@ -353,7 +372,7 @@ async fn load(
             .expect("a valid template")
             .progress_chars("=> "),
         );
-        bar.set_message(format!("importing {}", path.display()));
+        bar.set_message(format!("importing {origin}"));
         bar
     } else {
         ProgressBar::hidden()
@@ -382,7 +401,7 @@ async fn load(
     progress.finish_and_clear();
     if total_errors > 0 {
         return Err(FileRejected {
-            file: path.to_path_buf(),
+            file: PathBuf::from(origin),
             errors,
             total: total_errors,
         }
@@ -392,7 +411,7 @@ async fn load(
         source: source.to_string(),
         fingerprint: fingerprint.to_string(),
         stream: mapper.stream_name().to_string(),
-        origin: path.display().to_string(),
+        origin: origin.to_string(),
         rows_read: rows_read as i64,
         cursor: None,
     };
@@ -413,7 +432,7 @@ async fn load(
     match committed {
         Ok(summary) => {
             tracing::info!(
-                file = %path.display(),
+                file = origin,
                 rows = rows_read,
                 read_map_stage_secs = staged_in.as_secs_f64(),
                 commit_secs = (started.elapsed() - staged_in).as_secs_f64(),
@@ -422,13 +441,18 @@ async fn load(
             Ok(ImportOutcome::Loaded(summary))
         }
         Err(StoreError::Rejected(rejected)) => Err(FileRejected {
-            file: path.to_path_buf(),
+            file: PathBuf::from(origin),
             errors: rejected.errors,
             total: rejected.total,
         }
         .into()),
         Err(other) => Err(other.into()),
     }
+}
+
+/// `message` with the file's path replaced by the name it is known by.
+pub fn named_as(message: &str, path: &Path, origin: &str) -> String {
+    message.replace(&path.display().to_string(), origin)
 }
 
 /// Reads a chart of accounts CSV: `code,name,class[,category]`.

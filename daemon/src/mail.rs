@@ -109,10 +109,20 @@ impl Mailer {
                     .mode(0o700)
                     .create(dir)
                     .with_context(|| format!("cannot create outbox {}", dir.display()))?;
+                // A file name has at most 255 bytes; an address may have 254 characters.
+                let address: String = to
+                    .email
+                    .to_string()
+                    .replace(['@', '/'], "_")
+                    .chars()
+                    .scan(0, |bytes, c| {
+                        *bytes += c.len_utf8();
+                        (*bytes <= 160).then_some(c)
+                    })
+                    .collect();
                 let name = format!(
-                    "{}-{}.eml",
+                    "{}-{address}.eml",
                     chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f"),
-                    to.email.to_string().replace(['@', '/'], "_")
                 );
                 let path = dir.join(name);
                 std::fs::OpenOptions::new()

@@ -13,16 +13,18 @@ use std::str::FromStr;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::excerpt::excerpt;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Amount(i64);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AmountError {
-    #[error("'{0}' is not a decimal number")]
+    #[error("'{}' is not a decimal number", excerpt(.0))]
     NotANumber(String),
-    #[error("'{0}' has more than {SCALE} decimal places; round it in the source or mapping")]
+    #[error("'{}' has more than {SCALE} decimal places; round it in the source or mapping", excerpt(.0))]
     TooPrecise(String),
-    #[error("'{0}' is too large for an amount")]
+    #[error("'{}' is too large for an amount", excerpt(.0))]
     Overflow(String),
 }
 

@@ -4,6 +4,7 @@
 mod account;
 mod amount;
 mod chart;
+mod excerpt;
 mod ledger;
 mod period;
 mod posting_frame;
@@ -13,6 +14,7 @@ mod short_texts;
 pub use account::{Account, AccountClass, CashFlowSection};
 pub use amount::{Amount, AmountError, SCALE as AMOUNT_SCALE};
 pub use chart::default_chart;
+pub use excerpt::{bounded, excerpt, EXCERPT_CHARS};
 pub use ledger::{LedgerError, Posting, RowError, Transaction};
 pub use period::{Grouping, Month, MonthError, Period};
 pub use posting_frame::{posting_column, PostingFrame};

@@ -15,7 +15,7 @@ pub struct Month {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("'{0}' is not a month: expected YYYY-MM, e.g. 2025-02")]
+#[error("'{}' is not a month: expected YYYY-MM, e.g. 2025-02", crate::excerpt(.0))]
 pub struct MonthError(pub String);
 
 impl Month {
@@ -74,8 +74,10 @@ impl FromStr for Month {
     type Err = MonthError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let err = || MonthError(s.to_string());
-        let (year, month) = s.trim().split_once('-').ok_or_else(err)?;
-        if year.len() != 4 || month.len() != 2 {
+        let (year, month) = s.split_once('-').ok_or_else(err)?;
+        let digits =
+            |part: &str, len: usize| part.len() == len && part.bytes().all(|b| b.is_ascii_digit());
+        if !digits(year, 4) || !digits(month, 2) {
             return Err(err());
         }
         let year = year.parse().map_err(|_| err())?;
@@ -85,7 +87,9 @@ impl FromStr for Month {
 }
 
 /// How report rows are bucketed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Grouping {
     #[default]
@@ -107,7 +111,8 @@ impl FromStr for Grouping {
             "fiscal-year" => Ok(Grouping::FiscalYear),
             "ytd" => Ok(Grouping::Ytd),
             other => Err(format!(
-                "'{other}' is not a grouping: use month, quarter, year, fiscal-year or ytd"
+                "'{}' is not a grouping: use month, quarter, year, fiscal-year or ytd",
+                crate::excerpt(other)
             )),
         }
     }

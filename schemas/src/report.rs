@@ -50,7 +50,8 @@ impl std::str::FromStr for ReportKind {
             "cogs" => Ok(ReportKind::Cogs),
             "staff" => Ok(ReportKind::Staff),
             other => Err(format!(
-                "'{other}' is not a report: use pnl, cash-flow, cogs or staff"
+                "'{}' is not a report: use pnl, cash-flow, cogs or staff",
+                crate::excerpt(other)
             )),
         }
     }

@@ -186,6 +186,17 @@ impl SqlStore {
         rows.iter().map(tenant_from_row).collect()
     }
 
+    pub(crate) async fn prepare_all_tenants(&self) -> Result<usize, StoreError> {
+        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM tenants")
+            .fetch_all(self.backend.control())
+            .await
+            .context("listing tenants")?;
+        for id in &ids {
+            self.backend.prepare_tenant(id).await?;
+        }
+        Ok(ids.len())
+    }
+
     pub(crate) async fn insert_api_key(
         &self,
         tenant_id: &str,

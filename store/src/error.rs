@@ -28,6 +28,53 @@ pub enum StoreError {
     Rejected(#[from] LoadRejected),
 }
 
+/// Whose doing an error is, which decides what a client is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    /// What the caller asked for is wrong or impossible; the message says what to fix.
+    Caller,
+    /// The store could not answer for now (busy, unreachable); trying again may work.
+    Busy,
+    /// The server failed: a broken database, a failed migration, a bug. The message
+    /// is for the operator's log, not for the client.
+    Server,
+}
+
+impl StoreError {
+    pub fn blame(&self) -> Blame {
+        match self {
+            StoreError::Invalid(_)
+            | StoreError::Conflict(_)
+            | StoreError::NotFound(_)
+            | StoreError::SeatLimit { .. }
+            | StoreError::Rejected(_) => Blame::Caller,
+            StoreError::Database { source, .. } if is_transient(source) => Blame::Busy,
+            StoreError::Database { .. }
+            | StoreError::Migrate { .. }
+            | StoreError::UnsupportedUrl(_) => Blame::Server,
+        }
+    }
+}
+
+/// A database error that goes away by itself: the pool or the server was busy or
+/// briefly out of reach, or a concurrent writer held SQLite's lock.
+fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(database) => {
+            // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes;
+            // PostgreSQL's serialization failure and deadlock.
+            let code = database.code();
+            let code = code.as_deref().unwrap_or("");
+            let sqlite_busy = code
+                .parse::<i64>()
+                .is_ok_and(|code| matches!(code & 0xff, 5 | 6));
+            sqlite_busy || matches!(code, "40001" | "40P01")
+        }
+        _ => false,
+    }
+}
+
 /// A load refused as a whole because some of its rows are wrong; nothing was changed.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{total} row(s) rejected; nothing was changed")]

@@ -20,6 +20,9 @@ use crate::{
 };
 use polars::prelude::{Int64Type, UInt32Type};
 
+/// Characters of a failed load's problem kept in its record.
+const FAILED_LOAD_PROBLEM_CHARS: usize = 2000;
+
 /// `($1, …, $width), ($width+1, …)` for `rows` rows, or `(?, …)` when `anonymous`.
 pub(crate) fn placeholders(rows: usize, width: usize, anonymous: bool) -> String {
     let mut sql = String::with_capacity(rows * width * 5);
@@ -123,6 +126,10 @@ impl Store for SqlStore {
 
     async fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
         self.all_tenants().await
+    }
+
+    async fn prepare_tenants(&self) -> Result<usize, StoreError> {
+        self.prepare_all_tenants().await
     }
 
     async fn update_settings(
@@ -406,7 +413,9 @@ impl Store for SqlStore {
         .bind(&record.origin)
         .bind(record.rows_read)
         .bind(&at)
-        .bind(problem)
+        // Stored for `GET /v1/loads` and `verify`: whatever the caller hands in, a
+        // record stays small.
+        .bind(ledgersync_schemas::bounded(problem, FAILED_LOAD_PROBLEM_CHARS).as_ref())
         .execute(&mut *tx)
         .await
         .context("recording a failed load")?;

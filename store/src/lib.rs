@@ -33,7 +33,7 @@ use ledgersync_config::TenantSettings;
 use ledgersync_schemas::{Account, Amount, Month, MonthMetrics, Posting, PostingFrame};
 use serde::Serialize;
 
-pub use error::{LoadRejected, StoreError};
+pub use error::{Blame, LoadRejected, StoreError};
 pub use export::{ExportFormat, ExportSummary, EXPORT_COLUMNS};
 pub use transactions::{
     LedgerPosting, LedgerTransaction, TransactionCursor, TransactionPage, TransactionQuery,
@@ -189,6 +189,9 @@ pub trait Store: Send + Sync {
     /// By id or slug.
     async fn tenant(&self, id_or_slug: &str) -> Result<Option<Tenant>, StoreError>;
     async fn tenants(&self) -> Result<Vec<Tenant>, StoreError>;
+    /// Creates and migrates every tenant's storage (idempotent). A server does this
+    /// before it answers, so that no request migrates; returns how many tenants.
+    async fn prepare_tenants(&self) -> Result<usize, StoreError>;
     /// Replaces a tenant's settings. A new timezone re-dates every transaction that
     /// kept its source instant and recomputes the buckets involved. Returns the
     /// updated tenant and how many transactions changed date.

@@ -1,11 +1,17 @@
 //! The HTTP API over real sockets.
 
+use std::path::Path;
+
 use ledgersync::import::import_csv;
 use ledgersync_config::StreamDef;
+use ledgersync_store::Tenant;
 use reqwest::StatusCode;
 use serde_json::Value;
+use sqlx::Connection;
 
-use crate::helpers::{new_key, options, provision, spawn_app, sqlite_store, write};
+use crate::helpers::{
+    new_key, options, postgres_store, provision, spawn_app, sqlite_store, write, TestApp, TestStore,
+};
 
 const JOURNAL: &str = "date,txn_id,account,amount,branch
 2025-01-10,S1,1000,1100.5,Kemang
@@ -183,9 +189,27 @@ async fn the_api_describes_every_route() {
             route.method,
             route.path
         );
-        assert!(
-            operation["responses"]["default"]["content"]["application/problem+json"].is_object()
-        );
+        // Every problem status the route can answer is listed, each a problem document.
+        let guarded = route.need != ledgersync::api::Need::Nobody;
+        for status in route.errors {
+            assert!(
+                operation["responses"][status.to_string()]["content"]["application/problem+json"]
+                    .is_object(),
+                "{} {} lacks {status}",
+                route.method,
+                route.path
+            );
+        }
+        if guarded {
+            for status in [401, 403, 500, 503] {
+                assert!(
+                    route.errors.contains(&status),
+                    "{} {} lacks {status}",
+                    route.method,
+                    route.path
+                );
+            }
+        }
         let public = route.need == ledgersync::api::Need::Nobody;
         assert_eq!(
             operation["security"].as_array().unwrap().is_empty(),
@@ -227,8 +251,312 @@ async fn the_api_describes_every_route() {
     for name in ["kind", "from", "to", "branch", "by"] {
         assert!(params.contains(&name), "{params:?}");
     }
+    let kind = report["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "kind")
+        .unwrap();
+    let resolve = |schema: &Value| match schema["$ref"].as_str() {
+        Some(reference) => {
+            let name = reference.rsplit('/').next().unwrap();
+            doc["components"]["schemas"][name].clone()
+        }
+        None => schema.clone(),
+    };
+    assert_eq!(
+        resolve(&kind["schema"])["enum"],
+        serde_json::json!(["pnl", "cash-flow", "cogs", "staff"])
+    );
+    // The constraints the handlers enforce are stated where the types are.
+    let schemas = &doc["components"]["schemas"];
+    let parameter = |path: &str, method: &str, name: &str| {
+        doc["paths"][path][method]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap()["schema"]
+            .clone()
+    };
+    assert_eq!(
+        parameter("/v1/reports/{kind}", "get", "from")["pattern"],
+        "^[0-9]{4}-(0[1-9]|1[0-2])$"
+    );
+    // An enum is `enum`, or `oneOf` single values where a variant has a doc comment.
+    let values = |schema: &Value| -> Vec<String> {
+        let schema = resolve(schema);
+        let alternatives = match schema["oneOf"].as_array() {
+            Some(alternatives) => alternatives.clone(),
+            None => vec![schema.clone()],
+        };
+        alternatives
+            .iter()
+            .flat_map(|a| match a["enum"].as_array() {
+                Some(values) => values.clone(),
+                None => vec![a["const"].clone()],
+            })
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        values(&parameter("/v1/reports/{kind}", "get", "by")),
+        ["month", "quarter", "year", "fiscal-year", "ytd"]
+    );
+    assert_eq!(parameter("/v1/audit", "get", "limit")["maximum"], 1000);
+    assert_eq!(schemas["KeyBody"]["properties"]["name"]["maxLength"], 100);
+    assert_eq!(
+        values(&schemas["KeyBody"]["properties"]["scope"]),
+        ["read", "ingest"]
+    );
+    assert_eq!(
+        values(&schemas["InviteBody"]["properties"]["role"]),
+        ["viewer", "manager", "admin"]
+    );
+    assert_eq!(
+        schemas["AcceptBody"]["properties"]["password"]["minLength"],
+        12
+    );
+    let settings = &schemas["TenantSettings"]["properties"];
+    assert_eq!(settings["companyName"]["maxLength"], 200);
+    assert!(settings["timezone"]["enum"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!("Asia/Jakarta")));
+    let upload = &doc["paths"]["/v1/imports"]["post"]["requestBody"];
+    assert!(upload["content"]["text/csv"].is_object());
+    assert!(upload["description"]
+        .as_str()
+        .unwrap()
+        .contains(&ledgersync::api::imports::MAX_UPLOAD_BYTES.to_string()));
     assert_eq!(doc["components"]["schemas"]["Amount"]["type"], "string");
     assert!(
         doc["components"]["schemas"]["TenantSettings"]["properties"]["fiscalYearStart"].is_object()
     );
+}
+
+/// Drops `tables` from the tenant's database behind the store's back: what a damaged
+/// database looks like to the server.
+async fn damage_tenant_database(test: &TestStore, tenant: &Tenant, tables: &[&str]) {
+    if let Some(dir) = test.url.strip_prefix("sqlite://") {
+        let file = Path::new(dir)
+            .join("tenants")
+            .join(format!("{}.db", tenant.id));
+        let mut connection =
+            sqlx::SqliteConnection::connect(&format!("sqlite://{}", file.display()))
+                .await
+                .unwrap();
+        for table in tables {
+            sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
+                .execute(&mut connection)
+                .await
+                .unwrap();
+        }
+    } else {
+        let schema: String = tenant.id.chars().filter(char::is_ascii_hexdigit).collect();
+        let mut connection = sqlx::PgConnection::connect(&test.url).await.unwrap();
+        for table in tables {
+            sqlx::query(&format!(
+                "DROP TABLE IF EXISTS tenant_{schema}.{table} CASCADE"
+            ))
+            .execute(&mut connection)
+            .await
+            .unwrap();
+        }
+    }
+}
+
+async fn upload(app: &TestApp, key: &str, name: &str, body: String) -> reqwest::Response {
+    app.client
+        .post(format!("{}/v1/imports?name={name}", app.address))
+        .bearer_auth(key)
+        .header("content-type", "text/csv")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn is_generated_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// A 4xx says what to fix; a 5xx says only that the server failed, with the id its
+/// log names the failure by, and never the failure's own text.
+async fn input_errors_say_what_to_fix_and_failures_only_an_id(test: TestStore) {
+    let app = spawn_app(test.store.clone()).await;
+    let ingest = new_key(app.store.as_ref(), &app.tenant, "ingest").await;
+
+    let empty = upload(&app, &ingest, "march.csv", String::new()).await;
+    assert_eq!(empty.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(is_generated_id(
+        empty.headers()["x-request-id"].to_str().unwrap()
+    ));
+    let problem: Value = empty.json().await.unwrap();
+    assert!(problem["type"]
+        .as_str()
+        .unwrap()
+        .ends_with("/unreadable-file"));
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("march.csv") && detail.contains("no header row"),
+        "{detail}"
+    );
+    assert!(!detail.contains("ledgersync-upload"), "{detail}");
+    assert!(problem.get("requestId").is_none());
+
+    let missing = upload(
+        &app,
+        &ingest,
+        "march.csv",
+        "date,amount\n2025-01-10,5\n".into(),
+    )
+    .await;
+    assert_eq!(missing.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let problem: Value = missing.json().await.unwrap();
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("missing column(s)") && detail.contains("txn_id"),
+        "{detail}"
+    );
+
+    let reversed = app
+        .get(
+            format!("{}/v1/reports/pnl?from=2025-03&to=2025-01", app.address),
+            &app.key,
+        )
+        .await;
+    assert_eq!(reversed.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let problem: Value = reversed.json().await.unwrap();
+    assert!(problem["detail"].as_str().unwrap().contains("reversed"));
+
+    damage_tenant_database(&test, &app.tenant, &["accounts", "month_rollups"]).await;
+    let report = app
+        .client
+        .get(format!(
+            "{}/v1/reports/pnl?from=2025-01&to=2025-02",
+            app.address
+        ))
+        .bearer_auth(&app.key)
+        .header("x-request-id", "probe-42.a_b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(report.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(report.headers()["x-request-id"], "probe-42.a_b");
+    assert_eq!(report.headers()["content-type"], "application/problem+json");
+    let text = report.text().await.unwrap();
+    let problem: Value = serde_json::from_str(&text).unwrap();
+    assert!(problem["type"].as_str().unwrap().ends_with("/internal"));
+    assert_eq!(problem["requestId"], "probe-42.a_b");
+    for internal in ["month_rollups", "table", "relation", "sqlx", "database"] {
+        assert!(!text.to_lowercase().contains(internal), "{text}");
+    }
+
+    // An id a log line should not carry is replaced by one of the server's.
+    let import = app
+        .client
+        .post(format!("{}/v1/imports?name=gl.csv", app.address))
+        .bearer_auth(&ingest)
+        .header("x-request-id", "two words\tand a tab")
+        .body(JOURNAL)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(import.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let id = import.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(is_generated_id(&id), "{id}");
+    let text = import.text().await.unwrap();
+    let problem: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(problem["requestId"], id.as_str());
+    for internal in [
+        "accounts",
+        "table",
+        "relation",
+        "chart",
+        "ledgersync-upload",
+    ] {
+        assert!(!text.to_lowercase().contains(internal), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn input_errors_and_failures_are_told_apart_on_sqlite() {
+    input_errors_say_what_to_fix_and_failures_only_an_id(sqlite_store().await).await;
+}
+
+#[tokio::test]
+async fn input_errors_and_failures_are_told_apart_on_postgres() {
+    input_errors_say_what_to_fix_and_failures_only_an_id(postgres_store().await).await;
+}
+
+/// A refused upload's answer and load record quote bad cells by a short prefix, list
+/// a bounded number of rows, and name the upload as its sender did.
+async fn refusals_stay_small_and_name_the_upload(test: TestStore) {
+    let app = spawn_app(test.store.clone()).await;
+    let ingest = new_key(app.store.as_ref(), &app.tenant, "ingest").await;
+    let header = "date,txn_id,account,amount\n";
+
+    let huge_cell = format!("1x{}", "9".repeat(5 << 20));
+    let one_bad_line = format!("{header}2025-01-10,S1,1000,{huge_cell}\n2025-01-10,S1,4010,-1\n");
+    let answer = upload(&app, &ingest, "gl-march.csv", one_bad_line).await;
+    assert_eq!(answer.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let text = answer.text().await.unwrap();
+    assert!(text.len() < 2_000, "{} bytes", text.len());
+    let problem: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(problem["total"], 1);
+    let reason = problem["errors"][0]["reason"].as_str().unwrap();
+    assert_eq!(problem["errors"][0]["line"], 2);
+    assert!(
+        reason.starts_with("non-numeric amount '1x999") && reason.contains("…'"),
+        "{reason}"
+    );
+
+    let big_cell = "7".repeat(40 << 10);
+    let many_bad_lines: String = std::iter::once(header.to_string())
+        .chain((0..150).map(|i| format!("2025-01-10,S{i},1000,x{big_cell}\n")))
+        .collect();
+    let answer = upload(&app, &ingest, "gl-march.csv", many_bad_lines).await;
+    assert_eq!(answer.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let text = answer.text().await.unwrap();
+    assert!(text.len() < 40_000, "{} bytes", text.len());
+    let problem: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(problem["total"], 150);
+    assert_eq!(problem["errors"].as_array().unwrap().len(), 100);
+
+    let unreadable = upload(&app, &ingest, "gl-march.csv", "\n\n".into()).await;
+    assert_eq!(unreadable.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+    // What `GET /v1/loads` lists: the upload's own name, and short problems.
+    let loads = app.store.loads(&app.tenant).await.unwrap();
+    assert_eq!(loads.len(), 3);
+    for load in &loads {
+        assert_eq!(load.status, "failed");
+        assert_eq!(load.origin, "gl-march.csv");
+        let problem = load.problem.as_deref().unwrap();
+        assert!(
+            problem.chars().count() <= 2_001,
+            "{} characters",
+            problem.len()
+        );
+        assert!(!problem.contains("ledgersync-upload"), "{problem}");
+    }
+    assert!(loads[2]
+        .problem
+        .as_deref()
+        .unwrap()
+        .contains("gl-march.csv"));
+}
+
+#[tokio::test]
+async fn refusals_stay_small_and_name_the_upload_on_sqlite() {
+    refusals_stay_small_and_name_the_upload(sqlite_store().await).await;
+}
+
+#[tokio::test]
+async fn refusals_stay_small_and_name_the_upload_on_postgres() {
+    refusals_stay_small_and_name_the_upload(postgres_store().await).await;
 }

@@ -18,6 +18,8 @@ pub struct TestStore {
     pub dir: TempDir,
     /// The PostgreSQL database made for this test, dropped with it.
     postgres_database: Option<String>,
+    /// The store's URL, for tests that reach past the store into its database.
+    pub url: String,
 }
 
 impl Drop for TestStore {
@@ -52,14 +54,13 @@ impl Drop for TestStore {
 
 pub async fn sqlite_store() -> TestStore {
     let dir = tempfile::tempdir().unwrap();
-    let store =
-        ledgersync_store::connect(&format!("sqlite://{}", dir.path().join("data").display()))
-            .await
-            .unwrap();
+    let url = format!("sqlite://{}", dir.path().join("data").display());
+    let store = ledgersync_store::connect(&url).await.unwrap();
     TestStore {
         store,
         dir,
         postgres_database: None,
+        url,
     }
 }
 
@@ -78,13 +79,13 @@ pub async fn postgres_store() -> TestStore {
     sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE {name}").as_str())
         .await
         .unwrap();
-    let store = ledgersync_store::connect(&format!("{base}/{name}"))
-        .await
-        .unwrap();
+    let url = format!("{base}/{name}");
+    let store = ledgersync_store::connect(&url).await.unwrap();
     TestStore {
         store,
         dir: tempfile::tempdir().unwrap(),
         postgres_database: Some(name),
+        url,
     }
 }
 

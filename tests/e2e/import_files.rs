@@ -379,7 +379,17 @@ async fn import_as(
     file: &Path,
     repeat: Repeat,
 ) -> anyhow::Result<ImportOutcome> {
-    import_csv_repeating(store.clone(), tenant, stream, file, &options(), repeat).await
+    let origin = file.display().to_string();
+    import_csv_repeating(
+        store.clone(),
+        tenant,
+        stream,
+        file,
+        &origin,
+        &options(),
+        repeat,
+    )
+    .await
 }
 
 fn loaded(outcome: anyhow::Result<ImportOutcome>) -> LoadSummary {

@@ -666,11 +666,9 @@ async fn transactions_behind_a_report_over_http(test: TestStore) {
         format!("{january}&limit=1001"),
         format!("{january}&limit=-1"),
         "from=2025-13&to=2025-12".to_string(),
-        "from=2025-02&to=2025-01".to_string(),
         "to=2025-01".to_string(),
         format!("{january}&branch={long}"),
         format!("{january}&account={long}"),
-        format!("{january}&cursor=zz"),
         format!("{january}&cursor={}", "a".repeat(5000)),
         format!("{january}&sort=amount"),
     ] {
@@ -678,6 +676,16 @@ async fn transactions_behind_a_report_over_http(test: TestStore) {
         assert_eq!(response.status(), 400, "{bad}");
         let problem: serde_json::Value = response.json().await.unwrap();
         assert!(problem["detail"].as_str().is_some(), "{bad}: {problem}");
+    }
+    // Well formed, but not a range or not a cursor this server gave.
+    for refused in [
+        "from=2025-02&to=2025-01".to_string(),
+        format!("{january}&cursor=zz"),
+    ] {
+        let response = app.get(url(&refused), &manager).await;
+        assert_eq!(response.status(), 422, "{refused}");
+        let problem: serde_json::Value = response.json().await.unwrap();
+        assert!(problem["detail"].as_str().is_some(), "{refused}: {problem}");
     }
     let most: serde_json::Value = app
         .get_json(url(&format!("{january}&limit=1000")), &manager)

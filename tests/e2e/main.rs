@@ -9,5 +9,6 @@ mod hledger;
 mod import_files;
 mod ledger;
 mod money;
+mod read_cache;
 mod store_model;
 mod store_story;

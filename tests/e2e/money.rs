@@ -403,7 +403,7 @@ async fn an_oversized_upload_is_answered_422_and_recorded() {
         app.address
     );
     let response = app.get(&url, &app.key).await;
-    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let problem: Value = response.json().await.unwrap();
     assert!(
         problem["detail"]

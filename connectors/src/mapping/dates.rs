@@ -6,6 +6,7 @@
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
+use ledgersync_schemas::excerpt;
 
 const NAIVE_FORMATS: [&str; 4] = [
     "%Y-%m-%d %H:%M:%S%.f",
@@ -55,9 +56,10 @@ impl DateParser {
         match self.source_tz.from_local_datetime(&naive).earliest() {
             Some(instant) => Ok(self.localize(instant.with_timezone(&Utc))),
             None => Err(format!(
-                "local time '{text}' does not exist in {}: the clocks jumped forward over it \
+                "local time '{}' does not exist in {}: the clocks jumped forward over it \
                  (daylight saving); correct the time in the source, or export times with \
                  their UTC offset (RFC 3339)",
+                excerpt(text),
                 self.source_tz
             )),
         }
@@ -65,9 +67,12 @@ impl DateParser {
 
     fn unreadable(&self, text: &str) -> String {
         match &self.format {
-            Some(format) => format!("bad date '{text}': expected the format {format}"),
+            Some(format) => format!("bad date '{}': expected the format {format}", excerpt(text)),
             None => {
-                format!("bad date '{text}': expected YYYY-MM-DD, YYYY-MM-DD HH:MM:SS or RFC 3339")
+                format!(
+                    "bad date '{}': expected YYYY-MM-DD, YYYY-MM-DD HH:MM:SS or RFC 3339",
+                    excerpt(text)
+                )
             }
         }
     }

@@ -12,7 +12,7 @@ pub enum MappingError {
     },
     #[error("stream '{stream}': {reason}")]
     Definition { stream: String, reason: String },
-    #[error("stream '{stream}': missing column(s) {}; the source has {}", .missing.join(", "), .present.join(", "))]
+    #[error("stream '{stream}': missing column(s) {}; the source has {}", .missing.join(", "), listed(.present))]
     MissingColumns {
         stream: String,
         missing: Vec<String>,
@@ -29,4 +29,18 @@ pub enum MappingError {
         stream: String,
         source: polars::error::PolarsError,
     },
+}
+
+/// Column names as a message lists them: each quoted bounded, at most the first 50.
+fn listed(columns: &[String]) -> String {
+    const SHOWN: usize = 50;
+    let mut text: Vec<String> = columns
+        .iter()
+        .take(SHOWN)
+        .map(|column| ledgersync_schemas::excerpt(column).into_owned())
+        .collect();
+    if columns.len() > SHOWN {
+        text.push(format!("… and {} more", columns.len() - SHOWN));
+    }
+    text.join(", ")
 }

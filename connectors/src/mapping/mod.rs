@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use chrono_tz::Tz;
 use ledgersync_config::{AccountSpec, StreamDef};
-use ledgersync_schemas::{Amount, PostingFrame, ShortTexts};
+use ledgersync_schemas::{excerpt, Amount, PostingFrame, ShortTexts};
 use polars::prelude::*;
 
 use crate::batch::{RowBatch, RowError};
@@ -403,10 +403,11 @@ impl Mapper {
             return Err(
                 match decimals::precision_lost(text.as_bytes(), SOURCE_SCALE) {
                     true => format!(
-                        "amount '{text}' in column '{column}' has more than {} decimal places; round it in the source",
+                        "amount '{}' in column '{column}' has more than {} decimal places; round it in the source",
+                        excerpt(text),
                         ledgersync_schemas::AMOUNT_SCALE
                     ),
-                    false => format!("non-numeric amount '{text}' in column '{column}'"),
+                    false => format!("non-numeric amount '{}' in column '{column}'", excerpt(text)),
                 },
             );
         }
@@ -429,7 +430,8 @@ impl Mapper {
         if let Some(currency) = view.currency.and_then(|c| c.get(row)) {
             if !currency.eq_ignore_ascii_case(&self.ctx.currency) {
                 return Err(format!(
-                    "currency {currency} differs from the tenant's {}; rows in other currencies need an exchange rate, which this stream does not define",
+                    "currency {} differs from the tenant's {}; rows in other currencies need an exchange rate, which this stream does not define",
+                    excerpt(currency),
                     self.ctx.currency
                 ));
             }
@@ -449,7 +451,8 @@ impl Mapper {
                 self.ctx.accounts.contains(code)
             }) {
                 return Err(format!(
-                    "unknown account '{account}' (from {})",
+                    "unknown account '{}' (from {})",
+                    excerpt(account),
                     spec.account_origin
                 ));
             }

@@ -100,7 +100,15 @@ fn bearer_or_cookie(headers: &HeaderMap) -> Option<&str> {
         })
 }
 
-/// Who sent a request, from its session or API key (cached for the TTL).
+/// Why a credential names no caller; shared by every request that waited for the
+/// one lookup of it.
+enum LookupFailure {
+    Unknown,
+    Store(ledgersync_store::StoreError),
+}
+
+/// Who sent a request, from its session or API key (cached for the TTL: concurrent
+/// requests with the same uncached credential wait for one lookup).
 async fn authenticate(headers: &HeaderMap, state: &AppState) -> Result<Caller, Problem> {
     let unauthorized = || {
         Problem::new(
@@ -114,41 +122,56 @@ async fn authenticate(headers: &HeaderMap, state: &AppState) -> Result<Caller, P
         return Err(unauthorized());
     }
     let hash = keys::hash(secret);
-    if let Some(caller) = state.cache.caller(&hash) {
-        return Ok(caller);
-    }
-    let caller = if secret.starts_with("lss_") {
+    let is_session = secret.starts_with("lss_");
+    let lookup = || {
+        let (state, hash) = (state.clone(), hash.clone());
+        async move { look_up(&state, hash, is_session).await }
+    };
+    state
+        .cache
+        .caller(&hash, lookup)
+        .await
+        .map_err(|failure| match &*failure {
+            LookupFailure::Unknown => unauthorized(),
+            LookupFailure::Store(error) => Problem::unavailable(error),
+        })
+}
+
+/// The caller of a session or API key hash, from the store.
+async fn look_up(
+    state: &AppState,
+    hash: String,
+    is_session: bool,
+) -> Result<Caller, LookupFailure> {
+    let authenticated = if is_session {
         let (tenant, user) = state
             .store
             .session(&hash)
             .await
-            .map_err(Problem::unavailable)?
-            .ok_or_else(unauthorized)?;
-        let role = user.role.parse().map_err(|_| unauthorized())?;
-        Caller(Arc::new(Authenticated {
+            .map_err(LookupFailure::Store)?
+            .ok_or(LookupFailure::Unknown)?;
+        let role = user.role.parse().map_err(|_| LookupFailure::Unknown)?;
+        Authenticated {
             tenant,
             principal: Principal::User {
                 user,
                 role,
-                session_hash: hash.clone(),
+                session_hash: hash,
             },
-        }))
+        }
     } else {
         let (tenant, key) = state
             .store
             .authenticate_api_key(&hash)
             .await
-            .map_err(Problem::unavailable)?
-            .ok_or_else(unauthorized)?;
-        Caller(Arc::new(Authenticated {
+            .map_err(LookupFailure::Store)?
+            .ok_or(LookupFailure::Unknown)?;
+        Authenticated {
             tenant,
             principal: Principal::Key(key),
-        }))
+        }
     };
-    if state.cache.enabled() {
-        state.cache.remember_caller(hash, &caller);
-    }
-    Ok(caller)
+    Ok(Caller(Arc::new(authenticated)))
 }
 
 /// The guard every non-public route gets from [`super::ROUTES`]: authenticates the request,
@@ -244,6 +267,12 @@ pub(crate) async fn login(
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AcceptBody {
+    /// At least 12 characters and at most 1024 bytes, with a letter and a digit, not
+    /// the email address.
+    #[schemars(
+        length(min = 12, max = 1024),
+        regex(pattern = r"[^\W\d_][\s\S]*[0-9]|[0-9][\s\S]*[^\W\d_]")
+    )]
     password: String,
 }
 

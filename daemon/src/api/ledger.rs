@@ -3,6 +3,7 @@
 //! entries it sums.
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::Json;
 use ledgersync_schemas::Month;
 use ledgersync_store::{
@@ -26,10 +27,10 @@ const MAX_CURSOR: usize = 4096;
 #[serde(deny_unknown_fields)]
 pub struct TransactionParams {
     /// First month, YYYY-MM.
-    #[schemars(regex(pattern = r"^\d{4}-\d{2}$"))]
+    #[schemars(regex(pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])$"))]
     from: String,
     /// Last month, YYYY-MM, not before `from`.
-    #[schemars(regex(pattern = r"^\d{4}-\d{2}$"))]
+    #[schemars(regex(pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])$"))]
     to: String,
     /// One branch (outlet); all when left out.
     #[schemars(length(max = 200))]
@@ -73,14 +74,23 @@ fn name(field: &str, value: Option<String>) -> Result<Option<String>, Problem> {
 fn encode_cursor(cursor: &TransactionCursor) -> Result<String, Problem> {
     serde_json::to_vec(cursor)
         .map(hex::encode)
-        .map_err(Problem::unavailable)
+        .map_err(Problem::internal)
 }
 
 fn decode_cursor(text: &str) -> Result<TransactionCursor, Problem> {
-    let invalid = || Problem::bad("cursor: not one this server gave; start again without it");
     if text.len() > MAX_CURSOR {
-        return Err(invalid());
+        return Err(Problem::bad(format!(
+            "cursor: longer than {MAX_CURSOR} characters"
+        )));
     }
+    // Well formed for the schema, but not a cursor this server gave.
+    let invalid = || {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-cursor",
+            "cursor: not one this server gave; start again without it",
+        )
+    };
     let bytes = hex::decode(text).map_err(|_| invalid())?;
     serde_json::from_slice(&bytes).map_err(|_| invalid())
 }
@@ -92,7 +102,11 @@ pub(crate) async fn transactions(
 ) -> Result<Json<TransactionsPage>, Problem> {
     let (from, to) = (month("from", &params.from)?, month("to", &params.to)?);
     if from > to {
-        return Err(Problem::bad(format!("from: {from} comes after to: {to}")));
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-range",
+            format!("from: {from} comes after to: {to}"),
+        ));
     }
     let limit = params.limit.map_or(DEFAULT_PAGE, |limit| limit as usize);
     if !(1..=MAX_TRANSACTIONS_PAGE).contains(&limit) {

@@ -1,13 +1,15 @@
 //! `GET /v1/openapi.json`: the API described from the code. Paths, methods, summaries
 //! and the credentials each needs come from [`ROUTES`]; request and response bodies
 //! and query parameters are JSON Schemas derived (schemars) from the Rust types the
-//! handlers use; every error is a problem document.
+//! handlers use, with the constraints the handlers enforce; every error status a
+//! route can answer is listed, each a problem document.
 
 use schemars::generate::SchemaSettings;
 use schemars::Schema;
 use serde_json::{json, Map, Value};
 
-use super::routes::{Need, ROUTES};
+use super::imports::MAX_UPLOAD_BYTES;
+use super::routes::{Need, MAX_JSON_BYTES, ROUTES};
 use crate::access::Role;
 
 fn need_text(need: Need) -> String {
@@ -25,6 +27,58 @@ fn json_body(schema: Schema, media: &str) -> Value {
     json!({ "content": { media: { "schema": schema } } })
 }
 
+/// What a problem status means, as the document describes it.
+fn error_text(status: u16) -> &'static str {
+    match status {
+        400 => "Invalid input: a parameter or body off its schema; the detail says what to fix",
+        401 => "No credential, or one that is wrong or expired",
+        403 => "The credential does not allow this (role, key scope, plan or feature)",
+        404 => "No such resource",
+        409 => "Conflicts with the current state (a seat limit, a rule about admins)",
+        413 => "The body is larger than the route accepts",
+        415 => "The body is not of the media type the route reads",
+        422 => "Valid in form, refused on its content (rejected rows, an unreadable file, a reversed range, settings that do not hold); the detail says why",
+        429 => "Too many failed logins; retry after retryAfterSeconds",
+        500 => "The server failed; the detail is generic and requestId names the failure in the server's log",
+        503 => "The store is busy or unreachable; try again shortly (requestId as for 500)",
+        _ => "A problem",
+    }
+}
+
+/// An optional query parameter is absent, never null: its schema without the null
+/// alternative schemars gives an `Option`.
+fn never_null(mut schema: Value) -> Value {
+    let is_null = |alternative: &Value| {
+        alternative.get("enum") == Some(&json!([null]))
+            || alternative.get("type") == Some(&json!("null"))
+    };
+    if let Some(fields) = schema.as_object_mut() {
+        fields.remove("nullable");
+        if let Some(Value::Array(alternatives)) = fields.remove("anyOf") {
+            let mut kept: Vec<Value> = alternatives.into_iter().filter(|a| !is_null(a)).collect();
+            match kept.pop() {
+                Some(Value::Object(only)) if kept.is_empty() => fields.extend(only),
+                Some(last) => {
+                    kept.push(last);
+                    fields.insert("anyOf".into(), Value::Array(kept));
+                }
+                None => {}
+            }
+        }
+    }
+    schema
+}
+
+/// The path parameter `name`'s schema, from the route's path shape or a string.
+fn path_parameter(path: Option<&Schema>, name: &str) -> Value {
+    let schema = path
+        .and_then(|schema| schema.as_value().get("properties"))
+        .and_then(|properties| properties.get(name))
+        .cloned()
+        .unwrap_or_else(|| json!({ "type": "string" }));
+    json!({ "name": name, "in": "path", "required": true, "schema": schema })
+}
+
 /// The whole document.
 pub fn document() -> Value {
     let mut generator = SchemaSettings::openapi3().into_generator();
@@ -35,7 +89,7 @@ pub fn document() -> Value {
             .path
             .split('/')
             .filter_map(|part| part.strip_prefix('{')?.strip_suffix('}'))
-            .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
+            .map(|name| path_parameter(shapes.path.as_ref(), name))
             .collect();
         if let Some(query) = &shapes.query {
             let value = query.as_value();
@@ -45,6 +99,7 @@ pub fn document() -> Value {
                 .unwrap_or_default();
             if let Some(properties) = value["properties"].as_object() {
                 for (name, schema) in properties {
+                    let schema = never_null(schema.clone());
                     parameters.push(json!({ "name": name, "in": "query", "required": required.contains(&name.as_str()), "schema": schema }));
                 }
             }
@@ -59,12 +114,14 @@ pub fn document() -> Value {
             None => json!({ "description": "Success" }),
         };
         responses.insert(spec.status.to_string(), success);
-        let mut problem = json_body(
-            schemars::json_schema!({ "$ref": "#/components/schemas/Problem" }),
-            "application/problem+json",
-        );
-        problem["description"] = json!("An RFC 9457 problem: 400 invalid input, 401 no or bad credentials, 403 not allowed, 404 not found, 409 conflict or seat limit, 422 rejected rows or settings, 429 login throttled, 503 store unavailable");
-        responses.insert("default".into(), problem);
+        for &status in spec.errors {
+            let mut problem = json_body(
+                schemars::json_schema!({ "$ref": "#/components/schemas/Problem" }),
+                "application/problem+json",
+            );
+            problem["description"] = json!(error_text(status));
+            responses.insert(status.to_string(), problem);
+        }
         let mut entry = json!({
             "summary": spec.summary,
             "description": need_text(spec.need),
@@ -76,6 +133,14 @@ pub fn document() -> Value {
         if let Some(request) = shapes.request {
             let mut body = json_body(request, spec.request_media);
             body["required"] = json!(true);
+            let limit = if spec.request_media == "application/json" {
+                MAX_JSON_BYTES
+            } else {
+                MAX_UPLOAD_BYTES
+            };
+            body["description"] = json!(format!(
+                "At most {limit} bytes; a larger body is answered 413."
+            ));
             entry["requestBody"] = body;
         }
         let item = paths
@@ -93,8 +158,18 @@ pub fn document() -> Value {
                 "type": { "type": "string", "description": "Stable URI naming the kind of problem" },
                 "title": { "type": "string" },
                 "status": { "type": "integer" },
-                "detail": { "type": "string" },
-                "errors": { "type": "array", "description": "Rejected rows (file line and reason) for rows-rejected" },
+                "detail": { "type": "string", "description": "For 4xx what to fix; for 5xx a generic text" },
+                "requestId": { "type": "string", "description": "For 5xx: the request's id (also its x-request-id header), which the server's log names the failure by" },
+                "errors": {
+                    "type": "array",
+                    "description": "For rows-rejected: the first rejected rows, each with its file line and a reason (values quoted in it are cut to 80 characters)",
+                    "items": {
+                        "type": "object",
+                        "required": ["line", "reason"],
+                        "properties": { "line": { "type": "integer" }, "reason": { "type": "string" } }
+                    }
+                },
+                "total": { "type": "integer", "description": "For rows-rejected: how many rows were rejected in all" },
                 "retryAfterSeconds": { "type": "integer", "description": "For login-throttled" }
             }
         }),

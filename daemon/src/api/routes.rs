@@ -8,7 +8,7 @@ use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::{Json, Router};
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 
-use super::state::{forget_callers_after_changes, AppState};
+use super::state::{forget_callers_after_changes, with_request_id, AppState};
 use super::{audit, auth, imports, keys, ledger, problem, reports, settings, users};
 use crate::access::{Role, Session};
 use crate::reports::Report;
@@ -16,7 +16,7 @@ use ledgersync_config::TenantSettings;
 use ledgersync_store::{ApiKey, AuditEntry, PastLoad, User};
 
 /// Largest accepted JSON body (logins, settings, invitations …).
-const MAX_JSON_BYTES: usize = 64 << 10;
+pub const MAX_JSON_BYTES: usize = 64 << 10;
 
 /// What a route needs from its caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,9 +28,11 @@ pub enum Need {
     Import,
 }
 
-/// The schemas of a route's query, request body and successful response.
+/// The schemas of a route's path parameters, query, request body and successful
+/// response. Path parameters without a schema are plain strings.
 #[derive(Default)]
 pub struct Shapes {
+    pub path: Option<Schema>,
     pub query: Option<Schema>,
     pub request: Option<Schema>,
     pub response: Option<Schema>,
@@ -47,6 +49,8 @@ pub struct Route {
     pub status: u16,
     /// Media type of the request body, where it has one.
     pub request_media: &'static str,
+    /// The problem statuses the route can answer (each a problem document).
+    pub errors: &'static [u16],
     serve: fn(MethodFilter) -> MethodRouter<AppState>,
     pub shapes: fn(&mut SchemaGenerator) -> Shapes,
 }
@@ -65,6 +69,7 @@ const fn route(
         summary,
         status: 200,
         request_media: "application/json",
+        errors: &[],
         serve,
         shapes: |_| Shapes::default(),
     }
@@ -85,6 +90,11 @@ impl Route {
         self.request_media = media;
         self
     }
+
+    const fn fails(mut self, errors: &'static [u16]) -> Route {
+        self.errors = errors;
+        self
+    }
 }
 
 /// A named schema, referenced from the document's components.
@@ -102,6 +112,14 @@ pub fn object(description: &str) -> Option<Schema> {
     Some(schemars::json_schema!({ "type": "object", "description": description }))
 }
 
+// The problem statuses of groups of routes. Every guarded route may answer 401 (no
+// or a bad credential) and 403 (not allowed), and every route that reads the store
+// 500 (the server failed) and 503 (the store is busy); a JSON body may be malformed
+// (400), too large (413), of another media type (415) or off its schema (422).
+const GUARDED: &[u16] = &[401, 403, 500, 503];
+const GUARDED_QUERY: &[u16] = &[400, 401, 403, 500, 503];
+const GUARDED_JSON: &[u16] = &[400, 401, 403, 413, 415, 422, 500, 503];
+
 const VIEWER: Need = Need::Role(Role::Viewer);
 const MANAGER: Need = Need::Role(Role::Manager);
 const ADMIN: Need = Need::Role(Role::Admin);
@@ -116,6 +134,7 @@ pub const ROUTES: &[Route] = &[
         "Log in with email and password; returns a session token and sets an HttpOnly cookie",
         |m| on(m, auth::login),
     )
+    .fails(&[400, 401, 413, 415, 422, 429, 500, 503])
     .shaped(|g| Shapes {
         request: of::<auth::LoginBody>(g),
         response: of::<Session>(g),
@@ -128,6 +147,7 @@ pub const ROUTES: &[Route] = &[
         "Accept an invitation by setting a password (single use, expires)",
         |m| on(m, auth::accept_invitation),
     )
+    .fails(&[400, 404, 413, 415, 422, 500, 503])
     .shaped(|g| Shapes {
         request: of::<auth::AcceptBody>(g),
         response: of::<User>(g),
@@ -136,7 +156,8 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/v1/auth/logout", VIEWER, "End the session", |m| {
         on(m, auth::logout)
     })
-    .answers(204),
+    .answers(204)
+    .fails(&[400, 401, 403, 500, 503]),
     route(
         "GET",
         "/v1/me",
@@ -144,6 +165,7 @@ pub const ROUTES: &[Route] = &[
         "The caller's tenant and identity",
         |m| on(m, auth::me),
     )
+    .fails(GUARDED)
     .shaped(|_| Shapes {
         response: object("tenant and user or apiKey"),
         ..Shapes::default()
@@ -155,7 +177,9 @@ pub const ROUTES: &[Route] = &[
         "A report (pnl, cash-flow, cogs, staff) from the precomputed aggregates; CSV with Accept: text/csv",
         |m| on(m, reports::report),
     )
+    .fails(&[400, 401, 403, 404, 422, 500, 503])
     .shaped(|g| Shapes {
+        path: inline::<reports::ReportPath>(g),
         query: inline::<reports::ReportParams>(g),
         response: of::<Report>(g),
         ..Shapes::default()
@@ -167,6 +191,7 @@ pub const ROUTES: &[Route] = &[
         "The tenant's settings",
         |m| on(m, settings::get_settings),
     )
+    .fails(GUARDED)
     .shaped(|g| Shapes {
         response: of::<TenantSettings>(g),
         ..Shapes::default()
@@ -178,6 +203,7 @@ pub const ROUTES: &[Route] = &[
         "Replace the settings; features beyond the plan are refused",
         |m| on(m, settings::put_settings),
     )
+    .fails(&[400, 401, 403, 413, 422, 500, 503])
     .shaped(|g| Shapes {
         request: of::<TenantSettings>(g),
         response: of::<TenantSettings>(g),
@@ -194,10 +220,21 @@ pub const ROUTES: &[Route] = &[
     )
     .answers(201)
     .body_of("text/csv")
+    .fails(&[400, 401, 403, 413, 422, 500, 503])
     .shaped(|g| Shapes {
         query: inline::<imports::ImportParams>(g),
-        request: Some(schemars::json_schema!({ "type": "string", "contentMediaType": "text/csv" })),
+        request: Some(schemars::json_schema!({
+            "type": "string",
+            "contentMediaType": "text/csv",
+            "description": format!(
+                "A CSV file with a header row, at most {} bytes (larger bodies are answered 413). \
+                 The journal stream reads the columns date, txn_id, account and amount, and \
+                 branch, memo and currency where present.",
+                imports::MAX_UPLOAD_BYTES
+            ),
+        })),
         response: object("status and the load summary"),
+        ..Shapes::default()
     }),
     route(
         "GET",
@@ -206,6 +243,7 @@ pub const ROUTES: &[Route] = &[
         "Loads so far (sync status)",
         |m| on(m, imports::list_loads),
     )
+    .fails(GUARDED)
     .shaped(|g| Shapes {
         response: of::<Vec<PastLoad>>(g),
         ..Shapes::default()
@@ -217,6 +255,7 @@ pub const ROUTES: &[Route] = &[
         "The transactions behind a report figure, each with its postings: by month range, branch, account or category, a page at a time",
         |m| on(m, ledger::transactions),
     )
+    .fails(&[400, 401, 403, 422, 500, 503])
     .shaped(|g| Shapes {
         query: inline::<ledger::TransactionParams>(g),
         response: of::<ledger::TransactionsPage>(g),
@@ -225,6 +264,7 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/v1/users", ADMIN, "Users and seats", |m| {
         on(m, users::list_users)
     })
+    .fails(GUARDED)
     .shaped(|_| Shapes {
         response: object("seats and users"),
         ..Shapes::default()
@@ -237,6 +277,7 @@ pub const ROUTES: &[Route] = &[
         |m| on(m, users::invite_user),
     )
     .answers(201)
+    .fails(&[400, 401, 403, 409, 413, 415, 422, 500, 503])
     .shaped(|g| Shapes {
         request: of::<users::InviteBody>(g),
         response: object("the invited user, expiry and where the mail went"),
@@ -249,6 +290,7 @@ pub const ROUTES: &[Route] = &[
         "Change a user's role",
         |m| on(m, users::change_role),
     )
+    .fails(&[400, 401, 403, 404, 409, 413, 415, 422, 500, 503])
     .shaped(|g| Shapes {
         request: of::<users::RoleBody>(g),
         response: of::<User>(g),
@@ -257,7 +299,8 @@ pub const ROUTES: &[Route] = &[
     route("DELETE", "/v1/users/{id}", ADMIN, "Remove a user", |m| {
         on(m, users::remove_user)
     })
-    .answers(204),
+    .answers(204)
+    .fails(&[401, 403, 404, 409, 500, 503]),
     route(
         "GET",
         "/v1/apikeys",
@@ -265,6 +308,7 @@ pub const ROUTES: &[Route] = &[
         "Live API keys, without secrets",
         |m| on(m, keys::list_keys),
     )
+    .fails(GUARDED)
     .shaped(|g| Shapes {
         response: of::<Vec<ApiKey>>(g),
         ..Shapes::default()
@@ -277,6 +321,7 @@ pub const ROUTES: &[Route] = &[
         |m| on(m, keys::create_key),
     )
     .answers(201)
+    .fails(GUARDED_JSON)
     .shaped(|g| Shapes {
         request: of::<keys::KeyBody>(g),
         response: object("key and secret"),
@@ -289,7 +334,8 @@ pub const ROUTES: &[Route] = &[
         "Revoke an API key",
         |m| on(m, keys::revoke_key),
     )
-    .answers(204),
+    .answers(204)
+    .fails(&[401, 403, 404, 500, 503]),
     route(
         "GET",
         "/v1/audit",
@@ -297,6 +343,7 @@ pub const ROUTES: &[Route] = &[
         "The audit trail, newest first",
         |m| on(m, audit::audit_log),
     )
+    .fails(GUARDED_QUERY)
     .shaped(|g| Shapes {
         query: inline::<audit::AuditParams>(g),
         response: of::<Vec<AuditEntry>>(g),
@@ -353,6 +400,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(problem::not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
+        .layer(axum::middleware::from_fn(with_request_id))
         .with_state(state)
 }
 

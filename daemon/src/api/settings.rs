@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::Json;
 
 use super::auth::Caller;
+use super::extract::Upload;
 use super::problem::Problem;
 use super::state::AppState;
 use crate::tenants;
@@ -19,10 +20,12 @@ pub(crate) async fn get_settings(
 pub(crate) async fn put_settings(
     State(state): State<AppState>,
     caller: Caller,
-    body: String,
+    Upload(body): Upload,
 ) -> Result<Json<ledgersync_config::TenantSettings>, Problem> {
+    let body = std::str::from_utf8(&body)
+        .map_err(|e| Problem::bad(format!("the body is not UTF-8 text: {e}")))?;
     let (tenant, _) =
-        tenants::configure(state.store.as_ref(), &caller.tenant, &body, &caller.actor())
+        tenants::configure(state.store.as_ref(), &caller.tenant, body, &caller.actor())
             .await
             .map_err(|e| match e {
                 tenants::ConfigureError::Store(store) => Problem::from(store),

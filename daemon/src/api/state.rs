@@ -1,18 +1,22 @@
 //! What every handler shares (the store, the mailer, the read cache) and the server's
 //! lifecycle: binding, serving, and stopping on a signal.
 
-use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::HeaderValue;
 use axum::response::Response;
 use axum::Router;
 use ledgersync_config::DaemonConfig;
 use ledgersync_store::Store;
+use moka::future::Cache;
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 use super::auth::Caller;
 use super::routes::router;
@@ -34,68 +38,159 @@ pub struct Shared {
 
 /// Short-lived memory of the read path: who a credential is, and rendered reports.
 /// Reports are keyed by the tenant's data generation, so a load, a settings or an
-/// accounts change through this process is seen at once; everything also expires
+/// accounts change through this process is seen at once; every entry also expires
 /// after the TTL, which bounds staleness across replicas.
+///
+/// A missing or expired entry is computed by one request; concurrent requests for
+/// the same key wait for that computation instead of repeating it. A failure is not
+/// kept: each waiting request gets it, and the next request computes again. An entry
+/// still in use is renewed before it expires: the first request past a point between
+/// half and three quarters of its life (at random, so that entries made together are
+/// not renewed together) starts a background refresh and is answered from the entry
+/// meanwhile, as are all others. So a busy key never makes requests wait.
 pub struct ReadCache {
     ttl: Duration,
-    callers: Mutex<HashMap<String, (Instant, Caller)>>,
-    reports: Mutex<HashMap<String, CachedReport>>,
+    callers: Memo<Caller>,
+    reports: Memo<Arc<Response<Bytes>>>,
 }
 
-/// When it was rendered, for which data generation, and the response.
-type CachedReport = (Instant, u64, Response<Bytes>);
-
-/// Entries kept per map before it is emptied; bounds memory under many distinct queries.
-const CACHE_ENTRIES: usize = 10_000;
+/// Entries kept per map (the least used go first); bounds memory under many
+/// distinct queries.
+const CACHE_ENTRIES: u64 = 10_000;
 
 impl ReadCache {
     pub fn new(ttl: Duration) -> ReadCache {
         ReadCache {
             ttl,
-            callers: Mutex::new(HashMap::new()),
-            reports: Mutex::new(HashMap::new()),
+            callers: Memo::new(ttl),
+            reports: Memo::new(ttl),
         }
     }
 
-    pub(crate) fn enabled(&self) -> bool {
+    pub fn enabled(&self) -> bool {
         !self.ttl.is_zero()
     }
 
-    pub(crate) fn caller(&self, credential_hash: &str) -> Option<Caller> {
-        let callers = self.callers.lock().expect("cache lock");
-        callers
-            .get(credential_hash)
-            .filter(|(at, _)| at.elapsed() < self.ttl)
-            .map(|(_, caller)| caller.clone())
-    }
-
-    pub(crate) fn remember_caller(&self, credential_hash: String, caller: &Caller) {
-        let mut callers = self.callers.lock().expect("cache lock");
-        if callers.len() >= CACHE_ENTRIES {
-            callers.clear();
+    /// The caller a credential hash stands for, looked up by `lookup` when it is not
+    /// cached (or the cache is off) and when it is renewed.
+    pub async fn caller<E, F>(
+        &self,
+        credential_hash: &str,
+        lookup: impl Fn() -> F + Send + Sync,
+    ) -> Result<Caller, Arc<E>>
+    where
+        E: Send + Sync + 'static,
+        F: Future<Output = Result<Caller, E>> + Send + 'static,
+    {
+        if !self.enabled() {
+            return lookup().await.map_err(Arc::new);
         }
-        callers.insert(credential_hash, (Instant::now(), caller.clone()));
+        self.callers.get(self.ttl, credential_hash, lookup).await
     }
 
     /// Forgets every credential: after any change of users, keys, plans or settings.
     fn forget_callers(&self) {
-        self.callers.lock().expect("cache lock").clear();
+        self.callers.clear();
     }
 
-    pub(crate) fn report(&self, key: &str, generation: u64) -> Option<Response<Bytes>> {
-        let reports = self.reports.lock().expect("cache lock");
-        reports
-            .get(key)
-            .filter(|(at, g, _)| *g == generation && at.elapsed() < self.ttl)
-            .map(|(_, _, response)| clone_response(response))
-    }
-
-    pub(crate) fn remember_report(&self, key: String, generation: u64, response: &Response<Bytes>) {
-        let mut reports = self.reports.lock().expect("cache lock");
-        if reports.len() >= CACHE_ENTRIES {
-            reports.clear();
+    /// The report cached under `key` (which names the data generation), rendered
+    /// by `render` when it is not cached (or the cache is off) and when it is renewed.
+    pub async fn report<E, F>(
+        &self,
+        key: &str,
+        render: impl Fn() -> F + Send + Sync,
+    ) -> Result<Response<Bytes>, Arc<E>>
+    where
+        E: Send + Sync + 'static,
+        F: Future<Output = Result<Response<Bytes>, E>> + Send + 'static,
+    {
+        if !self.enabled() {
+            return render().await.map_err(Arc::new);
         }
-        reports.insert(key, (Instant::now(), generation, clone_response(response)));
+        let render = || {
+            let rendering = render();
+            async move { rendering.await.map(Arc::new) }
+        };
+        let cached = self.reports.get(self.ttl, key, render).await?;
+        Ok(clone_response(&cached))
+    }
+}
+
+/// One map of the read cache.
+struct Memo<V> {
+    entries: Cache<String, Entry<V>>,
+    /// Counts clearings: a refresh begun before one does not store what it read.
+    clearings: Arc<AtomicU64>,
+}
+
+/// A cached value, when to renew it, and whether a renewal is under way.
+#[derive(Clone)]
+struct Entry<V> {
+    value: V,
+    renew_at: Instant,
+    renewing: Arc<AtomicBool>,
+}
+
+impl<V> Entry<V> {
+    fn new(value: V, ttl: Duration) -> Entry<V> {
+        Entry {
+            value,
+            renew_at: Instant::now() + ttl.mul_f64(rand::random_range(0.5..=0.75)),
+            renewing: Arc::default(),
+        }
+    }
+}
+
+impl<V: Clone + Send + Sync + 'static> Memo<V> {
+    fn new(ttl: Duration) -> Memo<V> {
+        Memo {
+            entries: Cache::builder()
+                .max_capacity(CACHE_ENTRIES)
+                .time_to_live(ttl.max(Duration::from_millis(1)))
+                .build(),
+            clearings: Arc::default(),
+        }
+    }
+
+    async fn get<E, F>(
+        &self,
+        ttl: Duration,
+        key: &str,
+        compute: impl Fn() -> F + Send + Sync,
+    ) -> Result<V, Arc<E>>
+    where
+        E: Send + Sync + 'static,
+        F: Future<Output = Result<V, E>> + Send + 'static,
+    {
+        let entry = self
+            .entries
+            .try_get_with_by_ref(key, async {
+                compute().await.map(|value| Entry::new(value, ttl))
+            })
+            .await?;
+        if Instant::now() >= entry.renew_at && !entry.renewing.swap(true, Ordering::AcqRel) {
+            let entries = self.entries.clone();
+            let clearings = self.clearings.clone();
+            let cleared_before = clearings.load(Ordering::Acquire);
+            let (key, renewal) = (key.to_owned(), compute());
+            tokio::spawn(async move {
+                match renewal.await {
+                    Ok(value) if clearings.load(Ordering::Acquire) == cleared_before => {
+                        entries.insert(key, Entry::new(value, ttl)).await;
+                    }
+                    Ok(_) => {}
+                    // Dropped: the next request computes it and answers with the
+                    // failure if it lasts.
+                    Err(_) => entries.invalidate(&key).await,
+                }
+            });
+        }
+        Ok(entry.value)
+    }
+
+    fn clear(&self) {
+        self.clearings.fetch_add(1, Ordering::AcqRel);
+        self.entries.invalidate_all();
     }
 }
 
@@ -115,6 +210,60 @@ pub(crate) async fn forget_callers_after_changes(
 ) -> Response {
     let response = next.run(request).await;
     state.cache.forget_callers();
+    response
+}
+
+/// The header a request's id is read from (a proxy's) and echoed in.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+tokio::task_local! {
+    /// The id of the request this task answers, for the problem documents it builds.
+    static REQUEST_ID: String;
+}
+
+/// The id of the request being answered, outside a request none.
+pub(crate) fn current_request_id() -> Option<String> {
+    REQUEST_ID.try_with(Clone::clone).ok()
+}
+
+/// A proxy's id is kept when it is a short token, so its logs and ours meet; any
+/// other value (long, or with characters a log line should not carry) is replaced.
+fn usable_request_id(value: &HeaderValue) -> Option<String> {
+    let text = value.to_str().ok()?;
+    let usable = (1..=64).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    usable.then(|| text.to_string())
+}
+
+/// Gives every request an id: echoed in `x-request-id`, carried by a tracing span
+/// around everything logged while the request is answered, and put in every 5xx
+/// problem document. tower-http's request-id layers set and echo the header but do
+/// not check a proxy's value nor open the span; this does all three in one place.
+pub(crate) async fn with_request_id(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let id = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(usable_request_id)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    // At the error level, so the id is on every line whenever anything is logged.
+    let span = tracing::error_span!(
+        "request",
+        request_id = %id,
+        method = %request.method(),
+        path = %request.uri().path(),
+    );
+    let mut response = REQUEST_ID
+        .scope(id.clone(), next.run(request))
+        .instrument(span)
+        .await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
     response
 }
 

@@ -26,8 +26,9 @@ pub(crate) async fn list_users(
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InviteBody {
+    #[schemars(email, length(max = 254))]
     email: String,
-    role: String,
+    role: Role,
 }
 
 pub(crate) async fn invite_user(
@@ -35,10 +36,7 @@ pub(crate) async fn invite_user(
     caller: Caller,
     Body(body): Body<InviteBody>,
 ) -> Result<Response, Problem> {
-    let role: Role = body
-        .role
-        .parse()
-        .map_err(|e: String| Problem::bad(format!("role: {e}")))?;
+    let role = body.role;
     let invitation = access::invite(
         state.store.as_ref(),
         &state.mailer,
@@ -49,9 +47,15 @@ pub(crate) async fn invite_user(
         &caller.actor(),
     )
     .await
-    .map_err(|e| match e.downcast::<StoreError>() {
-        Ok(store) => Problem::from(store),
-        Err(other) => Problem::bad(other.to_string()),
+    .map_err(|e| {
+        if let Some(invalid) = e.downcast_ref::<access::NotAnEmail>() {
+            return Problem::bad(format!("email: {invalid}"));
+        }
+        match e.downcast::<StoreError>() {
+            Ok(store) => Problem::from(store),
+            // What remains (the mailer, hashing) is the server's.
+            Err(other) => Problem::internal(other),
+        }
     })?;
     // The link is the secret: it goes to the invitee by mail, not back to the caller.
     Ok((
@@ -64,7 +68,7 @@ pub(crate) async fn invite_user(
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoleBody {
-    role: String,
+    role: Role,
 }
 
 pub(crate) async fn change_role(
@@ -73,10 +77,7 @@ pub(crate) async fn change_role(
     Path(id): Path<String>,
     Body(body): Body<RoleBody>,
 ) -> Result<Json<User>, Problem> {
-    let role: Role = body
-        .role
-        .parse()
-        .map_err(|e: String| Problem::bad(format!("role: {e}")))?;
+    let role = body.role;
     let user = state
         .store
         .set_user_role(&caller.tenant, &id, &role.to_string())
