@@ -117,19 +117,46 @@ const NON_CONFIG_ENV: &[&str] = &["config", "master_key", "master_key_file", "lo
 
 impl DaemonConfig {
     /// Defaults, then `file` when given (it must exist), then the environment.
+    ///
+    /// Relative paths (a `sqlite://` store's directory, the outbox) are made absolute
+    /// here, once: against the config file's directory when the file set them, else
+    /// against the working directory at start. A daemon started elsewhere, or one
+    /// that changes directory, keeps its data where it was.
     pub fn load(file: Option<&Path>) -> Result<DaemonConfig, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(DaemonConfig::default()));
         if let Some(path) = file {
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment
-            .merge(
-                Env::prefixed("LEDGERSYNC_")
-                    .ignore(NON_CONFIG_ENV)
-                    .split("__"),
-            )
-            .extract()
-            .map_err(|e| ConfigError(Box::new(e)))
+        let figment = figment.merge(
+            Env::prefixed("LEDGERSYNC_")
+                .ignore(NON_CONFIG_ENV)
+                .split("__"),
+        );
+        let mut config: DaemonConfig = figment.extract().map_err(|e| ConfigError(Box::new(e)))?;
+        let base = |key: &str| -> PathBuf {
+            let from_file = figment
+                .find_metadata(key)
+                .and_then(|metadata| metadata.source.as_ref())
+                .and_then(|source| source.file_path())
+                .and_then(Path::parent)
+                .map(Path::to_path_buf);
+            let cwd = std::env::current_dir().unwrap_or_default();
+            match from_file {
+                Some(dir) => cwd.join(dir),
+                None => cwd,
+            }
+        };
+        if let Some(rest) = config.store.url.strip_prefix("sqlite://") {
+            let (dir, query) = rest.split_at(rest.find('?').unwrap_or(rest.len()));
+            if !dir.is_empty() && Path::new(dir).is_relative() {
+                let absolute = base("store.url").join(dir);
+                config.store.url = format!("sqlite://{}{query}", absolute.display());
+            }
+        }
+        if config.mail.outbox.is_relative() {
+            config.mail.outbox = base("mail.outbox").join(&config.mail.outbox);
+        }
+        Ok(config)
     }
 
     /// The file named by `LEDGERSYNC_CONFIG`, if any.
@@ -179,10 +206,43 @@ mod tests {
     }
 
     #[test]
+    fn relative_paths_are_resolved_once_where_they_were_written() {
+        Jail::expect_with(|jail| {
+            let started_in = jail.directory().to_path_buf();
+            std::fs::create_dir(started_in.join("etc")).unwrap();
+            jail.create_file(
+                "etc/ledgersync.toml",
+                "[store]\nurl = \"sqlite://data?mode=rwc\"\n",
+            )?;
+            let config = DaemonConfig::load(Some(Path::new("etc/ledgersync.toml"))).unwrap();
+            assert_eq!(
+                config.store.url,
+                format!(
+                    "sqlite://{}?mode=rwc",
+                    started_in.join("etc/data").display()
+                )
+            );
+            // The outbox took its default: relative to where the daemon started.
+            assert_eq!(config.mail.outbox, started_in.join("ledgersync-outbox"));
+
+            jail.set_env("LEDGERSYNC_STORE__URL", "sqlite:///srv/ledger");
+            let config = DaemonConfig::load(Some(Path::new("etc/ledgersync.toml"))).unwrap();
+            assert_eq!(config.store.url, "sqlite:///srv/ledger");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn defaults_need_no_file() {
-        Jail::expect_with(|_| {
+        Jail::expect_with(|jail| {
             let config = DaemonConfig::load(None).unwrap();
-            assert_eq!(config.store, DaemonConfig::default().store);
+            assert_eq!(
+                config.store.url,
+                format!(
+                    "sqlite://{}",
+                    jail.directory().join("ledgersync-data").display()
+                )
+            );
             assert!(config.mail.smtp.is_none());
             Ok(())
         });

@@ -128,6 +128,16 @@ impl StreamDef {
     pub fn journal() -> StreamDef {
         Self::from_toml(BUILTIN_JOURNAL).expect("the built-in journal stream parses")
     }
+
+    /// A hash of what the definition says, not how it is written: its canonical
+    /// form is the JSON of the parsed definition (fields in declaration order,
+    /// lookups sorted), so comments, spacing and key order in the TOML do not
+    /// change it, and any change to a column, lookup, template or amount does. A
+    /// file loaded under one mapping hash is loaded again under another.
+    pub fn mapping_hash(&self) -> String {
+        let canonical = serde_json::to_vec(self).expect("a stream definition serialises");
+        format!("blake3:{}", blake3::hash(&canonical).to_hex())
+    }
 }
 
 #[cfg(test)]
@@ -173,6 +183,22 @@ postings = [
             def.templates[0].postings[1].account,
             AccountSpec::Code("4000".into())
         );
+    }
+
+    #[test]
+    fn the_mapping_hash_follows_meaning_not_layout() {
+        let written = |text: &str| StreamDef::from_toml(text).unwrap().mapping_hash();
+        let base = written(BUILTIN_JOURNAL);
+        let reordered = BUILTIN_JOURNAL.replace(
+            "memo = \"memo\"\ncurrency = \"currency\"",
+            "# a comment\ncurrency = \"currency\"\nmemo = \"memo\"",
+        );
+        assert_ne!(reordered, BUILTIN_JOURNAL);
+        assert_eq!(written(&reordered), base);
+        let changed = BUILTIN_JOURNAL.replace("amount = \"amount\"", "amount = \"-amount\"");
+        assert_ne!(changed, BUILTIN_JOURNAL);
+        assert_ne!(written(&changed), base);
+        assert!(base.starts_with("blake3:"), "{base}");
     }
 
     #[test]

@@ -160,12 +160,21 @@ pub struct ImportArgs {
     /// Tenant id or slug.
     #[arg(long)]
     tenant: String,
-    /// Built-in stream (`journal`) or the name of a --mapping definition.
-    #[arg(long, default_value = "journal", conflicts_with = "mapping")]
+    /// The built-in stream: only `journal` (general-ledger exports) today; any other
+    /// stream is given by --mapping.
+    #[arg(long, default_value = "journal", value_parser = ["journal"], conflicts_with = "mapping")]
     stream: String,
     /// Stream mapping definition (TOML), e.g. examples/streams/pos_sales.toml.
     #[arg(long, value_name = "FILE")]
     mapping: Option<PathBuf>,
+    /// Load the files again even if they were loaded under the same mapping (their
+    /// transactions replace the ones loaded since, key by key).
+    #[arg(long)]
+    force: bool,
+    /// Load files whose content another stream already loaded, as a source of their
+    /// own (their transactions then count in both).
+    #[arg(long)]
+    as_new_source: bool,
     #[arg(required = true)]
     files: Vec<PathBuf>,
 }
@@ -355,7 +364,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Tenant { action } => match action {
             TenantAction::Show { tenant } => {
-                let tenant = tenants::find(store.as_ref(), &tenant).await?;
+                let tenant = find_tenant(store.as_ref(), &config, &tenant).await?;
                 println!("{}", serde_json::to_string_pretty(&tenant.settings)?);
             }
             TenantAction::SetPlan {
@@ -363,13 +372,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 plan,
                 users,
             } => {
-                let tenant = tenants::find(store.as_ref(), &tenant).await?;
+                let tenant = find_tenant(store.as_ref(), &config, &tenant).await?;
                 let updated =
                     tenants::set_plan(store.as_ref(), &tenant, &plan, users, "cli").await?;
                 println!("plan {} with {} seat(s)", updated.plan, updated.seats);
             }
             TenantAction::Configure { tenant, settings } => {
-                let tenant = tenants::find(store.as_ref(), &tenant).await?;
+                let tenant = find_tenant(store.as_ref(), &config, &tenant).await?;
                 let json = std::fs::read_to_string(&settings)
                     .with_context(|| format!("cannot read {}", settings.display()))?;
                 let (_, moved) = tenants::configure(store.as_ref(), &tenant, &json, "cli").await?;
@@ -378,13 +387,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Command::Accounts { action } => match action {
             AccountsAction::Import { tenant, file } => {
-                let tenant = tenants::find(store.as_ref(), &tenant).await?;
+                let tenant = find_tenant(store.as_ref(), &config, &tenant).await?;
                 let accounts = import::read_chart(&file)?;
                 store.upsert_accounts(&tenant, &accounts).await?;
                 println!("{} account(s) added or updated", accounts.len());
             }
             AccountsAction::Rebuild { tenant } => {
-                let tenant = tenants::find(store.as_ref(), &tenant).await?;
+                let tenant = find_tenant(store.as_ref(), &config, &tenant).await?;
                 let started = std::time::Instant::now();
                 let buckets = store.rebuild_aggregates(&tenant).await?;
                 println!(
@@ -393,7 +402,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             AccountsAction::List { tenant } => {
-                let tenant = tenants::find(store.as_ref(), &tenant).await?;
+                let tenant = find_tenant(store.as_ref(), &config, &tenant).await?;
                 let mut out = csv::Writer::from_writer(std::io::stdout());
                 out.write_record(["code", "name", "class", "category", "section"])?;
                 for a in store.accounts(&tenant).await? {
@@ -410,7 +419,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         },
         Command::Import(args) => {
-            let tenant = tenants::find(store.as_ref(), &args.tenant).await?;
+            let tenant = find_tenant(store.as_ref(), &config, &args.tenant).await?;
             let stream = match &args.mapping {
                 Some(path) => read_stream(path)?,
                 None if args.stream == "journal" => StreamDef::journal(),
@@ -419,6 +428,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     args.stream
                 ),
             };
+            let repeat = import::Repeat {
+                force: args.force,
+                as_new_source: args.as_new_source,
+            };
             for file in &args.files {
                 import_one(
                     store.clone(),
@@ -426,12 +439,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     stream.clone(),
                     file,
                     &import_options,
+                    repeat,
                 )
                 .await?;
             }
         }
         Command::Report(args) => {
-            let tenant = tenants::find(store.as_ref(), &args.tenant).await?;
+            let tenant = find_tenant(store.as_ref(), &config, &args.tenant).await?;
             let query = ReportQuery {
                 kind: args.kind,
                 from: args.from,
@@ -454,14 +468,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     scope,
                 },
         } => {
-            let tenant = tenants::find(store.as_ref(), &tenant).await?;
+            let tenant = find_tenant(store.as_ref(), &config, &tenant).await?;
             let (secret, _) = create_key(store.as_ref(), &tenant, &name, &scope, "cli").await?;
             println!("{secret}\n(shown once: only its hash is stored)");
         }
         Command::Apikey {
             action: ApikeyAction::List { tenant },
         } => {
-            let tenant = tenants::find(store.as_ref(), &tenant).await?;
+            let tenant = find_tenant(store.as_ref(), &config, &tenant).await?;
             for key in store.api_keys(&tenant).await? {
                 println!(
                     "{}  {:<20} {:<7} created {}  last used {}",
@@ -476,7 +490,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Apikey {
             action: ApikeyAction::Revoke { tenant, id },
         } => {
-            let tenant = tenants::find(store.as_ref(), &tenant).await?;
+            let tenant = find_tenant(store.as_ref(), &config, &tenant).await?;
             store.revoke_api_key(&tenant, &id).await?;
             store
                 .audit(&tenant.id, "cli", "apikey.revoked", &id)
@@ -489,7 +503,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 email,
                 role,
             } => {
-                let tenant = tenants::find(store.as_ref(), &tenant).await?;
+                let tenant = find_tenant(store.as_ref(), &config, &tenant).await?;
                 let mailer = Mailer::from_config(&config.mail)?;
                 let role: Role = role.parse().map_err(anyhow::Error::msg)?;
                 let invitation = access::invite(
@@ -510,7 +524,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("email:       {}", invitation.mail);
             }
             UserAction::List { tenant } => {
-                let tenant = tenants::find(store.as_ref(), &tenant).await?;
+                let tenant = find_tenant(store.as_ref(), &config, &tenant).await?;
                 let users = store.users(&tenant).await?;
                 // One seat per membership; a person may be a member of other tenants too.
                 println!("{} of {} seat(s) used", users.len(), tenant.seats);
@@ -523,7 +537,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         },
         Command::Audit { tenant, limit } => {
-            let tenant = tenants::find(store.as_ref(), &tenant).await?;
+            let tenant = find_tenant(store.as_ref(), &config, &tenant).await?;
             for entry in store.audit_log(&tenant, limit.clamp(1, 10_000)).await? {
                 println!(
                     "{}  {:<32} {:<22} {}",
@@ -532,7 +546,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Verify { tenant, json } => {
-            let tenant = tenants::find(store.as_ref(), &tenant).await?;
+            let tenant = find_tenant(store.as_ref(), &config, &tenant).await?;
             let checks = crate::verify::verify(store.as_ref(), &tenant).await?;
             let failed = checks.iter().filter(|c| !c.ok).count();
             if json {
@@ -561,6 +575,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The tenant by id or slug; a miss names the store it was looked for in, which is
+/// often the answer (a daemon configured for another store).
+async fn find_tenant(
+    store: &dyn Store,
+    config: &DaemonConfig,
+    id_or_slug: &str,
+) -> anyhow::Result<Tenant> {
+    store.tenant(id_or_slug).await?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "no tenant '{id_or_slug}' in the store at {}; check --tenant, or the store's url \
+             (LEDGERSYNC_STORE__URL or [store] url in the config file)",
+            ledgersync_config::redact_url(&config.store.url)
+        )
+    })
+}
+
 fn read_stream(path: &Path) -> anyhow::Result<StreamDef> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -574,19 +604,29 @@ async fn import_one(
     stream: StreamDef,
     file: &Path,
     options: &ImportOptions,
+    repeat: import::Repeat,
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    match import::import_csv(store, tenant, stream, file, options).await? {
+    let origin = file.display().to_string();
+    match import::import_csv_repeating(store, tenant, stream, file, &origin, options, repeat)
+        .await?
+    {
         ImportOutcome::Loaded(summary) => println!(
-            "{}: {} transaction(s), {} posting(s) imported in {:.3}s; {} month/branch bucket(s) recomputed",
+            "{}: {} transaction(s) ({} added, {} replaced of which {} unchanged, {} removed), \
+             {} posting(s) imported in {:.3}s; {} month/branch bucket(s) recomputed",
             file.display(),
             summary.transactions,
+            summary.counts.added,
+            summary.counts.replaced,
+            summary.counts.unchanged,
+            summary.counts.removed,
             summary.postings,
             started.elapsed().as_secs_f64(),
             summary.buckets_recomputed
         ),
         ImportOutcome::AlreadyLoaded(past) => println!(
-            "{}: already imported on {} (load {}); nothing changed",
+            "{}: already imported with this mapping on {} (load {}); nothing changed \
+             (--force loads it again)",
             file.display(),
             past.loaded_at,
             past.id
@@ -698,16 +738,26 @@ async fn demo(
         );
         let pos = StreamDef::from_toml(demo::POS_SALES_STREAM)?;
         let financing = StreamDef::from_toml(demo::FINANCING_STREAM)?;
-        import_one(store.clone(), &tenant, pos, &files.pos_sales, options).await?;
+        let once = import::Repeat::default();
+        import_one(store.clone(), &tenant, pos, &files.pos_sales, options, once).await?;
         import_one(
             store.clone(),
             &tenant,
             StreamDef::journal(),
             &files.journal,
             options,
+            once,
         )
         .await?;
-        import_one(store.clone(), &tenant, financing, &files.financing, options).await?;
+        import_one(
+            store.clone(),
+            &tenant,
+            financing,
+            &files.financing,
+            options,
+            once,
+        )
+        .await?;
     } else {
         println!("Demo tenant '{}' already has data.", tenant.slug);
     }
@@ -729,4 +779,28 @@ async fn demo(
     println!("Serving; press Ctrl-C to stop.");
     app.run_until_stopped().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_missing_tenant_names_the_store_looked_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = DaemonConfig::default();
+        config.store.url = format!("sqlite://{}", dir.path().join("data").display());
+        let store = ledgersync_store::connect(&config.store.url).await.unwrap();
+        let error = find_tenant(store.as_ref(), &config, "kopi")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "no tenant 'kopi' in the store at {}; check --tenant, or the store's url \
+                 (LEDGERSYNC_STORE__URL or [store] url in the config file)",
+                config.store.url
+            )
+        );
+    }
 }

@@ -2,8 +2,15 @@
 //!
 //! The file is read in bounded batches, each mapped by polars and staged in the
 //! store; the load commits (postings, aggregates, load record) only if no row of the
-//! whole file is wrong. A file whose content was loaded before for the same source
-//! is recognised by its hash and changes nothing.
+//! whole file is wrong.
+//!
+//! A load's fingerprint is the file's content hash and the mapping's
+//! (`blake3:<file>/mapping:blake3:<mapping>`, with `/again:<n>` for the n-th load of
+//! the same content into the source). A file whose last load into the source was
+//! under the same mapping changes nothing unless forced; under another mapping it is
+//! loaded again. A file already loaded into another source (another stream name) is
+//! refused unless it is meant as a new source: the same rows under two sources
+//! count twice.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,8 +26,35 @@ use ledgersync_store::{LoadRecord, LoadSummary, PastLoad, Store, StoreError, Ten
 #[derive(Debug)]
 pub enum ImportOutcome {
     Loaded(LoadSummary),
-    /// The same content was already loaded for this source; nothing changed.
+    /// The same content was already loaded for this source under the same mapping;
+    /// nothing changed.
     AlreadyLoaded(PastLoad),
+}
+
+/// What to do with a file loaded before.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Repeat {
+    /// Load it again even if its last load into the source used the same mapping.
+    pub force: bool,
+    /// Load it even though another source (stream) holds the same content.
+    pub as_new_source: bool,
+}
+
+/// A file refused because its content is already in the ledger under another
+/// stream.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{file} was already loaded as stream '{earlier_stream}' (load {earlier_load}, {loaded_at}); \
+     loading it as '{stream}' too would count its transactions twice. Import it with the \
+     mapping of '{earlier_stream}' to update that load, or pass --as-new-source \
+     (as_new_source=true over HTTP) if it really is a separate source"
+)]
+pub struct LoadedUnderAnotherStream {
+    pub file: String,
+    pub stream: String,
+    pub earlier_stream: String,
+    pub earlier_load: i64,
+    pub loaded_at: String,
 }
 
 /// A file refused as a whole, with its first bad rows.
@@ -90,18 +124,28 @@ fn sha256_file_hash(path: &Path) -> anyhow::Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// A load of the same content, by its fingerprint or, for sources loaded by
-/// versions before BLAKE3, by theirs: re-importing an old file must not undo the
-/// corrections loaded after it.
-async fn same_content_loaded(
+/// Whether the source holds a load of this content under this mapping (or under a
+/// mapping not recorded, by versions before mapping hashes): the latest load of the
+/// content into the source decides. Loads by versions before BLAKE3 are found by
+/// their SHA-256: re-importing an old file must not undo the corrections loaded
+/// after it.
+async fn same_load(
     store: &dyn Store,
     tenant: &Tenant,
     source: &str,
     path: &Path,
-    fingerprint: &str,
+    here: &[PastLoad],
+    mapped: &str,
 ) -> anyhow::Result<Option<PastLoad>> {
-    if let Some(past) = store.find_load(tenant, source, fingerprint).await? {
-        return Ok(Some(past));
+    if let Some(last) = here.last() {
+        let content = mapped.split('/').next().unwrap_or(mapped);
+        let same = last.fingerprint == content
+            || last.fingerprint == mapped
+            || last
+                .fingerprint
+                .strip_prefix(mapped)
+                .is_some_and(|rest| rest.starts_with("/again:"));
+        return Ok(same.then(|| last.clone()));
     }
     if !store.has_unnamed_fingerprints(tenant, source).await? {
         return Ok(None);
@@ -113,8 +157,8 @@ async fn same_content_loaded(
     Ok(store.find_load(tenant, source, &earlier).await?)
 }
 
-/// Imports a file; a refused file is recorded as a failed load (nothing loaded) so
-/// that sync status and `verify` show it.
+/// Imports a file (see [`import_csv_repeating`]); a file loaded before is not
+/// forced.
 pub async fn import_csv(
     store: Arc<dyn Store>,
     tenant: &Tenant,
@@ -128,7 +172,7 @@ pub async fn import_csv(
 
 /// Imports the file at `path` under the name `origin`, which the load record and
 /// every message use instead of the path: an upload is named as its sender named
-/// it, never by the server's temporary file.
+/// it, never by the server's temporary file. A file loaded before is not forced.
 pub async fn import_csv_as(
     store: Arc<dyn Store>,
     tenant: &Tenant,
@@ -137,8 +181,31 @@ pub async fn import_csv_as(
     origin: &str,
     options: &ImportOptions,
 ) -> anyhow::Result<ImportOutcome> {
+    import_csv_repeating(
+        store,
+        tenant,
+        stream,
+        path,
+        origin,
+        options,
+        Repeat::default(),
+    )
+    .await
+}
+
+/// [`import_csv_as`], with `repeat` saying what to do with a file loaded before.
+pub async fn import_csv_repeating(
+    store: Arc<dyn Store>,
+    tenant: &Tenant,
+    stream: StreamDef,
+    path: &Path,
+    origin: &str,
+    options: &ImportOptions,
+    repeat: Repeat,
+) -> anyhow::Result<ImportOutcome> {
     let source = format!("file:{}", stream.name);
     let stream_name = stream.name.clone();
+    let mapping = stream.mapping_hash();
     // Hashing reads the whole file, off the async workers. The first batches are
     // read and mapped meanwhile: on two cores, waiting for the hash held up the
     // whole import. A file loaded before stops them after at most a few batches.
@@ -147,12 +214,36 @@ pub async fn import_csv_as(
         tokio::task::spawn_blocking(move || file_hash(&path))
     };
     let reading = start_reading(store.as_ref(), tenant, stream, path, options).await;
-    let fingerprint = hashing.await.context("the hashing task failed")??;
-    if let Some(past) =
-        same_content_loaded(store.as_ref(), tenant, &source, path, &fingerprint).await?
-    {
-        return Ok(ImportOutcome::AlreadyLoaded(past));
+    let content = hashing.await.context("the hashing task failed")??;
+    let mapped = format!("{content}/mapping:{mapping}");
+    let (here, elsewhere): (Vec<PastLoad>, Vec<PastLoad>) = store
+        .loads_of_content(tenant, &content)
+        .await?
+        .into_iter()
+        .partition(|load| load.source == source);
+    // Once the file is in this source, the question was settled by its first load.
+    let asked = repeat.as_new_source || !here.is_empty();
+    if let Some(earlier) = elsewhere.last().filter(|_| !asked) {
+        return Err(LoadedUnderAnotherStream {
+            file: origin.to_string(),
+            stream: stream_name,
+            earlier_stream: earlier.stream.clone(),
+            earlier_load: earlier.id,
+            loaded_at: earlier.loaded_at.clone(),
+        }
+        .into());
     }
+    if let Some(past) = same_load(store.as_ref(), tenant, &source, path, &here, &mapped).await? {
+        if !repeat.force {
+            return Ok(ImportOutcome::AlreadyLoaded(past));
+        }
+    }
+    // Fingerprints are unique within a source: a load of the same content again
+    // (forced, or under another mapping) is numbered.
+    let fingerprint = match here.len() {
+        0 => mapped,
+        earlier => format!("{mapped}/again:{earlier}"),
+    };
     let outcome = match reading {
         Ok(reading) => {
             load(

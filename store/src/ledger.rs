@@ -14,7 +14,7 @@ use crate::error::{Context, StoreError};
 use crate::segments;
 use crate::{aggregates, dates};
 use crate::{
-    ApiKey, AuditEntry, ExportFormat, ExportSummary, Invited, LedgerTotals, LoadRecord,
+    ApiKey, AuditEntry, ExportFormat, ExportSummary, Invited, LedgerTotals, LoadCounts, LoadRecord,
     LoadSession, LoginThrottle, Membership, NewTenant, PastLoad, PendingInvitation, Person, Store,
     Tenant, TransactionPage, TransactionQuery, User,
 };
@@ -61,11 +61,31 @@ fn past_load(row: &sqlx::any::AnyRow) -> Result<PastLoad, StoreError> {
         loaded_at: row.try_get("loaded_at").context(READING)?,
         status: row.try_get("status").context(READING)?,
         problem: row.try_get("problem").context(READING)?,
+        fingerprint: row.try_get("fingerprint").context(READING)?,
+        counts: counts(row).context(READING)?,
     })
 }
 
+/// A load's counts, none if it was recorded before loads counted.
+fn counts(row: &sqlx::any::AnyRow) -> Result<Option<LoadCounts>, sqlx::Error> {
+    let added: Option<i64> = row.try_get("added")?;
+    let Some(added) = added else {
+        return Ok(None);
+    };
+    let count = |name: &str| -> Result<i64, sqlx::Error> {
+        Ok(row.try_get::<Option<i64>, _>(name)?.unwrap_or_default())
+    };
+    Ok(Some(LoadCounts {
+        added,
+        replaced: count("replaced")?,
+        unchanged: count("unchanged")?,
+        removed: count("removed")?,
+    }))
+}
+
 const LOAD_COLUMNS: &str =
-    "id, source, stream, origin, rows_read, transactions, postings, control_sum, loaded_at, status, problem";
+    "id, source, stream, origin, rows_read, transactions, postings, control_sum, \
+     loaded_at, status, problem, fingerprint, added, replaced, unchanged, removed";
 
 impl SqlStore {
     /// A transaction on the tenant's ledger that holds the tenant's load lock: loads,
@@ -359,6 +379,36 @@ impl Store for SqlStore {
         Ok(found.is_some())
     }
 
+    async fn loads_of_content(
+        &self,
+        tenant: &Tenant,
+        content: &str,
+    ) -> Result<Vec<PastLoad>, StoreError> {
+        let mut tx = self.backend.begin(&tenant.id).await?;
+        // A content hash has no LIKE wildcards (`%`, `_`); one that did would only
+        // widen the search, and the exact check below narrows it again.
+        let rows = sqlx::query(&format!(
+            "SELECT {LOAD_COLUMNS} FROM loads WHERE status = 'succeeded' \
+             AND (fingerprint = $1 OR fingerprint LIKE $2) ORDER BY id"
+        ))
+        .bind(content)
+        .bind(format!("{content}/%"))
+        .fetch_all(&mut *tx)
+        .await
+        .context("looking up loads of the same content")?;
+        let loads: Vec<PastLoad> = rows.iter().map(past_load).collect::<Result<_, _>>()?;
+        Ok(loads
+            .into_iter()
+            .filter(|load| {
+                load.fingerprint == content
+                    || load
+                        .fingerprint
+                        .strip_prefix(content)
+                        .is_some_and(|rest| rest.starts_with('/'))
+            })
+            .collect())
+    }
+
     async fn loads(&self, tenant: &Tenant) -> Result<Vec<PastLoad>, StoreError> {
         let mut tx = self.backend.begin(&tenant.id).await?;
         let rows = sqlx::query(&format!("SELECT {LOAD_COLUMNS} FROM loads ORDER BY id"))
@@ -378,7 +428,8 @@ impl Store for SqlStore {
         let at = now();
         sqlx::query(
             "INSERT INTO loads (source, fingerprint, stream, origin, rows_read, transactions, postings, \
-             control_sum, loaded_at, status, problem) VALUES ($1, $2, $3, $4, $5, 0, 0, 0, $6, 'failed', $7)",
+             control_sum, loaded_at, status, problem, added, replaced, unchanged, removed) \
+             VALUES ($1, $2, $3, $4, $5, 0, 0, 0, $6, 'failed', $7, 0, 0, 0, 0)",
         )
         .bind(&record.source)
         // Failed attempts of the same content may repeat; they never block a later success.

@@ -176,6 +176,22 @@ pub struct LoadSummary {
     pub control_sum: Amount,
     /// (month, branch) buckets whose aggregates were recomputed.
     pub buckets_recomputed: i64,
+    /// What the load did to the source's transactions, see [`LoadCounts`].
+    #[serde(flatten)]
+    pub counts: LoadCounts,
+}
+
+/// What a load did to its source's transactions, by key: `added` were new,
+/// `replaced` took the place of an earlier version, of which `unchanged` had exactly
+/// the same postings (lines aside). A load never deletes a transaction it does not
+/// carry, so `removed` is 0 for loads today; it is kept for sources that report
+/// deletions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+pub struct LoadCounts {
+    pub added: i64,
+    pub replaced: i64,
+    pub unchanged: i64,
+    pub removed: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
@@ -194,6 +210,11 @@ pub struct PastLoad {
     pub status: String,
     /// Why a failed load was refused.
     pub problem: Option<String>,
+    /// The content hash (and, for mapped files, the mapping's) the load was
+    /// recognised by.
+    pub fingerprint: String,
+    /// None for loads recorded before loads counted what they did.
+    pub counts: Option<LoadCounts>,
 }
 
 /// What the ledger holds today of one load's transactions.
@@ -345,6 +366,13 @@ pub trait Store: Send + Sync {
         tenant: &Tenant,
         source: &str,
     ) -> Result<bool, StoreError>;
+    /// Committed loads, of any source, whose fingerprint is `content` or begins with
+    /// `content/` (the same file under a mapping or loaded again), oldest first.
+    async fn loads_of_content(
+        &self,
+        tenant: &Tenant,
+        content: &str,
+    ) -> Result<Vec<PastLoad>, StoreError>;
     async fn loads(&self, tenant: &Tenant) -> Result<Vec<PastLoad>, StoreError>;
     /// Records a refused load (nothing of it was loaded) and why.
     async fn record_failed_load(

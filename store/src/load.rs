@@ -17,7 +17,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::NaiveDate;
 use fastbloom::BloomFilter;
-use ledgersync_schemas::{short_text_key, Amount, PostingFrame, RowError, ShortTexts};
+use ledgersync_schemas::{
+    posting_column, short_text_key, Amount, PostingFrame, RowError, ShortTexts,
+};
 use polars::prelude::*;
 use sqlx::{Any, Transaction};
 
@@ -26,7 +28,7 @@ use crate::backend::Backend;
 use crate::control::{now, Generations};
 use crate::error::{Context, LoadRejected, StoreError};
 use crate::segments::{self, polars_error};
-use crate::{aggregates, LoadRecord, LoadSession, LoadSummary};
+use crate::{aggregates, LoadCounts, LoadRecord, LoadSession, LoadSummary};
 
 /// The amounts of a load, as absolute values, must add up within [`Amount::MAX`]:
 /// then no sum within the load (a transaction's, an account's in a month, a cash
@@ -805,15 +807,16 @@ impl SqlLoad {
     }
 
     /// Removes from the source's earlier segments the transactions this load
-    /// replaces; returns the (month, branch) buckets they leave.
+    /// replaces; returns the (month, branch) buckets they leave, and how many were
+    /// replaced and how many of those unchanged.
     async fn replace_earlier(
         &mut self,
         source: &str,
         load_id: i64,
-    ) -> Result<BTreeSet<(String, String)>, StoreError> {
+    ) -> Result<(BTreeSet<(String, String)>, Replaced), StoreError> {
         let mut left = BTreeSet::new();
         let Some((first, last)) = self.index.key_range.clone() else {
-            return Ok(left);
+            return Ok((left, Replaced::default()));
         };
         let earlier =
             segments::holding_keys(&mut self.tx, source, load_id, (&first, &last)).await?;
@@ -835,32 +838,30 @@ impl SqlLoad {
             }
         }
         if candidates.is_empty() {
-            return Ok(left);
+            return Ok((left, Replaced::default()));
         }
-        // Confirmed against the load's own keys.
-        let mut replaced: HashSet<String> = HashSet::new();
+        // Confirmed against the load's own keys, whose postings are kept to tell an
+        // unchanged transaction from a changed one. Keys new to the source cost
+        // nothing here.
+        let mut new_postings = PostingTexts::new();
         for id in segments::ids(&mut self.tx, &format!("load_id = {load_id}"), &[]).await? {
-            let frame = segments::read(&mut self.tx, id, Some(&[segments::KEY])).await?;
-            let keys = segments::column::<StringType>(&frame, segments::KEY)?;
-            replaced.extend(
-                keys.iter()
-                    .flatten()
-                    .filter(|k| candidates.contains(*k))
-                    .map(str::to_string),
-            );
+            let frame = segments::read(&mut self.tx, id, Some(&COMPARED_READ)).await?;
+            posting_texts(&frame, |key| candidates.contains(key), &mut new_postings)?;
         }
         drop(candidates);
+        let mut old_postings = PostingTexts::new();
         for id in holders {
             let frame = segments::read(&mut self.tx, id, None).await?;
             let failed = polars_error("replacing transactions");
             let gone: BooleanChunked = segments::column::<StringType>(&frame, segments::KEY)?
                 .iter()
-                .map(|k| k.is_some_and(|k| replaced.contains(k)))
+                .map(|k| k.is_some_and(|k| new_postings.contains_key(k)))
                 .collect();
             if !gone.any() {
                 continue;
             }
             let removed = frame.filter(&gone).map_err(&failed)?;
+            posting_texts(&removed, |_| true, &mut old_postings)?;
             let dates = segments::dates(&removed)?;
             let branches = segments::column::<StringType>(&removed, segments::BRANCH)?;
             for (date, branch) in dates.iter().zip(branches.iter()) {
@@ -872,8 +873,85 @@ impl SqlLoad {
             let kept = frame.filter(&!&gone).map_err(&failed)?;
             segments::rewrite(&mut self.tx, id, kept).await?;
         }
-        Ok(left)
+        let mut unchanged = 0i64;
+        for (key, postings) in &mut new_postings {
+            if let Some(old) = old_postings.get_mut(key.as_str()) {
+                postings.sort_unstable();
+                old.sort_unstable();
+                unchanged += i64::from(old == postings);
+            }
+        }
+        Ok((
+            left,
+            Replaced {
+                replaced: new_postings.len() as i64,
+                unchanged,
+            },
+        ))
     }
+}
+
+/// Transactions a load replaced, and how many of them it left as they were.
+#[derive(Default)]
+struct Replaced {
+    replaced: i64,
+    unchanged: i64,
+}
+
+/// Each transaction's postings as text, one per posting (see [`posting_texts`]).
+type PostingTexts = HashMap<String, Vec<String>>;
+
+/// What makes a posting what it is: its line, occurrence time and key aside.
+const COMPARED: [&str; 6] = [
+    segments::BRANCH,
+    posting_column::MEMO,
+    segments::ACCOUNT,
+    segments::AMOUNT,
+    posting_column::CURRENCY,
+    segments::ORIGINAL_AMOUNT,
+];
+/// The columns read to compare a load's postings with those they replace.
+const COMPARED_READ: [&str; 8] = [
+    segments::KEY,
+    segments::DATE,
+    segments::BRANCH,
+    posting_column::MEMO,
+    segments::ACCOUNT,
+    segments::AMOUNT,
+    posting_column::CURRENCY,
+    segments::ORIGINAL_AMOUNT,
+];
+
+/// Adds the postings of the frame's transactions whose key is `wanted`, each as
+/// one text of its date and [`COMPARED`] columns (a missing column reads as empty,
+/// like an empty value), to their key's list.
+fn posting_texts(
+    frame: &DataFrame,
+    wanted: impl Fn(&str) -> bool,
+    into: &mut PostingTexts,
+) -> Result<(), StoreError> {
+    use std::fmt::Write as _;
+    let keys = segments::column::<StringType>(frame, segments::KEY)?;
+    let dates = segments::dates(frame)?;
+    let columns: Vec<Option<&Column>> = COMPARED
+        .iter()
+        .map(|name| frame.column(name).ok())
+        .collect();
+    for (row, key) in keys.iter().enumerate() {
+        let Some(key) = key.filter(|key| wanted(key)) else {
+            continue;
+        };
+        let mut text = dates.get(row).map(|d| d.to_string()).unwrap_or_default();
+        for column in &columns {
+            text.push('\u{1f}');
+            let value = column.and_then(|c| c.get(row).ok());
+            if let Some(value) = value.filter(|v| !v.is_null()) {
+                write!(text, "{value}").expect("writing to a String");
+            }
+        }
+        into.entry(key.to_string()).or_default().push(text);
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -960,7 +1038,25 @@ impl LoadSession for SqlLoad {
                 )
             })
             .collect();
-        buckets.extend(self.replace_earlier(&record.source, load_id).await?);
+        let (left, replaced) = self.replace_earlier(&record.source, load_id).await?;
+        buckets.extend(left);
+        let counts = LoadCounts {
+            added: transactions - replaced.replaced,
+            replaced: replaced.replaced,
+            unchanged: replaced.unchanged,
+            removed: 0,
+        };
+        sqlx::query(
+            "UPDATE loads SET added = $1, replaced = $2, unchanged = $3, removed = $4 WHERE id = $5",
+        )
+        .bind(counts.added)
+        .bind(counts.replaced)
+        .bind(counts.unchanged)
+        .bind(counts.removed)
+        .bind(load_id)
+        .execute(&mut *self.tx)
+        .await
+        .context("recording what the load changed")?;
         let replaced_in = started.elapsed();
 
         let months: BTreeSet<String> = buckets.iter().map(|(m, _)| m.clone()).collect();
@@ -1024,6 +1120,7 @@ impl LoadSession for SqlLoad {
             postings: self.postings,
             control_sum: Amount::from_units(control_sum),
             buckets_recomputed: buckets.len() as i64,
+            counts,
         })
     }
 }

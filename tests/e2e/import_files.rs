@@ -1,14 +1,18 @@
-//! CSV files through the real mapping path into the SQLite store.
+//! CSV files through the real mapping path into the store (SQLite, and both
+//! backends where a file is loaded again).
 
 use std::path::Path;
 use std::sync::Arc;
 
-use ledgersync::import::{import_csv, read_chart, FileRejected, ImportOutcome};
+use ledgersync::import::{
+    import_csv, import_csv_repeating, read_chart, FileRejected, ImportOutcome,
+    LoadedUnderAnotherStream, Repeat,
+};
 use ledgersync_config::StreamDef;
 use ledgersync_schemas::{Month, BRANCH_TOTAL};
-use ledgersync_store::{Store, Tenant};
+use ledgersync_store::{LoadCounts, LoadSummary, Store, Tenant};
 
-use crate::helpers::{amount, options, sqlite_tenant, write};
+use crate::helpers::{amount, options, provision, sqlite_tenant, write, TestStore};
 
 const GOOD_JOURNAL: &str = "date,txn_id,account,amount,branch,memo
 2025-01-05,J1,1010,1500000000,,Owner capital
@@ -318,4 +322,227 @@ async fn settings_name_the_bad_field_and_respect_the_plan() {
             .timezone,
         "Asia/Makassar"
     );
+}
+
+/// Runs a story on a SQLite store and on a PostgreSQL one.
+macro_rules! on_both_backends {
+    ($($story:ident),* $(,)?) => {
+        mod repeated_imports {
+            $(
+                mod $story {
+                    // polars' lazy engine blocks in place: the mapping needs a multi-threaded runtime.
+                    #[tokio::test(flavor = "multi_thread")]
+                    async fn sqlite() {
+                        super::super::$story(crate::helpers::sqlite_store().await).await;
+                    }
+                    #[tokio::test(flavor = "multi_thread")]
+                    async fn postgres() {
+                        super::super::$story(crate::helpers::postgres_store().await).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    a_changed_mapping_loads_the_file_again_and_force_reloads_it,
+    a_file_of_another_stream_is_refused_unless_it_is_a_new_source,
+    loads_count_what_they_added_replaced_and_left_unchanged,
+);
+
+const SALES: &str = "id,day,net
+S1,2025-03-01,10000
+S2,2025-03-01,2500.5
+S3,2025-03-02,700
+";
+
+/// A mapped stream of sales, `name`d, with `revenue` as the sales account.
+fn sales_stream(name: &str, revenue: &str) -> StreamDef {
+    StreamDef::from_toml(&format!(
+        r#"
+name = "{name}"
+key = ["id"]
+date = {{ column = "day" }}
+numeric = ["net"]
+[[templates]]
+postings = [{{ account = "1000", amount = "net" }}, {{ account = "{revenue}", amount = "-net" }}]
+"#
+    ))
+    .unwrap()
+}
+
+async fn import_as(
+    store: &Arc<dyn Store>,
+    tenant: &Tenant,
+    stream: StreamDef,
+    file: &Path,
+    repeat: Repeat,
+) -> anyhow::Result<ImportOutcome> {
+    let origin = file.display().to_string();
+    import_csv_repeating(
+        store.clone(),
+        tenant,
+        stream,
+        file,
+        &origin,
+        &options(),
+        repeat,
+    )
+    .await
+}
+
+fn loaded(outcome: anyhow::Result<ImportOutcome>) -> LoadSummary {
+    match outcome.unwrap() {
+        ImportOutcome::Loaded(summary) => summary,
+        other => panic!("expected a load, got {other:?}"),
+    }
+}
+
+fn counts(added: i64, replaced: i64, unchanged: i64) -> LoadCounts {
+    LoadCounts {
+        added,
+        replaced,
+        unchanged,
+        removed: 0,
+    }
+}
+
+async fn a_changed_mapping_loads_the_file_again_and_force_reloads_it(test: TestStore) {
+    let store = test.store.clone();
+    let tenant = provision(store.as_ref(), "pro").await;
+    let file = write(test.dir.path(), "sales.csv", SALES);
+    let once = Repeat::default();
+    let first =
+        loaded(import_as(&store, &tenant, sales_stream("sales", "4000"), &file, once).await);
+    assert_eq!(first.counts, counts(3, 0, 0));
+    let same = import_as(&store, &tenant, sales_stream("sales", "4000"), &file, once).await;
+    assert!(
+        matches!(same.unwrap(), ImportOutcome::AlreadyLoaded(past) if past.id == first.load_id)
+    );
+
+    // The mapping now books the sales to another account: the file is loaded again
+    // and its transactions replace the earlier ones, none of them unchanged.
+    let remapped =
+        loaded(import_as(&store, &tenant, sales_stream("sales", "4010"), &file, once).await);
+    assert_eq!(remapped.counts, counts(0, 3, 0));
+    assert_eq!(store.posting_count(&tenant).await.unwrap(), 6);
+    let metrics = store
+        .month_metrics(&tenant, BRANCH_TOTAL, month("2025-03"), month("2025-03"))
+        .await
+        .unwrap();
+    assert_eq!(
+        metrics[&month("2025-03")].revenue().unwrap(),
+        amount("13200.5")
+    );
+
+    // Back to the first mapping: the last load of the file was under the other one.
+    let back = loaded(import_as(&store, &tenant, sales_stream("sales", "4000"), &file, once).await);
+    assert_eq!(back.counts, counts(0, 3, 0));
+    let same = import_as(&store, &tenant, sales_stream("sales", "4000"), &file, once).await;
+    assert!(matches!(same.unwrap(), ImportOutcome::AlreadyLoaded(past) if past.id == back.load_id));
+
+    // Forced, the same file under the same mapping loads again and changes nothing.
+    let force = Repeat {
+        force: true,
+        ..Repeat::default()
+    };
+    let forced =
+        loaded(import_as(&store, &tenant, sales_stream("sales", "4000"), &file, force).await);
+    assert_eq!(forced.counts, counts(0, 3, 3));
+    assert_eq!(store.posting_count(&tenant).await.unwrap(), 6);
+    let loads = store.loads(&tenant).await.unwrap();
+    let recorded: Vec<_> = loads.iter().map(|l| l.counts).collect();
+    assert_eq!(
+        recorded,
+        [
+            Some(counts(3, 0, 0)),
+            Some(counts(0, 3, 0)),
+            Some(counts(0, 3, 0)),
+            Some(counts(0, 3, 3))
+        ]
+    );
+}
+
+async fn a_file_of_another_stream_is_refused_unless_it_is_a_new_source(test: TestStore) {
+    let store = test.store.clone();
+    let tenant = provision(store.as_ref(), "pro").await;
+    let file = write(test.dir.path(), "sales.csv", SALES);
+    let once = Repeat::default();
+    loaded(import_as(&store, &tenant, sales_stream("sales", "4000"), &file, once).await);
+
+    // The mapping renamed: the same rows under a second source would count twice.
+    let error = import_as(&store, &tenant, sales_stream("pos", "4000"), &file, once)
+        .await
+        .unwrap_err();
+    let refused = error
+        .downcast_ref::<LoadedUnderAnotherStream>()
+        .unwrap_or_else(|| panic!("expected a refusal, got {error:#}"));
+    assert_eq!(refused.earlier_stream, "sales");
+    let message = error.to_string();
+    assert!(
+        message.contains("sales.csv was already loaded as stream 'sales'")
+            && message.contains("--as-new-source"),
+        "{message}"
+    );
+    assert_eq!(store.posting_count(&tenant).await.unwrap(), 6);
+    assert_eq!(store.loads(&tenant).await.unwrap().len(), 1);
+
+    // Asked for, it is a source of its own; the first stream still knows the file.
+    let new_source = Repeat {
+        as_new_source: true,
+        ..Repeat::default()
+    };
+    let second = loaded(
+        import_as(
+            &store,
+            &tenant,
+            sales_stream("pos", "4000"),
+            &file,
+            new_source,
+        )
+        .await,
+    );
+    assert_eq!(second.counts, counts(3, 0, 0));
+    assert_eq!(store.posting_count(&tenant).await.unwrap(), 12);
+    let again = import_as(&store, &tenant, sales_stream("sales", "4000"), &file, once).await;
+    assert!(matches!(again.unwrap(), ImportOutcome::AlreadyLoaded(_)));
+    let again = import_as(&store, &tenant, sales_stream("pos", "4000"), &file, once).await;
+    assert!(
+        matches!(again.unwrap(), ImportOutcome::AlreadyLoaded(past) if past.id == second.load_id)
+    );
+}
+
+async fn loads_count_what_they_added_replaced_and_left_unchanged(test: TestStore) {
+    let store = test.store.clone();
+    let tenant = provision(store.as_ref(), "pro").await;
+    let first = write(test.dir.path(), "gl.csv", GOOD_JOURNAL);
+    let summary = loaded(import_journal(&store, &tenant, &first).await);
+    assert_eq!(summary.counts, counts(3, 0, 0));
+
+    // J1 as it was (its rows in another order and on other lines), J2's amount
+    // corrected, J3 left out (a load removes nothing it does not carry), J4 new.
+    let corrected = write(
+        test.dir.path(),
+        "gl-corrected.csv",
+        "date,txn_id,account,amount,branch,memo
+2025-01-31,J2,5000,12600000,Kemang,Beans
+2025-01-31,J2,2000,-12600000,Kemang,Beans
+2025-01-05,J1,3000,-1500000000,,Owner capital
+2025-01-05,J1,1010,1500000000,,Owner capital
+2025-02-03,J4,5000,10,Kemang,Milk
+2025-02-03,J4,2000,-10,Kemang,Milk
+",
+    );
+    let summary = loaded(import_journal(&store, &tenant, &corrected).await);
+    assert_eq!((summary.transactions, summary.postings), (3, 6));
+    assert_eq!(summary.counts, counts(1, 2, 1));
+    assert_eq!(store.posting_count(&tenant).await.unwrap(), 9);
+    let loads = store.loads(&tenant).await.unwrap();
+    assert_eq!(loads.last().unwrap().counts, Some(counts(1, 2, 1)));
+    let months = store
+        .month_metrics(&tenant, BRANCH_TOTAL, month("2025-01"), month("2025-01"))
+        .await
+        .unwrap();
+    assert_eq!(months[&month("2025-01")].cogs(), amount("12600000"));
 }

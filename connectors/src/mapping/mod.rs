@@ -55,6 +55,11 @@ struct CompiledPosting {
     account: Expr,
     /// How to name the account's origin in an error.
     account_origin: String,
+    /// The source column the account comes from (directly or through a lookup),
+    /// read again to name the value that gave no account.
+    account_column: Option<String>,
+    /// For a lookup: how to fix a value it lacks.
+    lookup_fix: Option<String>,
     amount: Expr,
     amount_text: String,
     /// True on rows where a divisor in `amount` is zero (none without a division).
@@ -112,11 +117,14 @@ impl Mapper {
                 .transpose()?;
             let mut postings = Vec::with_capacity(template.postings.len());
             for (p, posting) in template.postings.iter().enumerate() {
-                let (account, account_origin) = match &posting.account {
-                    AccountSpec::Code(code) => (lit(code.clone()), format!("account {code}")),
-                    AccountSpec::Column { column } => {
-                        (col(column.as_str()), format!("column '{column}'"))
-                    }
+                let mut lookup_fix = None;
+                let (account, account_origin, account_column) = match &posting.account {
+                    AccountSpec::Code(code) => (lit(code.clone()), format!("account {code}"), None),
+                    AccountSpec::Column { column } => (
+                        col(column.as_str()),
+                        format!("column '{column}'"),
+                        Some(column.clone()),
+                    ),
                     AccountSpec::Lookup {
                         lookup,
                         column,
@@ -125,19 +133,42 @@ impl Mapper {
                         let table = def.lookups.get(lookup).ok_or_else(|| {
                             definition(format!("templates[{t}].postings[{p}] uses lookup '{lookup}', which is not defined"))
                         })?;
+                        let known: Vec<&str> = table.keys().map(String::as_str).take(10).collect();
+                        let more = if table.len() > known.len() {
+                            ", …"
+                        } else {
+                            ""
+                        };
+                        lookup_fix = Some(format!(
+                            "lookup '{lookup}' has {}{more}; add the value to [lookups.{lookup}] or give the posting a `default`",
+                            known.join(", ")
+                        ));
                         (
                             lookup_expr(column, table, default.as_deref()),
                             format!("column '{column}' through lookup '{lookup}'"),
+                            Some(column.clone()),
                         )
                     }
                 };
-                let (amount, zero_divisor) = guard_divisions(sql(
-                    format!("templates[{t}].postings[{p}].amount"),
-                    &posting.amount,
-                )?);
+                let field = format!("templates[{t}].postings[{p}].amount");
+                let amount = sql(field.clone(), &posting.amount)?;
+                // A text column in an amount fails the whole batch in polars with a
+                // message about dtypes; said here, before any row is read.
+                let mut used = Vec::new();
+                amount_columns(&amount, &mut used);
+                if let Some(column) = used.iter().find(|c| !def.numeric.contains(c)) {
+                    return Err(definition(format!(
+                        "{field} '{}' uses column '{column}', which is not declared numeric; \
+                         add it to `numeric = [...]` so that its text is read as an exact decimal",
+                        posting.amount
+                    )));
+                }
+                let (amount, zero_divisor) = guard_divisions(amount);
                 postings.push(CompiledPosting {
                     account,
                     account_origin,
+                    account_column,
+                    lookup_fix,
                     amount,
                     amount_text: posting.amount.clone(),
                     zero_divisor,
@@ -415,7 +446,7 @@ impl Mapper {
             let account = accounts
                 .values
                 .get(row)
-                .ok_or_else(|| format!("no account from {}", spec.account_origin))?;
+                .ok_or_else(|| view.no_account(spec, row))?;
             if !known_accounts.get(accounts.values, row, |code| {
                 self.ctx.accounts.contains(code)
             }) {
@@ -444,6 +475,38 @@ impl Mapper {
             postings.push((accounts.offset + row as IdxSize, amount.units()));
         }
         Ok(date)
+    }
+}
+
+/// The columns whose values flow into an amount: operands of arithmetic, function
+/// arguments and the branches of a `CASE`, not the columns its conditions compare
+/// (`CASE WHEN kind = 'fee' THEN amount ELSE 0 END` uses `amount` only).
+fn amount_columns(expr: &Expr, into: &mut Vec<String>) {
+    match expr {
+        Expr::Column(name) => into.push(name.to_string()),
+        Expr::BinaryExpr {
+            left,
+            op:
+                Operator::Plus
+                | Operator::Minus
+                | Operator::Multiply
+                | Operator::RustDivide
+                | Operator::TrueDivide
+                | Operator::FloorDivide
+                | Operator::Modulus,
+            right,
+        } => {
+            amount_columns(left, into);
+            amount_columns(right, into);
+        }
+        Expr::Ternary { truthy, falsy, .. } => {
+            amount_columns(truthy, into);
+            amount_columns(falsy, into);
+        }
+        Expr::Alias(inner, _) | Expr::KeepName(inner) => amount_columns(inner, into),
+        Expr::Function { input, .. } => input.iter().for_each(|e| amount_columns(e, into)),
+        // Casts convert on purpose; other forms have no place in an amount.
+        _ => {}
     }
 }
 
@@ -662,6 +725,8 @@ enum AmountColumn<'a> {
 /// The evaluated batch's columns as the row pass reads them, resolved once per batch
 /// so that reading a row is a few slice lookups.
 struct FrameView<'a> {
+    /// The batch's columns, read again only to explain a row's error.
+    frame: &'a DataFrame,
     height: usize,
     /// The transaction key: the key column, or the key columns joined by `|`.
     key: StringChunked,
@@ -792,6 +857,7 @@ impl<'a> FrameView<'a> {
             column.as_deref().map(|c| one_chunk(text(c)?)).transpose()
         };
         Ok(FrameView {
+            frame,
             height: frame.height(),
             key,
             key_parts,
@@ -807,6 +873,32 @@ impl<'a> FrameView<'a> {
             amounts,
             zero_divisors,
         })
+    }
+
+    /// Why `spec` gave row `row` no account, naming the value that missed.
+    fn no_account(&self, spec: &CompiledPosting, row: usize) -> String {
+        let Some(column) = &spec.account_column else {
+            return format!("no account from {}", spec.account_origin);
+        };
+        let value = self
+            .frame
+            .column(column)
+            .and_then(|c| c.get(row))
+            .ok()
+            .filter(|v| !v.is_null())
+            .map(|v| match v.get_str() {
+                Some(text) => text.to_string(),
+                None => v.to_string(),
+            });
+        match (value, &spec.lookup_fix) {
+            (Some(value), Some(fix)) if !value.trim().is_empty() => {
+                format!("no account for '{value}' in {}: {fix}", spec.account_origin)
+            }
+            _ => format!(
+                "no account from {}: the column is empty",
+                spec.account_origin
+            ),
+        }
     }
 
     /// The first numeric column whose value is not a number, with its text.

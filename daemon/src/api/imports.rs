@@ -42,6 +42,12 @@ pub struct ImportParams {
     /// The file's name, as the load record and messages name it. Characters other
     /// than letters, digits, '.', '-' and '_' are dropped; the rest is cut to 100.
     name: Option<String>,
+    /// Load the file again even if it was loaded under the same mapping.
+    #[serde(default)]
+    force: bool,
+    /// Load a file whose content another stream already loaded, as a source of its own.
+    #[serde(default)]
+    as_new_source: bool,
 }
 
 /// Why an upload was not imported, decided once: the sender's file or the server.
@@ -156,13 +162,18 @@ pub(crate) async fn upload_import(
         .map_err(Problem::internal)?;
     let path = dir.path().join(&name);
     std::fs::write(&path, &body).map_err(Problem::internal)?;
-    let outcome = import::import_csv_as(
+    let repeat = import::Repeat {
+        force: params.force,
+        as_new_source: params.as_new_source,
+    };
+    let outcome = import::import_csv_repeating(
         state.store.clone(),
         &caller.tenant,
         stream,
         &path,
         &name,
         &state.import,
+        repeat,
     )
     .await;
     match outcome {
@@ -186,6 +197,11 @@ pub(crate) async fn upload_import(
             serde_json::json!({ "status": "already-loaded", "load": past }),
         )
         .into_response()),
+        Err(error) if error.is::<import::LoadedUnderAnotherStream>() => Err(Problem::new(
+            StatusCode::CONFLICT,
+            "loaded-under-another-stream",
+            error.to_string(),
+        )),
         Err(error) => Err(ImportFailure::classify(error, &path, &name).into()),
     }
 }
