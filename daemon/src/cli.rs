@@ -608,22 +608,41 @@ async fn import_one(
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let origin = file.display().to_string();
-    match import::import_csv_repeating(store, tenant, stream, file, &origin, options, repeat)
-        .await?
+    let stream_name = stream.name.clone();
+    match import::import_csv_repeating(
+        store.clone(),
+        tenant,
+        stream,
+        file,
+        &origin,
+        options,
+        repeat,
+    )
+    .await?
     {
-        ImportOutcome::Loaded(summary) => println!(
-            "{}: {} transaction(s) ({} added, {} replaced of which {} unchanged, {} removed), \
+        ImportOutcome::Loaded(summary) => {
+            store
+                .audit(
+                    &tenant.id,
+                    "cli",
+                    "import.loaded",
+                    &import::audit_detail(&origin, &stream_name, &summary),
+                )
+                .await?;
+            println!(
+                "{}: {} transaction(s) ({} added, {} replaced of which {} unchanged, {} removed), \
              {} posting(s) imported in {:.3}s; {} month/branch bucket(s) recomputed",
-            file.display(),
-            summary.transactions,
-            summary.counts.added,
-            summary.counts.replaced,
-            summary.counts.unchanged,
-            summary.counts.removed,
-            summary.postings,
-            started.elapsed().as_secs_f64(),
-            summary.buckets_recomputed
-        ),
+                file.display(),
+                summary.transactions,
+                summary.counts.added,
+                summary.counts.replaced,
+                summary.counts.unchanged,
+                summary.counts.removed,
+                summary.postings,
+                started.elapsed().as_secs_f64(),
+                summary.buckets_recomputed
+            )
+        }
         ImportOutcome::AlreadyLoaded(past) => println!(
             "{}: already imported with this mapping on {} (load {}); nothing changed \
              (--force loads it again)",

@@ -450,6 +450,22 @@ async fn load(
     }
 }
 
+/// What the audit trail says of a committed load: the file, its stream and what
+/// the load did.
+pub fn audit_detail(origin: &str, stream: &str, summary: &LoadSummary) -> String {
+    format!(
+        "{origin} through stream {stream}: load {}, {} transaction(s) ({} added, {} replaced of \
+         which {} unchanged, {} removed), {} posting(s)",
+        summary.load_id,
+        summary.transactions,
+        summary.counts.added,
+        summary.counts.replaced,
+        summary.counts.unchanged,
+        summary.counts.removed,
+        summary.postings
+    )
+}
+
 /// `message` with the file's path replaced by the name it is known by.
 pub fn named_as(message: &str, path: &Path, origin: &str) -> String {
     message.replace(&path.display().to_string(), origin)

@@ -339,6 +339,15 @@ async fn invitations_logins_seats_and_throttling() {
         .unwrap();
     assert_eq!(upgrade.status(), StatusCode::FORBIDDEN);
     assert!(upgrade.text().await.unwrap().contains("upgrade"));
+    let imported = app
+        .client
+        .post(format!("{}/v1/imports?name=gl-march.csv", app.address))
+        .bearer_auth(&admin)
+        .body("date,txn_id,account,amount\n2025-03-01,A1,1000,10\n2025-03-01,A1,4000,-10\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(imported.status(), StatusCode::CREATED);
     let audit: Value = app
         .get_json(format!("{}/v1/audit", app.address), &admin)
         .await;
@@ -348,6 +357,19 @@ async fn invitations_logins_seats_and_throttling() {
         .iter()
         .map(|e| e["action"].as_str().unwrap())
         .collect();
+    let import = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "import.loaded")
+        .expect("the import is in the audit trail");
+    assert_eq!(import["actor"], "user:owner@kopi.example");
+    let detail = import["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("gl-march.csv through stream journal: load ")
+            && detail.ends_with("1 transaction(s) (1 added, 0 replaced of which 0 unchanged, 0 removed), 2 posting(s)"),
+        "{detail}"
+    );
     for action in [
         "tenant.provisioned",
         "user.invited",

@@ -154,6 +154,7 @@ pub(crate) async fn upload_import(
     let stream = match params.stream.unwrap_or_default() {
         UploadStream::Journal => StreamDef::journal(),
     };
+    let stream_name = stream.name.clone();
     let name = upload_name(params.name.as_deref());
     // Removed when dropped, whatever happens below.
     let dir = tempfile::Builder::new()
@@ -184,7 +185,7 @@ pub(crate) async fn upload_import(
                     &caller.tenant.id,
                     &caller.actor(),
                     "import.loaded",
-                    &format!("{} posting(s)", summary.postings),
+                    &import::audit_detail(&name, &stream_name, &summary),
                 )
                 .await?;
             Ok((
