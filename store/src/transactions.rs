@@ -6,7 +6,7 @@
 //! matching transactions are found from the filter columns and only those that can
 //! be on the page are built, so a page costs the range's segments, not the ledger.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use chrono::NaiveDate;
@@ -20,7 +20,7 @@ use sqlx::{Any, Transaction};
 
 use crate::aggregates;
 use crate::error::{Context, StoreError};
-use crate::export::{day_range, listed, with_loads};
+use crate::export::{day_range, listed, with_loads, Listed};
 use crate::segments::{self, LOAD, TXN};
 
 /// The most transactions one page holds.
@@ -153,7 +153,23 @@ pub(crate) async fn page(
     let split = aggregates::split_transactions(tx).await?;
     let mut chosen_split: HashMap<i64, HashMap<u32, Place>> = HashMap::new();
     let segments_listed = listed(tx, Some(query.from), Some(query.to)).await?;
+    // Segments are unpacked and searched on blocking threads, a few at a time, while
+    // the next ones are read from the store; their finds are taken in segment order.
+    let in_flight = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+    let mut searching = VecDeque::new();
     for segment in &segments_listed {
+        if searching.len() >= in_flight {
+            let (segment, search) = searching.pop_front().expect("a search is running");
+            let found = finished(search).await?;
+            take(
+                &mut chosen,
+                &mut chosen_split,
+                &split,
+                filter.limit,
+                segment,
+                found,
+            );
+        }
         let (_, bytes) = segments::read_bytes(tx, segment.id).await?;
         let shared = filter.clone();
         // Only places up to the page's current last can still make it.
@@ -161,23 +177,21 @@ pub(crate) async fn page(
             .then(|| chosen.keys().next_back().cloned())
             .flatten();
         let (load, source) = (segment.load, segment.source.clone());
-        let found = segments::blocking("listing transactions", move || {
+        let search = tokio::task::spawn_blocking(move || {
             matching(bytes, load, &source, &shared, before.as_ref())
-        })
-        .await?;
-        let split_here = split.get(&segment.load).filter(|_| !segment.compacted);
-        for (place, txn, transaction) in found {
-            if split_here.is_some_and(|numbers| numbers.contains(&txn)) {
-                chosen_split
-                    .entry(segment.load)
-                    .or_default()
-                    .insert(txn, place.clone());
-            }
-            chosen.entry(place).or_insert(transaction);
-            if chosen.len() > filter.limit + 1 {
-                chosen.pop_last();
-            }
-        }
+        });
+        searching.push_back((segment, search));
+    }
+    while let Some((segment, search)) = searching.pop_front() {
+        let found = finished(search).await?;
+        take(
+            &mut chosen,
+            &mut chosen_split,
+            &split,
+            filter.limit,
+            segment,
+            found,
+        );
     }
     // A split transaction's postings from all its segments, whichever matched.
     for numbers in chosen_split.values() {
@@ -229,6 +243,44 @@ pub(crate) async fn page(
     Ok(TransactionPage { transactions, next })
 }
 
+/// What a segment's search found.
+type Found = Vec<(Place, u32, LedgerTransaction)>;
+
+async fn finished(
+    search: tokio::task::JoinHandle<PolarsResult<Found>>,
+) -> Result<Found, StoreError> {
+    const LISTING: &str = "listing transactions";
+    search
+        .await
+        .map_err(|e| StoreError::Invalid(format!("{LISTING}: {e}")))?
+        .map_err(segments::polars_error(LISTING))
+}
+
+/// Keeps the first `limit + 1` transactions of the page, noting those of `segment`
+/// that its load split across segments.
+fn take(
+    chosen: &mut BTreeMap<Place, LedgerTransaction>,
+    chosen_split: &mut HashMap<i64, HashMap<u32, Place>>,
+    split: &HashMap<i64, HashSet<u32>>,
+    limit: usize,
+    segment: &Listed,
+    found: Found,
+) {
+    let split_here = split.get(&segment.load).filter(|_| !segment.compacted);
+    for (place, txn, transaction) in found {
+        if split_here.is_some_and(|numbers| numbers.contains(&txn)) {
+            chosen_split
+                .entry(segment.load)
+                .or_default()
+                .insert(txn, place.clone());
+        }
+        chosen.entry(place).or_insert(transaction);
+        if chosen.len() > limit + 1 {
+            chosen.pop_last();
+        }
+    }
+}
+
 /// The columns that choose transactions.
 const CHOOSING: [&str; 5] = [TXN, segments::DATE, BRANCH, ACCOUNT, KEY];
 
@@ -242,7 +294,7 @@ fn matching(
     source: &str,
     filter: &Filter,
     before: Option<&Place>,
-) -> PolarsResult<Vec<(Place, u32, LedgerTransaction)>> {
+) -> PolarsResult<Found> {
     let ipc = segments::unpacked(bytes)?;
     let frame = with_loads(
         segments::read_ipc(&ipc, Some(&CHOOSING))?,
