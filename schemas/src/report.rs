@@ -1,8 +1,9 @@
 //! Aggregate metrics kept per (month, branch) and the report rows derived from them.
 //!
-//! The store keeps one amount per (month, branch, metric, key), raw and signed as
-//! posted (credits negative). Every statement is a few additions over those, so a
-//! report never scans the ledger.
+//! A bucket's metrics are amounts by (metric, key), raw and signed as posted (credits
+//! negative); the store keeps each (month, branch) bucket as one rollup of them.
+//! Every statement is a few checked additions over those, so a report never scans
+//! the ledger.
 
 use std::collections::BTreeMap;
 

@@ -1,4 +1,5 @@
-//! Tenants and API keys, in the control database or schema.
+//! The store's one implementation ([`SqlStore`]) and its per-tenant data
+//! generations; tenants and API keys in the control database or schema.
 
 use std::sync::Arc;
 

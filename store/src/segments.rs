@@ -1,8 +1,9 @@
 //! Postings are kept columnar. A segment is a batch of one load's postings as an
 //! Arrow IPC file in one LZ4 frame (see [`encode`]), in `segment_data`, beside its
 //! source, load, month and key range in `ledger_segments`; it commits in the same
-//! database transaction as the load's record, cursor and aggregates. Aggregation and rebuilds decode only the columns they need and
-//! let polars do the arithmetic, instead of walking one B-tree row per posting.
+//! database transaction as the load's record, cursor and aggregates. Aggregation,
+//! rebuilds and listings decode only the columns they need, instead of walking one
+//! B-tree row per posting.
 //!
 //! Transactions are numbered within their load (`txn`); `(load_id, txn)` identifies a
 //! transaction across segments, `key` is the source's own key. A segment compacted from

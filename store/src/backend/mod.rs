@@ -1,5 +1,6 @@
 //! What differs between backends: where a tenant's tables live, how a transaction is
-//! pointed at them, migrations, and temporary-table DDL. Everything else is shared SQL.
+//! pointed at them, how control writes and loads are serialised, migrations and
+//! statement sizes. Everything else is shared SQL.
 
 mod postgres;
 mod sqlite;
