@@ -79,14 +79,7 @@ pub async fn postgres_store() -> TestStore {
     sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE {name}").as_str())
         .await
         .unwrap();
-    let url = format!("{base}/{name}");
-    let store = ledgersync_store::connect(&url).await.unwrap();
-    TestStore {
-        store,
-        dir: tempfile::tempdir().unwrap(),
-        postgres_database: Some(name),
-        url,
-    }
+    postgres_store_on(name).await
 }
 
 /// A store on a PostgreSQL database the test created itself (e.g. with an older
