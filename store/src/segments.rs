@@ -91,8 +91,15 @@ pub(crate) async fn blocking<T: Send + 'static>(
     context: &'static str,
     work: impl FnOnce() -> PolarsResult<T> + Send + 'static,
 ) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(work)
-        .await
+    joined(context, tokio::task::spawn_blocking(work)).await
+}
+
+/// The result of polars work already running on a blocking thread.
+pub(crate) async fn joined<T>(
+    context: &'static str,
+    work: tokio::task::JoinHandle<PolarsResult<T>>,
+) -> Result<T, StoreError> {
+    work.await
         .map_err(|e| StoreError::Invalid(format!("{context}: {e}")))?
         .map_err(polars_error(context))
 }

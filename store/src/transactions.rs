@@ -160,7 +160,7 @@ pub(crate) async fn page(
     for segment in &segments_listed {
         if searching.len() >= in_flight {
             let (segment, search) = searching.pop_front().expect("a search is running");
-            let found = finished(search).await?;
+            let found = segments::joined("listing transactions", search).await?;
             take(
                 &mut chosen,
                 &mut chosen_split,
@@ -183,7 +183,7 @@ pub(crate) async fn page(
         searching.push_back((segment, search));
     }
     while let Some((segment, search)) = searching.pop_front() {
-        let found = finished(search).await?;
+        let found = segments::joined("listing transactions", search).await?;
         take(
             &mut chosen,
             &mut chosen_split,
@@ -245,16 +245,6 @@ pub(crate) async fn page(
 
 /// What a segment's search found.
 type Found = Vec<(Place, u32, LedgerTransaction)>;
-
-async fn finished(
-    search: tokio::task::JoinHandle<PolarsResult<Found>>,
-) -> Result<Found, StoreError> {
-    const LISTING: &str = "listing transactions";
-    search
-        .await
-        .map_err(|e| StoreError::Invalid(format!("{LISTING}: {e}")))?
-        .map_err(segments::polars_error(LISTING))
-}
 
 /// Keeps the first `limit + 1` transactions of the page, noting those of `segment`
 /// that its load split across segments.
