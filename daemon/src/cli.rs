@@ -137,13 +137,28 @@ pub enum TenantAction {
 
 #[derive(Debug, Subcommand)]
 pub enum AccountsAction {
-    /// Add or update accounts from a CSV file: code,name,class[,category].
+    /// Add or update accounts from a CSV file: code,name,class[,category]. An
+    /// imported account that was retired is in use again.
     Import {
         #[arg(long)]
         tenant: String,
         file: PathBuf,
+        /// Make the file the whole chart (the tenant's own instead of the default):
+        /// accounts not in it are retired if postings are on them, else removed.
+        #[arg(long)]
+        replace: bool,
     },
-    /// Print the chart of accounts as CSV: code,name,class,category,section.
+    /// Retire accounts: they keep their postings and still count in every report,
+    /// but imports refuse new postings on them. `accounts import` brings one back.
+    Retire {
+        #[arg(long)]
+        tenant: String,
+        /// Account codes.
+        #[arg(required = true)]
+        codes: Vec<String>,
+    },
+    /// Print the chart of accounts as CSV: code,name,class,category,section,status
+    /// (`active` or `retired`).
     List {
         #[arg(long)]
         tenant: String,
@@ -386,11 +401,49 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         },
         Command::Accounts { action } => match action {
-            AccountsAction::Import { tenant, file } => {
+            AccountsAction::Import {
+                tenant,
+                file,
+                replace,
+            } => {
                 let tenant = find_tenant(store.as_ref(), &config, &tenant).await?;
                 let accounts = import::read_chart(&file)?;
-                store.upsert_accounts(&tenant, &accounts).await?;
-                println!("{} account(s) added or updated", accounts.len());
+                let summary = if replace {
+                    let change = store.replace_chart(&tenant, &accounts).await?;
+                    let mut summary = format!(
+                        "chart replaced: {} account(s) added or updated",
+                        change.written
+                    );
+                    if !change.retired.is_empty() {
+                        summary.push_str(&format!(
+                            "; retired, for the postings they hold: {}",
+                            change.retired.join(", ")
+                        ));
+                    }
+                    if !change.removed.is_empty() {
+                        summary.push_str(&format!("; removed: {}", change.removed.join(", ")));
+                    }
+                    summary
+                } else {
+                    store.upsert_accounts(&tenant, &accounts).await?;
+                    format!("{} account(s) added or updated", accounts.len())
+                };
+                let action = if replace {
+                    "accounts.replaced"
+                } else {
+                    "accounts.imported"
+                };
+                store.audit(&tenant.id, "cli", action, &summary).await?;
+                println!("{summary}");
+            }
+            AccountsAction::Retire { tenant, codes } => {
+                let tenant = find_tenant(store.as_ref(), &config, &tenant).await?;
+                store.retire_accounts(&tenant, &codes).await?;
+                let summary = format!("retired: {}", codes.join(", "));
+                store
+                    .audit(&tenant.id, "cli", "accounts.retired", &summary)
+                    .await?;
+                println!("{summary}; their postings stay in every report");
             }
             AccountsAction::Rebuild { tenant } => {
                 let tenant = find_tenant(store.as_ref(), &config, &tenant).await?;
@@ -404,7 +457,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             AccountsAction::List { tenant } => {
                 let tenant = find_tenant(store.as_ref(), &config, &tenant).await?;
                 let mut out = csv::Writer::from_writer(std::io::stdout());
-                out.write_record(["code", "name", "class", "category", "section"])?;
+                out.write_record(["code", "name", "class", "category", "section", "status"])?;
                 for a in store.accounts(&tenant).await? {
                     let section = a.class.cash_flow_section().as_str();
                     out.write_record([
@@ -413,6 +466,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         a.class.as_str(),
                         a.category.as_deref().unwrap_or(""),
                         section,
+                        if a.retired { "retired" } else { "active" },
                     ])?;
                 }
                 out.flush()?;

@@ -20,7 +20,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ledgersync_config::{StreamDef, TenantSettings};
 use ledgersync_connectors::file::CsvBatches;
 use ledgersync_connectors::{AccountCodes, MapContext, MappedBatch, Mapper, RowBatch};
-use ledgersync_schemas::RowError;
+use ledgersync_schemas::{Account, RowError};
 use ledgersync_store::{LoadRecord, LoadSummary, PastLoad, Store, StoreError, Tenant};
 
 #[derive(Debug)]
@@ -86,17 +86,19 @@ pub struct ImportOptions {
 /// What the tenant's settings and chart say a mapping needs.
 pub async fn map_context(store: &dyn Store, tenant: &Tenant) -> anyhow::Result<MapContext> {
     let settings: &TenantSettings = &tenant.settings;
-    let accounts: AccountCodes = store
+    let (retired, in_use): (Vec<_>, Vec<_>) = store
         .accounts(tenant)
         .await
         .context("reading the chart of accounts")?
         .into_iter()
-        .map(|a| a.code)
-        .collect();
+        .partition(|a| a.retired);
+    let codes =
+        |accounts: Vec<Account>| -> AccountCodes { accounts.into_iter().map(|a| a.code).collect() };
     Ok(MapContext {
         timezone: settings.tz()?,
         currency: settings.currency.clone(),
-        accounts,
+        accounts: codes(in_use),
+        retired: codes(retired),
     })
 }
 
@@ -472,8 +474,8 @@ pub fn named_as(message: &str, path: &Path, origin: &str) -> String {
 }
 
 /// Reads a chart of accounts CSV: `code,name,class[,category]`.
-pub fn read_chart(path: &Path) -> anyhow::Result<Vec<ledgersync_schemas::Account>> {
-    use ledgersync_schemas::{Account, AccountClass};
+pub fn read_chart(path: &Path) -> anyhow::Result<Vec<Account>> {
+    use ledgersync_schemas::AccountClass;
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .flexible(true)
@@ -508,6 +510,7 @@ pub fn read_chart(path: &Path) -> anyhow::Result<Vec<ledgersync_schemas::Account
                     name: field(name),
                     class: parsed,
                     category: category.map(field).filter(|c| !c.is_empty()),
+                    retired: false,
                 })
             }
             Some(_) => errors.push(RowError {

@@ -98,6 +98,9 @@ pub struct Account {
     pub class: AccountClass,
     /// e.g. food / beverage / packaging on COGS and sales, labour on expenses.
     pub category: Option<String>,
+    /// Kept for the postings it already holds, but refused for new ones.
+    #[serde(default)]
+    pub retired: bool,
 }
 
 impl Account {
@@ -107,6 +110,7 @@ impl Account {
             name: name.to_string(),
             class,
             category: category.map(str::to_string),
+            retired: false,
         }
     }
 }

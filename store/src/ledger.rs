@@ -1,5 +1,5 @@
 //! A tenant's ledger: accounts, loads (stage → validate → merge → aggregate, in one
-//! transaction) and aggregate reads. The [`Store`] implementation lives here.
+//! transaction) and aggregate reads: [`LedgerStore`] on the one store implementation.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -14,9 +14,8 @@ use crate::error::{Context, StoreError};
 use crate::segments;
 use crate::{aggregates, dates};
 use crate::{
-    ApiKey, AuditEntry, ExportFormat, ExportSummary, Invited, LedgerTotals, LoadCounts, LoadRecord,
-    LoadSession, LoginThrottle, Membership, NewTenant, PastLoad, PendingInvitation, Person, Store,
-    Tenant, TransactionPage, TransactionQuery, User,
+    ChartReplaced, ControlStore, ExportFormat, ExportSummary, LedgerStore, LedgerTotals,
+    LoadCounts, LoadRecord, LoadSession, PastLoad, Tenant, TransactionPage, TransactionQuery,
 };
 use polars::prelude::{Int64Type, UInt32Type};
 
@@ -115,23 +114,7 @@ impl SqlStore {
 }
 
 #[async_trait]
-impl Store for SqlStore {
-    async fn create_tenant(&self, new: NewTenant) -> Result<(Tenant, bool), StoreError> {
-        self.insert_tenant(new).await
-    }
-
-    async fn tenant(&self, id_or_slug: &str) -> Result<Option<Tenant>, StoreError> {
-        self.find_tenant(id_or_slug).await
-    }
-
-    async fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
-        self.all_tenants().await
-    }
-
-    async fn prepare_tenants(&self) -> Result<usize, StoreError> {
-        self.prepare_all_tenants().await
-    }
-
+impl LedgerStore for SqlStore {
     async fn update_settings(
         &self,
         tenant: &Tenant,
@@ -148,151 +131,10 @@ impl Store for SqlStore {
             .context("committing re-dated transactions")?;
         self.generations.bump(&tenant.id);
         let updated = self
-            .find_tenant(&tenant.id)
+            .tenant(&tenant.id)
             .await?
             .ok_or_else(|| StoreError::Invalid(format!("tenant {} vanished", tenant.id)))?;
         Ok((updated, moved))
-    }
-
-    async fn create_api_key(
-        &self,
-        tenant_id: &str,
-        name: &str,
-        scope: &str,
-        secret_hash: &str,
-    ) -> Result<ApiKey, StoreError> {
-        self.insert_api_key(tenant_id, name, scope, secret_hash)
-            .await
-    }
-
-    async fn authenticate_api_key(
-        &self,
-        secret_hash: &str,
-    ) -> Result<Option<(Tenant, ApiKey)>, StoreError> {
-        self.api_key_by_hash(secret_hash).await
-    }
-
-    async fn invite_user(
-        &self,
-        tenant: &Tenant,
-        email: &str,
-        role: &str,
-        token_hash: &str,
-        expires_at: &str,
-    ) -> Result<Invited, StoreError> {
-        self.invite(tenant, email, role, token_hash, expires_at)
-            .await
-    }
-
-    async fn pending_invitation(
-        &self,
-        token_hash: &str,
-    ) -> Result<Option<PendingInvitation>, StoreError> {
-        self.live_invitation(token_hash).await
-    }
-
-    async fn accept_invitation(
-        &self,
-        token_hash: &str,
-        password_hash: Option<&str>,
-    ) -> Result<(Tenant, User), StoreError> {
-        self.accept(token_hash, password_hash).await
-    }
-
-    async fn users(&self, tenant: &Tenant) -> Result<Vec<User>, StoreError> {
-        self.tenant_users(tenant).await
-    }
-
-    async fn person(&self, email: &str) -> Result<Option<Person>, StoreError> {
-        self.person_by_email(email).await
-    }
-
-    async fn person_tenants(&self, person_id: &str) -> Result<Vec<Membership>, StoreError> {
-        self.active_memberships(person_id).await
-    }
-
-    async fn count_login_attempt(
-        &self,
-        email: &str,
-        client: Option<&str>,
-        throttle: &LoginThrottle,
-    ) -> Result<Option<i64>, StoreError> {
-        self.admit_login_attempt(email, client, throttle).await
-    }
-
-    async fn forget_login_failures(&self, email: &str, client: &str) -> Result<(), StoreError> {
-        self.login_succeeded(email, client).await
-    }
-
-    async fn create_session(
-        &self,
-        person_id: &str,
-        tenant_id: &str,
-        token_hash: &str,
-        expires_at: &str,
-    ) -> Result<Option<(Tenant, User)>, StoreError> {
-        self.open_session(person_id, tenant_id, token_hash, expires_at)
-            .await
-    }
-
-    async fn session(&self, token_hash: &str) -> Result<Option<(Tenant, User)>, StoreError> {
-        self.session_user(token_hash).await
-    }
-
-    async fn switch_session_tenant(
-        &self,
-        token_hash: &str,
-        tenant: &str,
-    ) -> Result<Option<(Tenant, User)>, StoreError> {
-        self.switch_session(token_hash, tenant).await
-    }
-
-    async fn end_session(&self, token_hash: &str) -> Result<(), StoreError> {
-        self.close_session(token_hash).await
-    }
-
-    async fn set_user_role(
-        &self,
-        tenant: &Tenant,
-        user_id: &str,
-        role: &str,
-    ) -> Result<User, StoreError> {
-        self.change_role(tenant, user_id, role).await
-    }
-
-    async fn remove_user(&self, tenant: &Tenant, user_id: &str) -> Result<(), StoreError> {
-        self.delete_user(tenant, user_id).await
-    }
-
-    async fn api_keys(&self, tenant: &Tenant) -> Result<Vec<ApiKey>, StoreError> {
-        self.tenant_api_keys(tenant).await
-    }
-
-    async fn revoke_api_key(&self, tenant: &Tenant, key_id: &str) -> Result<(), StoreError> {
-        self.revoke_key(tenant, key_id).await
-    }
-
-    async fn set_plan(
-        &self,
-        tenant: &Tenant,
-        plan: &str,
-        seats: i64,
-    ) -> Result<Tenant, StoreError> {
-        self.change_plan(tenant, plan, seats).await
-    }
-
-    async fn audit(
-        &self,
-        tenant_id: &str,
-        actor: &str,
-        action: &str,
-        detail: &str,
-    ) -> Result<(), StoreError> {
-        self.append_audit(tenant_id, actor, action, detail).await
-    }
-
-    async fn audit_log(&self, tenant: &Tenant, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
-        self.read_audit(tenant, limit).await
     }
 
     async fn upsert_accounts(
@@ -301,21 +143,7 @@ impl Store for SqlStore {
         accounts: &[Account],
     ) -> Result<(), StoreError> {
         let (_guard, mut tx) = self.begin_writing(&tenant.id).await?;
-        for account in accounts {
-            sqlx::query(
-                "INSERT INTO accounts (code, name, class, category, cash_flow_section) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (code) DO UPDATE SET name = excluded.name, class = excluded.class, \
-                 category = excluded.category, cash_flow_section = excluded.cash_flow_section",
-            )
-            .bind(&account.code)
-            .bind(&account.name)
-            .bind(account.class.as_str())
-            .bind(account.category.as_deref())
-            .bind(account.class.cash_flow_section().as_str())
-            .execute(&mut *tx)
-            .await
-            .context("writing accounts")?;
-        }
+        write_accounts(&mut tx, accounts).await?;
         // A changed class or category changes what the aggregates say.
         rebuild_in(self.backend.as_ref(), &mut tx).await?;
         tx.commit().await.context("committing accounts")?;
@@ -323,15 +151,92 @@ impl Store for SqlStore {
         Ok(())
     }
 
-    async fn accounts(&self, tenant: &Tenant) -> Result<Vec<Account>, StoreError> {
-        let mut tx = self.backend.begin(&tenant.id).await?;
-        let rows = sqlx::query("SELECT code, name, class, category FROM accounts ORDER BY code")
+    async fn replace_chart(
+        &self,
+        tenant: &Tenant,
+        accounts: &[Account],
+    ) -> Result<ChartReplaced, StoreError> {
+        let (_guard, mut tx) = self.begin_writing(&tenant.id).await?;
+        write_accounts(&mut tx, accounts).await?;
+        let kept: HashSet<&str> = accounts.iter().map(|a| a.code.as_str()).collect();
+        let others: Vec<String> = sqlx::query_scalar("SELECT code FROM accounts ORDER BY code")
             .fetch_all(&mut *tx)
             .await
-            .context("reading accounts")?;
+            .context("reading accounts")?
+            .into_iter()
+            .filter(|code: &String| !kept.contains(code.as_str()))
+            .collect();
+        let mut change = ChartReplaced {
+            written: accounts.len(),
+            ..ChartReplaced::default()
+        };
+        if !others.is_empty() {
+            let in_use = accounts_in_use(&mut tx).await?;
+            let retired_at = now();
+            for code in others {
+                if in_use.contains(&code) {
+                    sqlx::query(
+                        "UPDATE accounts SET retired_at = COALESCE(retired_at, $1) WHERE code = $2",
+                    )
+                    .bind(&retired_at)
+                    .bind(&code)
+                    .execute(&mut *tx)
+                    .await
+                    .context("retiring an account")?;
+                    change.retired.push(code);
+                } else {
+                    sqlx::query("DELETE FROM accounts WHERE code = $1")
+                        .bind(&code)
+                        .execute(&mut *tx)
+                        .await
+                        .context("removing an account")?;
+                    change.removed.push(code);
+                }
+            }
+        }
+        rebuild_in(self.backend.as_ref(), &mut tx).await?;
+        tx.commit().await.context("committing the chart")?;
+        self.generations.bump(&tenant.id);
+        Ok(change)
+    }
+
+    async fn retire_accounts(&self, tenant: &Tenant, codes: &[String]) -> Result<(), StoreError> {
+        let (_guard, mut tx) = self.begin_writing(&tenant.id).await?;
+        let retired_at = now();
+        for code in codes {
+            let changed = sqlx::query(
+                "UPDATE accounts SET retired_at = COALESCE(retired_at, $1) WHERE code = $2",
+            )
+            .bind(&retired_at)
+            .bind(code)
+            .execute(&mut *tx)
+            .await
+            .context("retiring an account")?
+            .rows_affected();
+            if changed == 0 {
+                return Err(StoreError::NotFound(format!(
+                    "no account '{code}' in the chart; `ledgersync accounts list` shows the codes"
+                )));
+            }
+        }
+        tx.commit().await.context("committing retired accounts")?;
+        self.generations.bump(&tenant.id);
+        Ok(())
+    }
+
+    async fn accounts(&self, tenant: &Tenant) -> Result<Vec<Account>, StoreError> {
+        let mut tx = self.backend.begin(&tenant.id).await?;
+        let rows = sqlx::query(
+            "SELECT code, name, class, category, retired_at FROM accounts ORDER BY code",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .context("reading accounts")?;
         rows.iter()
             .map(|row| {
                 let class: String = row.try_get("class").context("reading accounts")?;
+                let retired_at: Option<String> =
+                    row.try_get("retired_at").context("reading accounts")?;
                 Ok(Account {
                     code: row.try_get("code").context("reading accounts")?,
                     name: row.try_get("name").context("reading accounts")?,
@@ -339,6 +244,7 @@ impl Store for SqlStore {
                         StoreError::Invalid(format!("stored account class '{class}' is unknown"))
                     })?,
                     category: row.try_get("category").context("reading accounts")?,
+                    retired: retired_at.is_some(),
                 })
             })
             .collect()
@@ -663,6 +569,48 @@ impl Store for SqlStore {
 }
 
 /// Recomputes every rollup from the postings.
+/// Writes (adds or updates) accounts; a written account is in use again if it was
+/// retired.
+async fn write_accounts(
+    tx: &mut Transaction<'static, Any>,
+    accounts: &[Account],
+) -> Result<(), StoreError> {
+    for account in accounts {
+        sqlx::query(
+            "INSERT INTO accounts (code, name, class, category, cash_flow_section) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (code) DO UPDATE SET name = excluded.name, class = excluded.class, \
+             category = excluded.category, cash_flow_section = excluded.cash_flow_section, \
+             retired_at = NULL",
+        )
+        .bind(&account.code)
+        .bind(&account.name)
+        .bind(account.class.as_str())
+        .bind(account.category.as_deref())
+        .bind(account.class.cash_flow_section().as_str())
+        .execute(&mut **tx)
+        .await
+        .context("writing accounts")?;
+    }
+    Ok(())
+}
+
+/// Codes of the accounts any stored posting is on: every segment's account column is
+/// read (a chart is replaced rarely; the ledger keeps no per-account index).
+async fn accounts_in_use(
+    tx: &mut Transaction<'static, Any>,
+) -> Result<HashSet<String>, StoreError> {
+    let mut in_use = HashSet::new();
+    for id in segments::ids(tx, "1 = 1", &[]).await? {
+        let frame = segments::read(tx, id, Some(&[segments::ACCOUNT])).await?;
+        let codes = frame
+            .column(segments::ACCOUNT)
+            .and_then(|c| c.str())
+            .map_err(segments::polars_error("reading accounts of postings"))?;
+        in_use.extend(codes.iter().flatten().map(str::to_string));
+    }
+    Ok(in_use)
+}
+
 async fn rebuild_in(
     backend: &dyn Backend,
     tx: &mut Transaction<'static, Any>,

@@ -1,4 +1,6 @@
-//! The ledger store: one interface, [`Store`], over two backends chosen by URL.
+//! The store: the control plane ([`ControlStore`]: tenants, people, sessions, keys,
+//! audit) and the ledger ([`LedgerStore`]: chart, loads, aggregates, reads), held
+//! together as [`Store`], over two backends chosen by URL.
 //!
 //! - `sqlite://DIR` — the embedded default: `DIR/control.db` plus one database file
 //!   per tenant under `DIR/tenants/`.
@@ -7,9 +9,8 @@
 //! Each backend has its own migrations (`migrations/<backend>/{control,tenant}`).
 //! Both speak the same SQL through sqlx's `Any` driver, so the ledger logic — staging
 //! a load, validating it, merging it and recomputing the touched aggregates in one
-//! transaction — is written once in [`ledger`].
+//! transaction — is written once in [`ledger`]; the control plane's in [`control`].
 
-mod access;
 mod aggregates;
 pub mod backend;
 mod compaction;
@@ -217,6 +218,17 @@ pub struct PastLoad {
     pub counts: Option<LoadCounts>,
 }
 
+/// What replacing a tenant's chart did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ChartReplaced {
+    /// Accounts of the new chart, added or updated.
+    pub written: usize,
+    /// Accounts not in the new chart kept, retired, for the postings they hold.
+    pub retired: Vec<String>,
+    /// Accounts not in the new chart and without postings, removed.
+    pub removed: Vec<String>,
+}
+
 /// What the ledger holds today of one load's transactions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct LedgerTotals {
@@ -225,8 +237,10 @@ pub struct LedgerTotals {
     pub control_sum: Amount,
 }
 
+/// The control plane: tenants, API keys, people, memberships, invitations,
+/// sessions, login throttling and the audit trail.
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait ControlStore: Send + Sync {
     /// Creates a tenant and its storage; with an existing admin email returns that
     /// tenant and `false` instead.
     async fn create_tenant(&self, new: NewTenant) -> Result<(Tenant, bool), StoreError>;
@@ -236,15 +250,6 @@ pub trait Store: Send + Sync {
     /// Creates and migrates every tenant's storage (idempotent). A server does this
     /// before it answers, so that no request migrates; returns how many tenants.
     async fn prepare_tenants(&self) -> Result<usize, StoreError>;
-    /// Replaces a tenant's settings. A new timezone re-dates every transaction that
-    /// kept its source instant and recomputes the buckets involved. Returns the
-    /// updated tenant and how many transactions changed date.
-    async fn update_settings(
-        &self,
-        tenant: &Tenant,
-        settings: &TenantSettings,
-    ) -> Result<(Tenant, u64), StoreError>;
-
     async fn create_api_key(
         &self,
         tenant_id: &str,
@@ -344,12 +349,39 @@ pub trait Store: Send + Sync {
     ) -> Result<(), StoreError>;
     /// The newest entries first.
     async fn audit_log(&self, tenant: &Tenant, limit: i64) -> Result<Vec<AuditEntry>, StoreError>;
+}
 
+/// A tenant's ledger: its chart, loads, aggregates and the reads over them.
+#[async_trait]
+pub trait LedgerStore: Send + Sync {
+    /// Replaces a tenant's settings. A new timezone re-dates every transaction that
+    /// kept its source instant and recomputes the buckets involved. Returns the
+    /// updated tenant and how many transactions changed date.
+    async fn update_settings(
+        &self,
+        tenant: &Tenant,
+        settings: &TenantSettings,
+    ) -> Result<(Tenant, u64), StoreError>;
+
+    /// Adds or updates accounts; an updated retired account is in use again.
     async fn upsert_accounts(
         &self,
         tenant: &Tenant,
         accounts: &[Account],
     ) -> Result<(), StoreError>;
+    /// Makes `accounts` the whole chart: they are written (and in use again if they
+    /// were retired); every other account is retired if postings are on it, else
+    /// removed.
+    async fn replace_chart(
+        &self,
+        tenant: &Tenant,
+        accounts: &[Account],
+    ) -> Result<ChartReplaced, StoreError>;
+    /// Retires accounts: they keep their postings and still count in every report,
+    /// but imports refuse new postings on them. An unknown code is an error and
+    /// retires none.
+    async fn retire_accounts(&self, tenant: &Tenant, codes: &[String]) -> Result<(), StoreError>;
+    /// The chart, retired accounts included.
     async fn accounts(&self, tenant: &Tenant) -> Result<Vec<Account>, StoreError>;
 
     /// A load with this fingerprint already committed (successfully) for the source.
@@ -435,6 +467,11 @@ pub trait Store: Send + Sync {
         query: &TransactionQuery,
     ) -> Result<TransactionPage, StoreError>;
 }
+
+/// Both planes, as the daemon holds them (`Arc<dyn Store>`).
+pub trait Store: ControlStore + LedgerStore {}
+
+impl<T: ControlStore + LedgerStore> Store for T {}
 
 #[async_trait]
 pub trait LoadSession: Send {

@@ -4,6 +4,7 @@
 
 mod access;
 mod api;
+mod chart;
 mod helpers;
 mod hledger;
 mod import_files;

@@ -38,8 +38,10 @@ pub type AccountCodes = PlHashSet<String>;
 pub struct MapContext {
     pub timezone: Tz,
     pub currency: String,
-    /// Codes of the tenant's chart of accounts.
+    /// Codes of the tenant's chart of accounts in use.
     pub accounts: AccountCodes,
+    /// Codes retired from the chart: still known, refused for new postings.
+    pub retired: AccountCodes,
 }
 
 /// Postings and row errors of one batch.
@@ -450,6 +452,14 @@ impl Mapper {
             if !known_accounts.get(accounts.values, row, |code| {
                 self.ctx.accounts.contains(code)
             }) {
+                if self.ctx.retired.contains(account) {
+                    return Err(format!(
+                        "account '{}' (from {}) is retired from the chart; post to an account \
+                         in use, or import the account again to bring it back",
+                        excerpt(account),
+                        spec.account_origin
+                    ));
+                }
                 return Err(format!(
                     "unknown account '{}' (from {})",
                     excerpt(account),

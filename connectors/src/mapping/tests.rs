@@ -6,6 +6,7 @@ fn ctx() -> MapContext {
         timezone: chrono_tz::Asia::Jakarta,
         currency: "IDR".into(),
         accounts: default_chart().into_iter().map(|a| a.code).collect(),
+        retired: AccountCodes::default(),
     }
 }
 
@@ -463,4 +464,51 @@ postings = [{{ account = "1010", amount = "{amount}" }}, {{ account = "8000", am
         .unwrap();
     assert!(mapped.errors.is_empty(), "{:?}", mapped.errors);
     assert_eq!(mapped.postings.height(), 4);
+}
+
+#[test]
+fn a_retired_account_is_refused_by_name_and_an_unknown_one_as_unknown() {
+    let mut ctx = ctx();
+    ctx.accounts.remove("1020");
+    ctx.retired.insert("1020".to_string());
+    ctx.accounts.remove("4000");
+    let mapper = Mapper::compile(StreamDef::from_toml(POS).unwrap(), ctx).unwrap();
+    let mapped = mapper
+        .map(batch(
+            "sale_id,sold_at,outlet,category,payment_method,net_amount,tax",
+            &[
+                "S1,2025-01-31 10:00:00,Kemang,coffee,qris,100,10",
+                "S2,2025-01-31 10:00:00,Kemang,pastry,cash,100,10",
+                "S3,2025-01-31 10:00:00,Kemang,coffee,cash,100,10",
+            ],
+        ))
+        .unwrap();
+    let reasons: Vec<_> = mapped
+        .errors
+        .iter()
+        .map(|e| (e.line, e.reason.as_str()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            (
+                2,
+                "account '1020' (from column 'payment_method' through lookup \
+                 'payment_account') is retired from the chart; post to an account in use, or \
+                 import the account again to bring it back"
+            ),
+            (
+                3,
+                "unknown account '4000' (from column 'category' through lookup 'sales_account')"
+            ),
+        ]
+    );
+    let keys: Vec<_> = mapped
+        .postings
+        .to_postings()
+        .unwrap()
+        .into_iter()
+        .map(|p| p.source_key)
+        .collect();
+    assert_eq!(keys, ["S3", "S3", "S3"]);
 }
