@@ -1,0 +1,220 @@
+//! The one interface behind every way rows come in: a [`Source`] yields bounded
+//! [`SourceBatch`]es of text columns for the mapper, names each row for error
+//! messages (a file line, or a table and key values), and says where to resume
+//! (its cursor) once what it read is committed.
+//!
+//! Database sources ([`Database`]) turn each value into one canonical text form per
+//! [`CanonicalType`] through their own declarative type table, so the stream
+//! mapping that reads a POS export reads the POS database the same way.
+
+use async_trait::async_trait;
+use ledgersync_config::DatabaseStream;
+use serde::Serialize;
+
+use crate::batch::RowBatch;
+
+/// Which source, for logs and the store: rows are replaced by key within it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceIdentity {
+    pub tenant: String,
+    /// `file` for files, else the connector's name.
+    pub connector: String,
+    pub stream: String,
+}
+
+impl SourceIdentity {
+    /// The ledger source the stream's transactions belong to, e.g. `db:pos/pos_sales`.
+    pub fn ledger_source(&self) -> String {
+        format!("db:{}/{}", self.connector, self.stream)
+    }
+}
+
+/// What a source column is read as. Values reach the mapper as text, one form per
+/// type, so nothing is parsed twice and no value passes through a float:
+///
+/// | type | text |
+/// |---|---|
+/// | `Text` | the value, decoded to UTF-8 from the column's character set |
+/// | `Integer` | decimal digits, `-` for negatives |
+/// | `Decimal` | plain decimal, every digit the source holds (`-1234.5600`), never an exponent |
+/// | `Boolean` | `true` / `false` |
+/// | `Date` | `YYYY-MM-DD` |
+/// | `Timestamp` | `YYYY-MM-DD HH:MM:SS[.ffffff]`, a local time: placed by the connector's `source_timezone` (then written as `TimestampTz`), else by the mapping's `date.source_timezone` or the tenant's |
+/// | `TimestampTz` | RFC 3339 in UTC, `YYYY-MM-DDTHH:MM:SS[.ffffff]Z` |
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CanonicalType {
+    Text,
+    Integer,
+    Decimal,
+    Boolean,
+    Date,
+    Timestamp,
+    TimestampTz,
+}
+
+/// A column as `discover` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ColumnInfo {
+    pub name: String,
+    /// The database's own type name, e.g. `numeric(18,2)`, `DATETIME2`.
+    pub source_type: String,
+    /// None when the type has no canonical reading (e.g. `bytea`): a stream that
+    /// reads the column is refused naming it.
+    pub canonical: Option<CanonicalType>,
+    pub nullable: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TableInfo {
+    /// Schema (Postgres, SQL Server) or database (MySQL) holding the table.
+    pub schema: String,
+    pub name: String,
+    pub columns: Vec<ColumnInfo>,
+}
+
+/// How rows of a batch are named in messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowOrigin {
+    /// Rows are lines of a file; `origin_lines` are line numbers.
+    Lines,
+    /// Rows of a table or query; `origin_lines` count rows from 1 over the read,
+    /// and `keys[i]` names the batch's row `i` by its key values.
+    Relation {
+        relation: String,
+        key_columns: Vec<String>,
+        keys: Vec<String>,
+    },
+}
+
+/// Up to a batch's worth of rows, with where each came from.
+#[derive(Debug)]
+pub struct SourceBatch {
+    pub rows: RowBatch,
+    pub origin: RowOrigin,
+}
+
+impl SourceBatch {
+    /// Names the row whose origin is `line`: `line 17` or `sales row 17 (sale_id=S17)`.
+    pub fn describe(&self, line: u64) -> String {
+        match &self.origin {
+            RowOrigin::Lines => format!("line {line}"),
+            RowOrigin::Relation {
+                relation,
+                key_columns,
+                keys,
+            } => {
+                let index = self.rows.origin_lines.iter().position(|&l| l == line);
+                match index.and_then(|i| keys.get(i)) {
+                    Some(key) => {
+                        format!("{relation} row {line} ({}={key})", key_columns.join(","))
+                    }
+                    None => format!("{relation} row {line}"),
+                }
+            }
+        }
+    }
+}
+
+/// What kind of failure a source met, so that `connector test` and the scheduler
+/// can act on it: the first four are the customer's IT person's to fix, a timeout
+/// or an interrupted connection is worth retrying, the rest are definitions to fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceErrorKind {
+    /// Host not found, connection refused or timed out.
+    Unreachable,
+    /// The TLS handshake or the certificate failed.
+    Tls,
+    /// The database refused the user or password.
+    Login,
+    /// The user may not read a table or column.
+    Permission,
+    /// A statement ran past its timeout.
+    Timeout,
+    /// The connection broke while reading.
+    Interrupted,
+    /// A table, column or query of the definition does not exist or is invalid.
+    Definition,
+    /// A value or column type that has no exact canonical reading.
+    Type,
+    Other,
+}
+
+/// A source's failure in words for the person who can fix it; never holds a
+/// password (connection errors are rendered from the driver's kind and message,
+/// not from the connection string).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct SourceError {
+    pub kind: SourceErrorKind,
+    pub message: String,
+}
+
+impl SourceError {
+    pub fn new(kind: SourceErrorKind, message: impl Into<String>) -> SourceError {
+        SourceError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// Whether trying again later may succeed without anyone changing anything.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self.kind,
+            SourceErrorKind::Unreachable | SourceErrorKind::Timeout | SourceErrorKind::Interrupted
+        )
+    }
+}
+
+/// Rows in bounded batches, then `None`.
+#[async_trait]
+pub trait Source: Send {
+    fn identity(&self) -> &SourceIdentity;
+    async fn next_batch(&mut self) -> Result<Option<SourceBatch>, SourceError>;
+    /// Where the next read resumes once everything read so far is committed; None
+    /// for sources read whole every time.
+    fn cursor(&self) -> Option<String>;
+    /// Whether the batches are the source's whole content: then keys the ledger
+    /// holds for the source and the read did not bring were deleted at the source.
+    fn is_complete_read(&self) -> bool;
+}
+
+/// What a stream's read needs beside its definition.
+#[derive(Debug, Clone)]
+pub struct ReadRequest {
+    pub identity: SourceIdentity,
+    /// The mapping's key columns: rows are ordered by them within a cursor value,
+    /// and named by them in messages.
+    pub key: Vec<String>,
+    /// The cursor committed by the last sync, if the stream is incremental.
+    pub cursor: Option<String>,
+    pub batch_rows: usize,
+}
+
+/// What `connector test` found, step by step, in words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConnectionCheck {
+    /// e.g. `PostgreSQL 15.19`, `MariaDB 10.11.19`.
+    pub server: String,
+    /// One line per stream: `pos_sales: 128,042 rows readable in public.sales`.
+    pub streams: Vec<String>,
+}
+
+/// A customer database: checked, described, and read stream by stream. No
+/// connection is held between calls.
+#[async_trait]
+pub trait Database: Send + Sync {
+    /// Connects, logs in and reads one row of each stream's relation; a failure
+    /// says which step failed and what to do.
+    async fn check(&self, streams: &[DatabaseStream]) -> Result<ConnectionCheck, SourceError>;
+    /// Tables and views the user may read, with each column's canonical type.
+    async fn discover(&self) -> Result<Vec<TableInfo>, SourceError>;
+    /// Starts reading a stream: read-only, with the connector's statement timeout.
+    async fn open(
+        &self,
+        stream: &DatabaseStream,
+        request: ReadRequest,
+    ) -> Result<Box<dyn Source>, SourceError>;
+}
