@@ -9,6 +9,7 @@
 pub mod batch;
 pub mod file;
 pub mod mapping;
+pub mod mysql;
 pub mod source;
 
 pub use batch::{RowBatch, RowError};
