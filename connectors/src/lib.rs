@@ -10,10 +10,12 @@ pub mod batch;
 pub mod file;
 pub mod mapping;
 pub mod mysql;
+pub mod postgres;
 pub mod source;
 
 pub use batch::{RowBatch, RowError};
 pub use mapping::{AccountCodes, MapContext, MappedBatch, Mapper, MappingError};
+pub use postgres::PostgresDatabase;
 pub use source::{
     CanonicalType, ColumnInfo, ConnectionCheck, Database, ReadRequest, RowOrigin, Source,
     SourceBatch, SourceError, SourceErrorKind, SourceIdentity, TableInfo,
