@@ -18,6 +18,49 @@ pub struct DaemonConfig {
     pub server: ServerConfig,
     pub import: ImportConfig,
     pub mail: MailConfig,
+    pub credentials: CredentialsConfig,
+    pub sync: SyncConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// `GET /metrics` (Prometheus text format) answers only a scraper that presents
+/// this token as a bearer credential (`LEDGERSYNC_METRICS__TOKEN`); without one
+/// the route is off, since the metrics name tenants and connectors.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Never serialized, never logged.
+    #[serde(default, skip_serializing)]
+    pub token: Option<SecretString>,
+}
+
+/// How `serve` runs connectors' scheduled syncs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    /// Seconds a daemon's claim on a running connector lasts unless renewed (it is
+    /// renewed every third of it); a daemon killed mid-sync loses it after this and
+    /// another daemon resumes at the next tick.
+    pub lease_secs: u64,
+    /// Failed runs in a row after which a connector is paused (and `verify` says so).
+    pub max_failures: i64,
+    /// Further attempts within a run after a transient source failure.
+    pub retries: u32,
+    /// The first wait before a retry, in seconds; doubled each time, with jitter.
+    pub retry_base_secs: u64,
+    /// How often the list of connectors is read again for added, changed, paused or
+    /// removed ones, in seconds.
+    pub refresh_secs: u64,
+}
+
+/// Where the master key that protects connector credentials comes from:
+/// `LEDGERSYNC_MASTER_KEY` (base64 of 32 bytes) when set, else `key_file`, which a
+/// fresh install creates (mode 0600). Keep a copy of the key apart from the data:
+/// without it stored credentials cannot be read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsConfig {
+    pub key_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -104,6 +147,17 @@ impl Default for DaemonConfig {
                 public_url: "http://127.0.0.1:8080".to_string(),
                 smtp: None,
             },
+            credentials: CredentialsConfig {
+                key_file: PathBuf::from("ledgersync-master.key"),
+            },
+            metrics: MetricsConfig::default(),
+            sync: SyncConfig {
+                lease_secs: 120,
+                max_failures: 5,
+                retries: 3,
+                retry_base_secs: 5,
+                refresh_secs: 30,
+            },
         }
     }
 }
@@ -113,7 +167,7 @@ impl Default for DaemonConfig {
 pub struct ConfigError(#[from] Box<figment::Error>);
 
 /// Environment variables with the prefix that are not configuration keys.
-const NON_CONFIG_ENV: &[&str] = &["config", "master_key", "master_key_file", "log"];
+const NON_CONFIG_ENV: &[&str] = &["config", "master_key", "log"];
 
 impl DaemonConfig {
     /// Defaults, then `file` when given (it must exist), then the environment.
@@ -155,6 +209,10 @@ impl DaemonConfig {
         }
         if config.mail.outbox.is_relative() {
             config.mail.outbox = base("mail.outbox").join(&config.mail.outbox);
+        }
+        if config.credentials.key_file.is_relative() {
+            config.credentials.key_file =
+                base("credentials.key_file").join(&config.credentials.key_file);
         }
         Ok(config)
     }

@@ -13,7 +13,8 @@ pub use connector::{
     ConnectorSpec, ConnectorSpecError, CursorSpec, DatabaseKind, DatabaseStream, Lookback, TlsMode,
 };
 pub use daemon::{
-    ConfigError, DaemonConfig, ImportConfig, MailConfig, ServerConfig, SmtpConfig, StoreConfig,
+    ConfigError, CredentialsConfig, DaemonConfig, ImportConfig, MailConfig, MetricsConfig,
+    ServerConfig, SmtpConfig, StoreConfig, SyncConfig,
 };
 pub use redact::redact_url;
 pub use stream::{AccountSpec, DateSpec, PostingSpec, StreamDef, TemplateDef, BUILTIN_JOURNAL};

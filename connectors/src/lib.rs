@@ -17,6 +17,6 @@ pub use batch::{RowBatch, RowError};
 pub use mapping::{AccountCodes, MapContext, MappedBatch, Mapper, MappingError};
 pub use postgres::PostgresDatabase;
 pub use source::{
-    CanonicalType, ColumnInfo, ConnectionCheck, Database, ReadRequest, RowOrigin, Source,
+    CanonicalType, ColumnInfo, ConnectionCheck, Database, ReadRequest, RowNames, RowOrigin, Source,
     SourceBatch, SourceError, SourceErrorKind, SourceIdentity, TableInfo,
 };

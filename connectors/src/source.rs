@@ -97,20 +97,44 @@ pub struct SourceBatch {
 impl SourceBatch {
     /// Names the row whose origin is `line`: `line 17` or `sales row 17 (sale_id=S17)`.
     pub fn describe(&self, line: u64) -> String {
-        match &self.origin {
-            RowOrigin::Lines => format!("line {line}"),
-            RowOrigin::Relation {
-                relation,
-                key_columns,
-                keys,
-            } => {
-                let index = self.rows.origin_lines.iter().position(|&l| l == line);
-                match index.and_then(|i| keys.get(i)) {
-                    Some(key) => {
-                        format!("{relation} row {line} ({}={key})", key_columns.join(","))
-                    }
-                    None => format!("{relation} row {line}"),
-                }
+        describe(&self.origin, &self.rows.origin_lines, line)
+    }
+
+    /// The rows for the mapper, and what names them in messages afterwards.
+    pub fn into_parts(self) -> (RowBatch, RowNames) {
+        let names = RowNames {
+            lines: self.rows.origin_lines.clone(),
+            origin: self.origin,
+        };
+        (self.rows, names)
+    }
+}
+
+/// What names a batch's rows once the rows themselves went to the mapper.
+#[derive(Debug, Clone)]
+pub struct RowNames {
+    pub origin: RowOrigin,
+    pub lines: Vec<u64>,
+}
+
+impl RowNames {
+    pub fn describe(&self, line: u64) -> String {
+        describe(&self.origin, &self.lines, line)
+    }
+}
+
+fn describe(origin: &RowOrigin, lines: &[u64], line: u64) -> String {
+    match origin {
+        RowOrigin::Lines => format!("line {line}"),
+        RowOrigin::Relation {
+            relation,
+            key_columns,
+            keys,
+        } => {
+            let index = lines.iter().position(|&l| l == line);
+            match index.and_then(|i| keys.get(i)) {
+                Some(key) => format!("{relation} row {line} ({}={key})", key_columns.join(",")),
+                None => format!("{relation} row {line}"),
             }
         }
     }

@@ -77,6 +77,21 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Customer databases synced into the ledger (the runbook's "Database Connect").
+    Connector {
+        #[command(subcommand)]
+        action: ConnectorAction,
+    },
+    /// The record of connector syncs.
+    Sync {
+        #[command(subcommand)]
+        action: SyncAction,
+    },
+    /// The master key that protects connector credentials.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// The stored ledger itself.
     Ledger {
         #[command(subcommand)]
@@ -273,6 +288,107 @@ pub enum UserAction {
     List {
         #[arg(long)]
         tenant: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConnectorAction {
+    /// Add a connector from its definition (TOML: kind, host, database, user, tls,
+    /// streams with their mappings; see examples/connectors/). The password is read
+    /// from standard input or an environment variable, sealed, and never shown.
+    Add {
+        #[arg(long)]
+        tenant: String,
+        /// Letters, digits, '-' or '_'; names the ledger source `db:<name>/<stream>`.
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+        /// Read the password from the first line of standard input.
+        #[arg(long, conflicts_with = "password_env")]
+        password_stdin: bool,
+        /// Read the password from this environment variable.
+        #[arg(long, value_name = "VAR")]
+        password_env: Option<String>,
+    },
+    /// The tenant's connectors, their state and last run.
+    List {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One connector as JSON (never its password).
+    Show {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+    },
+    /// Connect, log in and read each stream's table; says what is wrong in words.
+    Test {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+    },
+    /// Tables the connector's user can read, with each column's canonical type.
+    Discover {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sync every stream now.
+    Sync {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+    },
+    /// Stop scheduled syncs until resumed.
+    Pause {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+    },
+    /// Resume scheduled syncs (and forget the failures in a row).
+    Resume {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+    },
+    /// Remove the connector and its sealed password; its data stays in the ledger.
+    Remove {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SyncAction {
+    /// Runs, newest first: start, end, rows read / written / rejected, control sum,
+    /// cursor before and after, error.
+    History {
+        #[arg(long)]
+        tenant: String,
+        /// Only this connector's runs.
+        #[arg(long)]
+        connector: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// Re-wrap every tenant's data key under a new master key. The key file is
+    /// replaced (the old key kept as <file>.previous) and running daemons follow;
+    /// with LEDGERSYNC_MASTER_KEY the new key is written to --new-key-file.
+    Rotate {
+        #[arg(long, value_name = "FILE")]
+        new_key_file: Option<PathBuf>,
     },
 }
 
@@ -620,11 +736,258 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             anyhow::ensure!(failed == 0, "{failed} of {} check(s) failed", checks.len());
         }
+        Command::Connector { action } => {
+            connector_command(store, &config, &import_options, action).await?
+        }
+        Command::Sync {
+            action:
+                SyncAction::History {
+                    tenant,
+                    connector,
+                    limit,
+                    json,
+                },
+        } => {
+            let tenant = find_tenant(store.as_ref(), &config, &tenant).await?;
+            let runs = store
+                .sync_runs(&tenant.id, connector.as_deref(), limit.clamp(1, 1000))
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&runs)?);
+            } else {
+                for run in runs {
+                    println!(
+                        "#{} {}/{} {} {} → {} read {} written {} rejected {} control sum {} cursor {} → {}{}",
+                        run.id,
+                        run.connector,
+                        run.stream,
+                        run.status,
+                        run.started_at,
+                        run.ended_at.as_deref().unwrap_or("…"),
+                        run.rows_read,
+                        run.rows_written,
+                        run.rows_rejected,
+                        run.control_sum,
+                        run.cursor_before.as_deref().unwrap_or("start"),
+                        run.cursor_after.as_deref().unwrap_or("start"),
+                        run.error.map(|e| format!("\n    {e}")).unwrap_or_default()
+                    );
+                }
+            }
+        }
+        Command::Keys {
+            action: KeysAction::Rotate { new_key_file },
+        } => {
+            let rotation = crate::secrets::rotate(
+                store.as_ref(),
+                &config.credentials.key_file,
+                new_key_file.as_deref(),
+            )
+            .await?;
+            println!(
+                "{} data key(s) re-wrapped: master key {} replaced by {}",
+                rotation.rewrapped, rotation.old_id, rotation.new_id
+            );
+            match (&rotation.previous_key_file, new_key_file) {
+                (Some(previous), _) => println!(
+                    "the new key is in {}; the old one is kept in {} until you have backed up the new one",
+                    config.credentials.key_file.display(),
+                    previous.display()
+                ),
+                (None, Some(file)) => println!(
+                    "the new key is in {}: set LEDGERSYNC_MASTER_KEY to its content and restart the daemons",
+                    file.display()
+                ),
+                (None, None) => {}
+            }
+        }
         Command::Ledger {
             action: LedgerAction::Export(args),
         } => export(store.as_ref(), args).await?,
         Command::Serve => serve(store, &config).await?,
         Command::Demo { no_serve } => demo(store, &config, &import_options, no_serve).await?,
+    }
+    Ok(())
+}
+
+async fn connector_command(
+    store: Arc<dyn Store>,
+    config: &DaemonConfig,
+    import_options: &ImportOptions,
+    action: ConnectorAction,
+) -> anyhow::Result<()> {
+    use crate::connectors;
+    let secrets =
+        crate::secrets::Secrets::load(store.as_ref(), &config.credentials.key_file).await?;
+    match action {
+        ConnectorAction::Add {
+            tenant,
+            name,
+            file,
+            password_stdin,
+            password_env,
+        } => {
+            let tenant = find_tenant(store.as_ref(), config, &tenant).await?;
+            let password = match (password_stdin, password_env) {
+                (true, _) => crate::secrets::password_from_stdin()?,
+                (false, Some(var)) => std::env::var(&var)
+                    .map(ledgersync_credentials::SecretString::from)
+                    .with_context(|| format!("the environment variable {var} is not set"))?,
+                (false, None) => anyhow::bail!(
+                    "give the database password with --password-stdin or --password-env VAR"
+                ),
+            };
+            let added = connectors::add(
+                store.as_ref(),
+                &secrets,
+                &tenant,
+                &name,
+                &file,
+                &password,
+                "cli",
+            )
+            .await?;
+            println!(
+                "connector {} added ({}); next: `ledgersync connector test --tenant {} {}`",
+                added.name, added.kind, tenant.slug, added.name
+            );
+        }
+        ConnectorAction::List { tenant, json } => {
+            let tenant = find_tenant(store.as_ref(), config, &tenant).await?;
+            let mut views = Vec::new();
+            for connector in store.connectors(&tenant.id).await? {
+                views.push(connectors::view(store.as_ref(), &connector).await?);
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&views)?);
+            } else {
+                for v in views {
+                    let state = v.paused.clone().unwrap_or_else(|| "active".into());
+                    let last = v.last_run.as_ref().map_or_else(
+                        || "never synced".to_string(),
+                        |r| format!("last run {} at {}", r.status, r.started_at),
+                    );
+                    println!(
+                        "{}\t{}://{}@{}:{}/{}\t{} stream(s)\t{}\t{}",
+                        v.name,
+                        v.kind,
+                        v.user,
+                        v.host,
+                        v.port,
+                        v.database,
+                        v.streams.len(),
+                        state,
+                        last
+                    );
+                }
+            }
+        }
+        ConnectorAction::Show { tenant, name } => {
+            let tenant = find_tenant(store.as_ref(), config, &tenant).await?;
+            let connector = connectors::find(store.as_ref(), &tenant, &name).await?;
+            let view = connectors::view(store.as_ref(), &connector).await?;
+            println!("{}", serde_json::to_string_pretty(&view)?);
+        }
+        ConnectorAction::Test { tenant, name } => {
+            let tenant = find_tenant(store.as_ref(), config, &tenant).await?;
+            let connector = connectors::find(store.as_ref(), &tenant, &name).await?;
+            match connectors::test(store.as_ref(), &secrets, &connector).await? {
+                Ok(check) => {
+                    println!("✓ connected: {}", check.server);
+                    for line in check.streams {
+                        println!("✓ {line}");
+                    }
+                }
+                Err(error) => {
+                    println!("✗ {error}");
+                    anyhow::bail!("connector {name} cannot be read ({:?})", error.kind);
+                }
+            }
+        }
+        ConnectorAction::Discover { tenant, name, json } => {
+            let tenant = find_tenant(store.as_ref(), config, &tenant).await?;
+            let connector = connectors::find(store.as_ref(), &tenant, &name).await?;
+            let tables = connectors::discover(store.as_ref(), &secrets, &connector).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&tables)?);
+            } else {
+                for table in tables {
+                    println!("{}.{}", table.schema, table.name);
+                    for c in table.columns {
+                        let canonical = c.canonical.map_or_else(
+                            || "not readable: cast it in a query".to_string(),
+                            |t| {
+                                serde_json::to_value(t)
+                                    .map(|v| v.as_str().unwrap_or_default().to_string())
+                                    .unwrap_or_default()
+                            },
+                        );
+                        println!(
+                            "  {:<32} {:<28} {}{}",
+                            c.name,
+                            c.source_type,
+                            canonical,
+                            if c.nullable { "" } else { ", not null" }
+                        );
+                    }
+                }
+            }
+        }
+        ConnectorAction::Sync { tenant, name } => {
+            let tenant = find_tenant(store.as_ref(), config, &tenant).await?;
+            let connector = connectors::find(store.as_ref(), &tenant, &name).await?;
+            let options = crate::sync::SyncOptions::once(
+                import_options.batch_rows,
+                import_options.max_reported_errors,
+            );
+            let synced = crate::sync::sync_connector(
+                store.clone(),
+                &secrets,
+                &tenant,
+                &connector,
+                "manual",
+                &options,
+            )
+            .await?;
+            for s in synced {
+                println!(
+                    "{}: {} row(s) read, {} posting(s) written in {} commit(s), control sum {}, cursor {} → {}",
+                    s.stream,
+                    s.rows_read,
+                    s.postings_written,
+                    s.commits,
+                    s.control_sum,
+                    s.cursor_before.as_deref().unwrap_or("start"),
+                    s.cursor_after.as_deref().unwrap_or("none")
+                );
+            }
+        }
+        ConnectorAction::Pause { tenant, name } => {
+            let tenant = find_tenant(store.as_ref(), config, &tenant).await?;
+            store
+                .set_connector_paused(&tenant.id, &name, Some("paused by the operator"))
+                .await?;
+            store
+                .audit(&tenant.id, "cli", "connector.paused", &name)
+                .await?;
+            println!("connector {name} paused");
+        }
+        ConnectorAction::Resume { tenant, name } => {
+            let tenant = find_tenant(store.as_ref(), config, &tenant).await?;
+            store.set_connector_paused(&tenant.id, &name, None).await?;
+            store
+                .audit(&tenant.id, "cli", "connector.resumed", &name)
+                .await?;
+            println!("connector {name} resumed");
+        }
+        ConnectorAction::Remove { tenant, name } => {
+            let tenant = find_tenant(store.as_ref(), config, &tenant).await?;
+            store.remove_connector(&tenant.id, &name).await?;
+            store
+                .audit(&tenant.id, "cli", "connector.removed", &name)
+                .await?;
+            println!("connector {name} removed; what it synced stays in the ledger");
+        }
     }
     Ok(())
 }
@@ -780,9 +1143,16 @@ async fn serve(store: Arc<dyn Store>, config: &DaemonConfig) -> anyhow::Result<(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "Tenant storage is migrated."
     );
-    let app = Application::build(AppState::new(store, config)?, config.server.listen).await?;
+    let metrics = crate::metrics::SyncMetrics::default();
+    let scheduler =
+        crate::scheduler::Scheduler::start(store.clone(), config, metrics.clone()).await?;
+    let state = AppState::new(store, config)?.with_sync_metrics(metrics);
+    let app = Application::build(state, config.server.listen).await?;
     tracing::info!(address = %app.local_addr(), "Serving the API.");
-    app.run_until_stopped().await?;
+    let served = app.run_until_stopped().await;
+    // Requests are done; running syncs reach their next commit before the process ends.
+    scheduler.shutdown().await;
+    served?;
     Ok(())
 }
 

@@ -6,11 +6,16 @@
 pub mod access;
 pub mod api;
 pub mod cli;
+pub mod connectors;
 pub mod demo;
 pub mod import;
 pub mod keys;
 pub mod mail;
+pub mod metrics;
 pub mod reports;
+pub mod scheduler;
+pub mod secrets;
+pub mod sync;
 pub mod tenants;
 pub mod verify;
 

@@ -175,5 +175,54 @@ pub async fn verify(store: &dyn Store, tenant: &Tenant) -> anyhow::Result<Vec<Ch
             ),
         ));
     }
+    for connector in store.connectors(&tenant.id).await? {
+        let last = store
+            .sync_runs(&tenant.id, Some(&connector.name), 1)
+            .await?
+            .into_iter()
+            .next();
+        let name = format!("connector {} syncs", connector.name);
+        checks.push(
+            match (&connector.pause_reason, connector.paused_at.is_some(), last) {
+                (reason, true, _) => check(
+                    name,
+                    false,
+                    format!(
+                        "paused ({}); `ledgersync connector resume` once it is fixed",
+                        reason.as_deref().unwrap_or("by the operator")
+                    ),
+                ),
+                (_, false, None) => check(
+                    name,
+                    false,
+                    "never synced: `ledgersync connector test`, then `ledgersync connector sync`",
+                ),
+                (_, false, Some(run)) if run.status == "failed" => check(
+                    name,
+                    false,
+                    format!(
+                        "the last run ({}, {}) failed, {} time(s) in a row: {}",
+                        run.stream,
+                        run.started_at,
+                        connector.failures,
+                        run.error.as_deref().unwrap_or("no reason recorded")
+                    ),
+                ),
+                (_, false, Some(run)) => check(
+                    name,
+                    true,
+                    format!(
+                    "last run ({}, {}) {}: {} row(s) read, {} posting(s) written, control sum {}",
+                    run.stream,
+                    run.started_at,
+                    run.status,
+                    run.rows_read,
+                    run.rows_written,
+                    run.control_sum
+                ),
+                ),
+            },
+        );
+    }
     Ok(checks)
 }

@@ -14,6 +14,7 @@
 mod aggregates;
 pub mod backend;
 mod compaction;
+mod connectors;
 mod control;
 mod dates;
 mod error;
@@ -34,6 +35,7 @@ use ledgersync_config::TenantSettings;
 use ledgersync_schemas::{Account, Amount, Month, MonthMetrics, Posting, PostingFrame};
 use serde::Serialize;
 
+pub use connectors::{ConnectorStore, RunTotals, StoredConnector, StoredDataKey, SyncRun};
 pub use error::{Blame, LoadRejected, StoreError};
 pub use export::{ExportFormat, ExportSummary, EXPORT_COLUMNS};
 pub use transactions::{
@@ -468,10 +470,10 @@ pub trait LedgerStore: Send + Sync {
     ) -> Result<TransactionPage, StoreError>;
 }
 
-/// Both planes, as the daemon holds them (`Arc<dyn Store>`).
-pub trait Store: ControlStore + LedgerStore {}
+/// Both planes and the connectors, as the daemon holds them (`Arc<dyn Store>`).
+pub trait Store: ControlStore + LedgerStore + ConnectorStore {}
 
-impl<T: ControlStore + LedgerStore> Store for T {}
+impl<T: ControlStore + LedgerStore + ConnectorStore> Store for T {}
 
 #[async_trait]
 pub trait LoadSession: Send {

@@ -5,6 +5,7 @@
 mod access;
 mod api;
 mod chart;
+mod connectors;
 mod helpers;
 mod hledger;
 mod import_files;

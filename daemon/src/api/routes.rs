@@ -128,6 +128,14 @@ const ADMIN: Need = Need::Role(Role::Admin);
 pub const ROUTES: &[Route] = &[
     route("GET", "/healthz", Need::Nobody, "Liveness", |m| on(m, healthz)),
     route(
+        "GET",
+        "/metrics",
+        Need::Nobody,
+        "Connector sync metrics in the Prometheus text format, for a scraper presenting the configured metrics token as a bearer credential; off (404) without one",
+        |m| on(m, metrics),
+    )
+    .fails(&[401, 404]),
+    route(
         "POST",
         "/v1/auth/login",
         Need::Nobody,
@@ -419,6 +427,35 @@ pub fn router(state: AppState) -> Router {
 
 async fn healthz() -> &'static str {
     "ok"
+}
+
+/// The metrics, to the holder of the metrics token only (compared by hash, so the
+/// comparison's time says nothing of the token).
+async fn metrics(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<String, problem::Problem> {
+    use axum::http::StatusCode;
+    let Some(expected) = &state.metrics_token_hash else {
+        return Err(problem::Problem::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "metrics are off: set [metrics] token (LEDGERSYNC_METRICS__TOKEN) to serve them",
+        ));
+    };
+    let presented = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(crate::keys::hash);
+    if presented.as_deref() != Some(expected.as_str()) {
+        return Err(problem::Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "present the metrics token as `Authorization: Bearer <token>`",
+        ));
+    }
+    Ok(state.sync_metrics.render())
 }
 
 async fn openapi() -> Json<serde_json::Value> {

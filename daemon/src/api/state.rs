@@ -35,6 +35,9 @@ pub struct Shared {
     pub import: Arc<ImportOptions>,
     pub cache: Arc<ReadCache>,
     pub hashing: Arc<crate::access::PasswordHashing>,
+    pub sync_metrics: crate::metrics::SyncMetrics,
+    /// A hash of the scraper's token; `/metrics` is off without one.
+    pub metrics_token_hash: Option<String>,
 }
 
 /// Short-lived memory of the read path: who a credential is, and rendered reports.
@@ -291,7 +294,23 @@ impl AppState {
                 config.server.cache_ttl_secs,
             ))),
             hashing: Arc::new(crate::access::PasswordHashing::default()),
+            sync_metrics: crate::metrics::SyncMetrics::default(),
+            metrics_token_hash: config.metrics.token.as_ref().map(|token| {
+                use secrecy::ExposeSecret as _;
+                crate::keys::hash(token.expose_secret())
+            }),
         })))
+    }
+
+    /// The state serving `metrics` at `/metrics` (set before serving starts).
+    pub fn with_sync_metrics(self, metrics: crate::metrics::SyncMetrics) -> AppState {
+        match Arc::try_unwrap(self.0) {
+            Ok(mut shared) => {
+                shared.sync_metrics = metrics;
+                AppState(Arc::new(shared))
+            }
+            Err(_) => panic!("sync metrics are attached before the state is shared"),
+        }
     }
 }
 

@@ -1,0 +1,392 @@
+//! Database connectors: adding one (its definition, its mappings and its sealed
+//! password), and syncing its streams into the ledger.
+//!
+//! A sync reads a batch from the customer's database with no store transaction
+//! open, maps it, and only then commits it as one short load that carries the
+//! postings, the stream's cursor and the recomputed aggregates together. A crash
+//! loses at most the batch in flight; the next sync starts again from the last
+//! committed cursor (less the stream's look-back), and rows read twice replace
+//! themselves by key.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use ledgersync_config::{ConnectorSpec, DatabaseKind, DatabaseStream, StreamDef};
+use ledgersync_connectors::{
+    Database, Mapper, ReadRequest, RowNames, Source, SourceError, SourceErrorKind, SourceIdentity,
+};
+use ledgersync_credentials::SecretString;
+use ledgersync_schemas::{Amount, RowError};
+use ledgersync_store::{LoadRecord, RunTotals, Store, StoreError, StoredConnector, Tenant};
+use serde::{Deserialize, Serialize};
+
+use crate::import::map_context;
+use crate::secrets::Secrets;
+
+/// A connector's definition as stored: the spec and, per stream, the mapping it
+/// was added with, so that a sync never depends on files that may have moved.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredSpec {
+    pub connector: ConnectorSpec,
+    pub mappings: BTreeMap<String, StreamDef>,
+}
+
+impl StoredSpec {
+    /// Reads the spec and every mapping it names (relative to the spec's folder).
+    pub fn read(spec_file: &std::path::Path) -> anyhow::Result<StoredSpec> {
+        let text = std::fs::read_to_string(spec_file)
+            .with_context(|| format!("cannot read {}", spec_file.display()))?;
+        let connector = ConnectorSpec::from_toml(&text)
+            .with_context(|| format!("in {}", spec_file.display()))?;
+        let base = spec_file.parent().unwrap_or(std::path::Path::new("."));
+        let mut mappings = BTreeMap::new();
+        for stream in &connector.streams {
+            let path = base.join(&stream.mapping);
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "stream '{}': cannot read its mapping {}",
+                    stream.name,
+                    path.display()
+                )
+            })?;
+            let def = StreamDef::from_toml(&text)
+                .with_context(|| format!("stream '{}': mapping {}", stream.name, path.display()))?;
+            mappings.insert(stream.name.clone(), def);
+        }
+        Ok(StoredSpec {
+            connector,
+            mappings,
+        })
+    }
+
+    pub fn from_stored(connector: &StoredConnector) -> anyhow::Result<StoredSpec> {
+        serde_json::from_str(&connector.spec).with_context(|| {
+            format!(
+                "connector '{}' has an unreadable definition",
+                connector.name
+            )
+        })
+    }
+}
+
+/// The database a connector reads, built from its spec and password.
+pub fn database(
+    spec: &ConnectorSpec,
+    password: SecretString,
+) -> Result<Box<dyn Database>, SourceError> {
+    match spec.kind {
+        DatabaseKind::Postgres => Ok(Box::new(
+            ledgersync_connectors::postgres::PostgresDatabase::new(spec, password)?,
+        )),
+        DatabaseKind::Mysql => Ok(Box::new(ledgersync_connectors::mysql::MysqlDatabase::new(
+            spec, password,
+        )?)),
+        DatabaseKind::Mssql => Err(SourceError::new(
+            SourceErrorKind::Other,
+            "SQL Server connectors are not available in this build yet",
+        )),
+    }
+}
+
+/// What one stream's sync did.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamSynced {
+    pub stream: String,
+    pub run_id: i64,
+    pub rows_read: i64,
+    pub postings_written: i64,
+    pub commits: i64,
+    pub control_sum: Amount,
+    pub cursor_before: Option<String>,
+    pub cursor_after: Option<String>,
+}
+
+/// Why a stream's sync stopped; what was committed before stays.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("{0}")]
+    Source(#[from] SourceError),
+    /// Rows the mapping refused, named by table and key.
+    #[error(
+        "{rejected} row(s) refused by the mapping, nothing of their batch was committed:\n{listed}"
+    )]
+    Rows { rejected: usize, listed: String },
+    /// The mapping does not fit the relation (a column it names is missing).
+    #[error("{0}")]
+    Mapping(#[from] ledgersync_connectors::MappingError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+pub struct SyncOptions {
+    pub batch_rows: usize,
+    pub max_reported_errors: usize,
+    /// Further attempts after a transient source failure (unreachable, timeout, a
+    /// broken connection), each from the last committed cursor.
+    pub retries: u32,
+    /// The first wait before a retry; it doubles each time, with jitter.
+    pub retry_base: std::time::Duration,
+    /// Cancelled on shutdown: a sync stops after its next commit.
+    pub stop: tokio_util::sync::CancellationToken,
+}
+
+impl SyncOptions {
+    /// A manual sync: no retries, never stopped.
+    pub fn once(batch_rows: usize, max_reported_errors: usize) -> SyncOptions {
+        SyncOptions {
+            batch_rows,
+            max_reported_errors,
+            retries: 0,
+            retry_base: std::time::Duration::from_secs(1),
+            stop: tokio_util::sync::CancellationToken::new(),
+        }
+    }
+
+    /// Base × 2^attempt, ± a quarter at random, so that many connectors failing
+    /// together do not retry in step.
+    fn backoff(&self, attempt: u32) -> std::time::Duration {
+        use rand::Rng as _;
+        let base = self.retry_base.as_millis() as u64;
+        let wait = base.saturating_mul(1 << attempt.min(16));
+        let jitter = rand::rng().random_range(0..=wait / 2);
+        std::time::Duration::from_millis(wait - wait / 4 + jitter)
+    }
+}
+
+/// The ledger source a stream's transactions belong to.
+pub fn ledger_source(connector: &str, stream: &str) -> String {
+    SourceIdentity {
+        tenant: String::new(),
+        connector: connector.to_string(),
+        stream: stream.to_string(),
+    }
+    .ledger_source()
+}
+
+/// Syncs every stream of a connector in turn, recording a run for each; stops at
+/// the first stream that fails (the later ones run next time).
+pub async fn sync_connector(
+    store: Arc<dyn Store>,
+    secrets: &Secrets,
+    tenant: &Tenant,
+    connector: &StoredConnector,
+    trigger: &str,
+    options: &SyncOptions,
+) -> Result<Vec<StreamSynced>, SyncError> {
+    let spec = StoredSpec::from_stored(connector)?;
+    // A connector that cannot even be set up (its password unreadable, a bad CA
+    // file) fails its run like any other, so that failures in a row count it.
+    let database = match secrets.open(store.as_ref(), connector).await {
+        Ok(password) => database(&spec.connector, password).map_err(SyncError::from),
+        Err(error) => Err(SyncError::Other(error)),
+    };
+    let mut synced = Vec::new();
+    for stream in &spec.connector.streams {
+        let mapping = spec
+            .mappings
+            .get(&stream.name)
+            .cloned()
+            .with_context(|| format!("stream '{}' has no stored mapping", stream.name))?;
+        let source = ledger_source(&connector.name, &stream.name);
+        let cursor_before = store.sync_cursor(tenant, &source).await?;
+        let run_id = store
+            .start_run(connector, &stream.name, trigger, cursor_before.as_deref())
+            .await?;
+        let mut totals = RunTotals {
+            cursor_after: cursor_before.clone(),
+            ..RunTotals::default()
+        };
+        let database = match &database {
+            Ok(database) => database,
+            Err(error) => {
+                let message = error.to_string();
+                store
+                    .finish_run(connector, run_id, &totals, Some(&message))
+                    .await?;
+                return Err(SyncError::Other(anyhow::anyhow!(message)));
+            }
+        };
+        let mut attempt = 0;
+        let outcome = loop {
+            let cursor = store.sync_cursor(tenant, &source).await?;
+            let outcome = sync_stream(
+                store.clone(),
+                tenant,
+                connector,
+                database.as_ref(),
+                stream,
+                mapping.clone(),
+                cursor,
+                options,
+                &mut totals,
+            )
+            .await;
+            match outcome {
+                Err(SyncError::Source(error))
+                    if error.is_transient() && attempt < options.retries =>
+                {
+                    let wait = options.backoff(attempt);
+                    attempt += 1;
+                    tracing::warn!(
+                        connector = %connector.name,
+                        stream = %stream.name,
+                        attempt,
+                        wait_ms = wait.as_millis() as u64,
+                        error = %error,
+                        "A source failed; trying again from the last committed cursor."
+                    );
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = options.stop.cancelled() => break Err(SyncError::Source(error)),
+                    }
+                }
+                other => break other,
+            }
+        };
+        let error = outcome.as_ref().err().map(|e| e.to_string());
+        let failures = store
+            .finish_run(connector, run_id, &totals, error.as_deref())
+            .await?;
+        match outcome {
+            Ok(commits) => {
+                tracing::info!(
+                    tenant = %tenant.slug,
+                    connector = %connector.name,
+                    stream = %stream.name,
+                    rows = totals.rows_read,
+                    commits,
+                    "Synced a stream."
+                );
+                synced.push(StreamSynced {
+                    stream: stream.name.clone(),
+                    run_id,
+                    rows_read: totals.rows_read,
+                    postings_written: totals.rows_written,
+                    commits,
+                    control_sum: totals.control_sum,
+                    cursor_before,
+                    cursor_after: totals.cursor_after,
+                });
+            }
+            Err(error) => {
+                tracing::warn!(
+                    tenant = %tenant.slug,
+                    connector = %connector.name,
+                    stream = %stream.name,
+                    failures,
+                    error = %error,
+                    "A stream's sync failed."
+                );
+                return Err(error);
+            }
+        }
+    }
+    Ok(synced)
+}
+
+/// Reads, maps and commits one stream batch by batch; returns the commits made.
+#[allow(clippy::too_many_arguments)]
+async fn sync_stream(
+    store: Arc<dyn Store>,
+    tenant: &Tenant,
+    connector: &StoredConnector,
+    database: &dyn Database,
+    stream: &DatabaseStream,
+    mapping: StreamDef,
+    cursor: Option<String>,
+    options: &SyncOptions,
+    totals: &mut RunTotals,
+) -> Result<i64, SyncError> {
+    let mapper = Arc::new(Mapper::compile(
+        mapping.clone(),
+        map_context(store.as_ref(), tenant).await?,
+    )?);
+    let request = ReadRequest {
+        identity: SourceIdentity {
+            tenant: tenant.id.clone(),
+            connector: connector.name.clone(),
+            stream: stream.name.clone(),
+        },
+        key: mapping.key.clone(),
+        cursor,
+        batch_rows: options.batch_rows,
+    };
+    let mut source: Box<dyn Source> = database.open(stream, request).await?;
+    let ledger_source = source.identity().ledger_source();
+    let mut commits = 0;
+    let mut checked_columns = false;
+    while let Some(batch) = source.next_batch().await? {
+        if !checked_columns {
+            let columns: Vec<String> = batch
+                .rows
+                .frame
+                .get_column_names()
+                .into_iter()
+                .map(|name| name.to_string())
+                .collect();
+            mapper.check_columns(&columns)?;
+            checked_columns = true;
+        }
+        let rows = batch.rows.len() as i64;
+        totals.rows_read += rows;
+        let (rows_batch, names) = batch.into_parts();
+        let mapped = {
+            let mapper = mapper.clone();
+            tokio::task::spawn_blocking(move || mapper.map(rows_batch))
+                .await
+                .context("the mapping task failed")?
+        };
+        let mapped = mapped.map_err(anyhow::Error::from)?;
+        if !mapped.errors.is_empty() {
+            totals.rows_rejected += mapped.errors.len() as i64;
+            return Err(rejected_rows(&names, &mapped.errors, options));
+        }
+        // The batch is read and mapped: only now is the store written, briefly.
+        let mut session = store.begin_load(tenant).await?;
+        session.stage_frame(mapped.postings).await?;
+        let record = LoadRecord {
+            source: ledger_source.clone(),
+            fingerprint: format!("sync:{}:{}", uuid::Uuid::new_v4().simple(), commits),
+            stream: stream.name.clone(),
+            origin: format!("connector {}", connector.name),
+            rows_read: rows,
+            cursor: source.cursor(),
+        };
+        let summary = match session.commit(record, options.max_reported_errors).await {
+            Ok(summary) => summary,
+            Err(StoreError::Rejected(rejected)) => {
+                totals.rows_rejected += rejected.total as i64;
+                return Err(rejected_rows(&names, &rejected.errors, options));
+            }
+            Err(other) => return Err(other.into()),
+        };
+        commits += 1;
+        totals.rows_written += summary.postings;
+        totals.control_sum = totals
+            .control_sum
+            .checked_add(summary.control_sum)
+            .context("the run's control sum is beyond the amount range")?;
+        totals.cursor_after = source.cursor();
+        if options.stop.is_cancelled() {
+            // Shutting down: what is committed stays, the rest is read next time.
+            break;
+        }
+    }
+    Ok(commits)
+}
+
+fn rejected_rows(names: &RowNames, errors: &[RowError], options: &SyncOptions) -> SyncError {
+    let listed = errors
+        .iter()
+        .take(options.max_reported_errors)
+        .map(|e| format!("  {}: {}", names.describe(e.line), e.reason))
+        .collect::<Vec<_>>()
+        .join("\n");
+    SyncError::Rows {
+        rejected: errors.len(),
+        listed,
+    }
+}
