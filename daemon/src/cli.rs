@@ -757,7 +757,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 for run in runs {
                     println!(
-                        "#{} {}/{} {} {} → {} read {} written {} rejected {} control sum {} cursor {} → {}{}",
+                        "#{} {}/{} {} {} → {} read {} written {} rejected {} removed {} control sum {} cursor {} → {}{}",
                         run.id,
                         run.connector,
                         run.stream,
@@ -767,6 +767,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         run.rows_read,
                         run.rows_written,
                         run.rows_rejected,
+                        run.rows_removed,
                         run.control_sum,
                         run.cursor_before.as_deref().unwrap_or("start"),
                         run.cursor_after.as_deref().unwrap_or("start"),
@@ -951,10 +952,11 @@ async fn connector_command(
             .await?;
             for s in synced {
                 println!(
-                    "{}: {} row(s) read, {} posting(s) written in {} commit(s), control sum {}, cursor {} → {}",
+                    "{}: {} row(s) read, {} posting(s) written, {} transaction(s) removed, in {} commit(s), control sum {}, cursor {} → {}",
                     s.stream,
                     s.rows_read,
                     s.postings_written,
+                    s.removed,
                     s.commits,
                     s.control_sum,
                     s.cursor_before.as_deref().unwrap_or("start"),

@@ -96,6 +96,8 @@ pub struct StreamSynced {
     pub run_id: i64,
     pub rows_read: i64,
     pub postings_written: i64,
+    /// Transactions removed because the source no longer has them (full refresh).
+    pub removed: i64,
     pub commits: i64,
     pub control_sum: Amount,
     pub cursor_before: Option<String>,
@@ -265,6 +267,7 @@ pub async fn sync_connector(
                     run_id,
                     rows_read: totals.rows_read,
                     postings_written: totals.rows_written,
+                    removed: totals.removed,
                     commits,
                     control_sum: totals.control_sum,
                     cursor_before,
@@ -317,6 +320,8 @@ async fn sync_stream(
     let mut source: Box<dyn Source> = database.open(stream, request).await?;
     let ledger_source = source.identity().ledger_source();
     let mut commits = 0;
+    let mut first_load = None;
+    let mut stopped = false;
     let mut checked_columns = false;
     while let Some(batch) = source.next_batch().await? {
         if !checked_columns {
@@ -364,6 +369,7 @@ async fn sync_stream(
             Err(other) => return Err(other.into()),
         };
         commits += 1;
+        first_load.get_or_insert(summary.load_id);
         totals.rows_written += summary.postings;
         totals.control_sum = totals
             .control_sum
@@ -372,8 +378,29 @@ async fn sync_stream(
         totals.cursor_after = source.cursor();
         if options.stop.is_cancelled() {
             // Shutting down: what is committed stays, the rest is read next time.
+            stopped = true;
             break;
         }
+    }
+    if source.is_complete_read() && !stopped {
+        // Every row the source holds was read: what the ledger holds beyond it was
+        // deleted at the source.
+        let summary = store
+            .remove_unseen(
+                tenant,
+                first_load,
+                LoadRecord {
+                    source: ledger_source.clone(),
+                    fingerprint: format!("sync:{}:removed", uuid::Uuid::new_v4().simple()),
+                    stream: stream.name.clone(),
+                    origin: format!("connector {}", connector.name),
+                    rows_read: 0,
+                    cursor: None,
+                },
+            )
+            .await?;
+        totals.removed += summary.counts.removed;
+        commits += 1;
     }
     Ok(commits)
 }

@@ -64,6 +64,8 @@ pub struct SyncRun {
     pub rows_read: i64,
     pub rows_written: i64,
     pub rows_rejected: i64,
+    /// Transactions removed because the source no longer has them.
+    pub rows_removed: i64,
     /// Sum of the absolute amounts committed, as a decimal.
     pub control_sum: ledgersync_schemas::Amount,
     pub cursor_before: Option<String>,
@@ -77,6 +79,8 @@ pub struct RunTotals {
     pub rows_read: i64,
     pub rows_written: i64,
     pub rows_rejected: i64,
+    /// Transactions removed because the source no longer has them.
+    pub removed: i64,
     pub control_sum: ledgersync_schemas::Amount,
     pub cursor_after: Option<String>,
 }
@@ -204,6 +208,7 @@ fn run_from_row(row: &sqlx::any::AnyRow) -> Result<SyncRun, StoreError> {
         rows_read: row.try_get("rows_read").context(READING)?,
         rows_written: row.try_get("rows_written").context(READING)?,
         rows_rejected: row.try_get("rows_rejected").context(READING)?,
+        rows_removed: row.try_get("rows_removed").context(READING)?,
         control_sum: ledgersync_schemas::Amount::from_units(
             row.try_get("control_sum").context(READING)?,
         ),
@@ -505,7 +510,8 @@ impl ConnectorStore for SqlStore {
         let error = error.map(|e| ledgersync_schemas::bounded(e, RUN_ERROR_CHARS));
         sqlx::query(
             "UPDATE sync_runs SET ended_at = $1, status = $2, rows_read = $3, rows_written = $4, \
-             rows_rejected = $5, control_sum = $6, cursor_after = $7, error = $8 WHERE id = $9",
+             rows_rejected = $5, control_sum = $6, cursor_after = $7, error = $8, \
+             rows_removed = $10 WHERE id = $9",
         )
         .bind(now())
         .bind(if error.is_some() {
@@ -520,6 +526,7 @@ impl ConnectorStore for SqlStore {
         .bind(totals.cursor_after.as_deref())
         .bind(error.as_deref())
         .bind(run_id)
+        .bind(totals.removed)
         .execute(&mut *tx)
         .await
         .context("recording the end of a sync run")?;
@@ -550,7 +557,7 @@ impl ConnectorStore for SqlStore {
         limit: i64,
     ) -> Result<Vec<SyncRun>, StoreError> {
         const COLUMNS: &str = "id, connector, stream, trigger_kind, started_at, ended_at, \
-             status, rows_read, rows_written, rows_rejected, control_sum, cursor_before, \
+             status, rows_read, rows_written, rows_rejected, rows_removed, control_sum, cursor_before, \
              cursor_after, error";
         let sql = match connector {
             Some(_) => format!(

@@ -1,7 +1,7 @@
 //! A tenant's ledger: accounts, loads (stage → validate → merge → aggregate, in one
 //! transaction) and aggregate reads: [`LedgerStore`] on the one store implementation.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use async_trait::async_trait;
 use ledgersync_config::TenantSettings;
@@ -15,9 +15,10 @@ use crate::segments;
 use crate::{aggregates, dates};
 use crate::{
     ChartReplaced, ControlStore, ExportFormat, ExportSummary, LedgerStore, LedgerTotals,
-    LoadCounts, LoadRecord, LoadSession, PastLoad, Tenant, TransactionPage, TransactionQuery,
+    LoadCounts, LoadRecord, LoadSession, LoadSummary, PastLoad, Tenant, TransactionPage,
+    TransactionQuery,
 };
-use polars::prelude::{Int64Type, UInt32Type};
+use polars::prelude::{BooleanChunked, Int64Type, StringType, UInt32Type};
 
 /// Characters of a failed load's problem kept in its record.
 const FAILED_LOAD_PROBLEM_CHARS: usize = 2000;
@@ -436,6 +437,106 @@ impl LedgerStore for SqlStore {
             guard,
             chart,
         )))
+    }
+
+    async fn remove_unseen(
+        &self,
+        tenant: &Tenant,
+        since_load: Option<i64>,
+        record: LoadRecord,
+    ) -> Result<LoadSummary, StoreError> {
+        let (_guard, mut tx) = self.begin_writing(&tenant.id).await?;
+        let since_load = since_load.unwrap_or(i64::MAX);
+        let mut buckets: BTreeSet<(String, String)> = BTreeSet::new();
+        let mut removed_keys: HashSet<String> = HashSet::new();
+        for id in segments::ids(&mut tx, "source = $1", &[&record.source]).await? {
+            let (listed_load, bytes) = segments::read_bytes(&mut tx, id).await?;
+            let frame =
+                segments::blocking("decoding postings", move || segments::decode(bytes, None))
+                    .await?;
+            let failed = segments::polars_error("removing deleted transactions");
+            // Compacted segments name each posting's load; others are one load's.
+            let stale: BooleanChunked = match frame.column(segments::LOAD) {
+                Ok(loads) => loads
+                    .i64()
+                    .map_err(&failed)?
+                    .iter()
+                    .map(|load| load.unwrap_or(listed_load) < since_load)
+                    .collect(),
+                Err(_) => std::iter::repeat_n(listed_load < since_load, frame.height()).collect(),
+            };
+            if !stale.any() {
+                continue;
+            }
+            let removed = frame.filter(&stale).map_err(&failed)?;
+            let keys = segments::column::<StringType>(&removed, segments::KEY)?;
+            removed_keys.extend(keys.iter().flatten().map(str::to_string));
+            let dates = segments::dates(&removed)?;
+            let branches = segments::column::<StringType>(&removed, segments::BRANCH)?;
+            for (date, branch) in dates.iter().zip(branches.iter()) {
+                buckets.insert((
+                    date.and_then(segments::month_of).unwrap_or_default(),
+                    branch.unwrap_or_default().to_string(),
+                ));
+            }
+            let kept = frame.filter(&!&stale).map_err(&failed)?;
+            segments::rewrite(&mut tx, id, kept).await?;
+        }
+        let counts = LoadCounts {
+            removed: removed_keys.len() as i64,
+            ..LoadCounts::default()
+        };
+        let load_id: i64 = sqlx::query_scalar(
+            "INSERT INTO loads (source, fingerprint, stream, origin, rows_read, transactions, postings, \
+             control_sum, loaded_at, added, replaced, unchanged, removed) \
+             VALUES ($1, $2, $3, $4, $5, 0, 0, 0, $6, 0, 0, 0, $7) RETURNING id",
+        )
+        .bind(&record.source)
+        .bind(&record.fingerprint)
+        .bind(&record.stream)
+        .bind(&record.origin)
+        .bind(record.rows_read)
+        .bind(now())
+        .bind(counts.removed)
+        .fetch_one(&mut *tx)
+        .await
+        .context("recording the removal of deleted transactions")?;
+        if !buckets.is_empty() {
+            let months: BTreeSet<String> = buckets.iter().map(|(m, _)| m.clone()).collect();
+            aggregates::recompute(
+                self.backend.as_ref(),
+                &mut tx,
+                Some(&months),
+                None,
+                Default::default(),
+                None,
+            )
+            .await?;
+        }
+        if let Some(cursor) = &record.cursor {
+            sqlx::query(
+                "INSERT INTO sync_cursors (source, position, updated_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (source) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
+            )
+            .bind(&record.source)
+            .bind(cursor)
+            .bind(now())
+            .execute(&mut *tx)
+            .await
+            .context("advancing the sync cursor")?;
+        }
+        tx.commit()
+            .await
+            .context("committing the removal of deleted transactions")?;
+        self.generations.bump(&tenant.id);
+        Ok(LoadSummary {
+            load_id,
+            transactions: 0,
+            postings: 0,
+            control_sum: Amount::ZERO,
+            buckets_recomputed: buckets.len() as i64,
+            counts,
+        })
     }
 
     async fn month_metrics(

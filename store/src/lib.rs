@@ -423,6 +423,18 @@ pub trait LedgerStore: Send + Sync {
         source: &str,
     ) -> Result<Option<String>, StoreError>;
 
+    /// Ends a complete read of `source` (a full refresh) whose first commit was load
+    /// `since_load`: the source's transactions no load since brought were deleted at
+    /// the source and are removed, their buckets recomputed, and the removal recorded
+    /// as a load (`removed` counts them) with `record`'s cursor, all in one
+    /// transaction. Without `since_load` (the read found no rows) every transaction
+    /// of the source goes.
+    async fn remove_unseen(
+        &self,
+        tenant: &Tenant,
+        since_load: Option<i64>,
+        record: LoadRecord,
+    ) -> Result<LoadSummary, StoreError>;
     /// Starts a load (after finishing any interrupted timezone change): postings are staged batch by batch and only become visible,
     /// with their aggregates, record and cursor, when [`LoadSession::commit`] succeeds.
     async fn begin_load(&self, tenant: &Tenant) -> Result<Box<dyn LoadSession>, StoreError>;

@@ -642,3 +642,331 @@ async fn a_connector_failing_in_a_row_is_paused_and_verify_says_so() {
         "{check:?}"
     );
 }
+
+/// The `ledgersync` binary beside this test binary (`cargo test --workspace` builds
+/// it).
+fn ledgersync_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let binary = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("ledgersync"))
+        .unwrap();
+    assert!(
+        binary.exists(),
+        "{} is missing: build it with `cargo build -p ledgersync` (cargo test --workspace does)",
+        binary.display()
+    );
+    binary
+}
+
+/// SIGKILL at random points of a sync, 30 times, with the source changing in
+/// between; then a sync to the end. The ledger equals the source exactly (no row
+/// lost, none doubled) and its aggregates equal a rebuild's. The stream looks back
+/// over its whole history, so that every sync reads (and commits) long enough to be
+/// killed in the middle.
+async fn killed_syncs_resume_exactly_once(test: &crate::helpers::TestStore) {
+    use rand::{Rng as _, SeedableRng as _};
+    const ROWS: usize = 12_000;
+    const KILLS: usize = 30;
+    let store: Arc<dyn Store> = test.store.clone();
+    let source = SourceDb::create(SourceKind::Postgres).await;
+    for chunk in (0..ROWS).step_by(1_000) {
+        source
+            .execute(&sales_insert(
+                SourceKind::Postgres,
+                chunk,
+                chunk + 1_000,
+                None,
+            ))
+            .await;
+    }
+    let tenant = provision(store.as_ref(), "pro").await;
+    let key_file = test.dir.path().join("master.key");
+    let secrets = Secrets::load(store.as_ref(), &key_file).await.unwrap();
+    let spec = std::fs::read_to_string(source.spec(test.dir.path())).unwrap();
+    let spec = write(
+        test.dir.path(),
+        "everything.toml",
+        &spec.replace("lookback = \"0s\"", "lookback = \"5000d\""),
+    );
+    ledgersync::connectors::add(
+        store.as_ref(),
+        &secrets,
+        &tenant,
+        "pos",
+        &spec,
+        &PASSWORD.to_string().into(),
+        "test",
+    )
+    .await
+    .unwrap();
+    let sync = || {
+        let mut command = tokio::process::Command::new(ledgersync_binary());
+        command
+            .args(["connector", "sync", "--tenant", &tenant.slug, "pos"])
+            .env("LEDGERSYNC_STORE__URL", &test.url)
+            .env("LEDGERSYNC_IMPORT__BATCH_ROWS", "100")
+            .env("LEDGERSYNC_CREDENTIALS__KEY_FILE", &key_file)
+            .env("LEDGERSYNC_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        command.spawn().unwrap()
+    };
+    let mut random = rand::rngs::StdRng::seed_from_u64(20_261_130);
+    let mut killed = 0;
+    let mut changed = ROWS;
+    for round in 0..KILLS * 3 {
+        if killed == KILLS {
+            break;
+        }
+        let mut child = sync();
+        tokio::time::sleep(std::time::Duration::from_millis(
+            random.random_range(150..1_500),
+        ))
+        .await;
+        if child.try_wait().unwrap().is_none() {
+            child.kill().await.unwrap();
+            killed += 1;
+        } else {
+            let output = child.wait_with_output().await.unwrap();
+            assert!(
+                output.status.success(),
+                "an unkilled sync failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        // The source moves on meanwhile: corrections of old sales and new sales.
+        if round % 4 == 3 {
+            let stamp = format!("2027-01-01 00:00:{:02}", round % 60);
+            source
+                .execute(&format!(
+                    "UPDATE sales SET net_amount = net_amount + 10.25, updated_at = '{stamp}+00' \
+                     WHERE sale_id IN ('S{:05}', 'S{:05}')",
+                    random.random_range(0..ROWS),
+                    random.random_range(0..ROWS)
+                ))
+                .await;
+            source
+                .execute(&sales_insert(
+                    SourceKind::Postgres,
+                    changed,
+                    changed + 3,
+                    Some(&format!("{stamp}+00")),
+                ))
+                .await;
+            changed += 3;
+        }
+    }
+    assert_eq!(killed, KILLS, "the syncs ended before they could be killed");
+    let output = sync().wait_with_output().await.unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let expected = source.monthly_figures().await;
+    assert_eq!(
+        ledger_figures(store.as_ref(), &tenant, &expected).await,
+        expected
+    );
+    // Every sale is three postings (payment, sales, tax), none doubled.
+    assert_eq!(
+        store.posting_count(&tenant).await.unwrap(),
+        3 * changed as i64
+    );
+    let (first, last) = (
+        month(&expected[0].0),
+        month(&expected[expected.len() - 1].0),
+    );
+    let before = store
+        .month_metrics(&tenant, BRANCH_TOTAL, first, last)
+        .await
+        .unwrap();
+    store.rebuild_aggregates(&tenant).await.unwrap();
+    let rebuilt = store
+        .month_metrics(&tenant, BRANCH_TOTAL, first, last)
+        .await
+        .unwrap();
+    assert_eq!(before, rebuilt, "aggregates equal a rebuild's");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_syncs_resume_exactly_once_on_sqlite() {
+    killed_syncs_resume_exactly_once(&crate::helpers::sqlite_store().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_syncs_resume_exactly_once_on_postgres() {
+    killed_syncs_resume_exactly_once(&crate::helpers::postgres_store().await).await;
+}
+
+/// A stream without a cursor is read whole each time: rows deleted at the source
+/// leave the ledger, changed ones replace themselves, and a sync of an unchanged
+/// source changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_refresh_removes_what_the_source_deleted() {
+    let test = crate::helpers::sqlite_store().await;
+    let store: Arc<dyn Store> = test.store.clone();
+    let source = SourceDb::create(SourceKind::Mariadb).await;
+    source
+        .execute(&sales_insert(SourceKind::Mariadb, 0, 200, None))
+        .await;
+    let tenant = provision(store.as_ref(), "pro").await;
+    let secrets = Secrets::load(store.as_ref(), &test.dir.path().join("master.key"))
+        .await
+        .unwrap();
+    let spec = std::fs::read_to_string(source.spec(test.dir.path())).unwrap();
+    let spec = write(
+        test.dir.path(),
+        "full.toml",
+        &spec.replace(
+            "cursor = { column = \"updated_at\", lookback = \"0s\" }\n",
+            "",
+        ),
+    );
+    let connector = ledgersync::connectors::add(
+        store.as_ref(),
+        &secrets,
+        &tenant,
+        "pos",
+        &spec,
+        &PASSWORD.to_string().into(),
+        "test",
+    )
+    .await
+    .unwrap();
+    let options = SyncOptions::once(64, 20);
+    let first = sync_connector(
+        store.clone(),
+        &secrets,
+        &tenant,
+        &connector,
+        "manual",
+        &options,
+    )
+    .await
+    .unwrap();
+    assert_eq!((first[0].rows_read, first[0].removed), (200, 0));
+    assert_eq!(store.posting_count(&tenant).await.unwrap(), 600);
+
+    source
+        .execute("DELETE FROM sales WHERE sale_id IN ('S00007', 'S00100', 'S00199')")
+        .await;
+    source
+        .execute("UPDATE sales SET net_amount = 1.0001 WHERE sale_id = 'S00008'")
+        .await;
+    let second = sync_connector(
+        store.clone(),
+        &secrets,
+        &tenant,
+        &connector,
+        "manual",
+        &options,
+    )
+    .await
+    .unwrap();
+    assert_eq!((second[0].rows_read, second[0].removed), (197, 3));
+    assert_eq!(store.posting_count(&tenant).await.unwrap(), 591);
+    let expected = source.monthly_figures().await;
+    assert_eq!(
+        ledger_figures(store.as_ref(), &tenant, &expected).await,
+        expected
+    );
+
+    let third = sync_connector(
+        store.clone(),
+        &secrets,
+        &tenant,
+        &connector,
+        "manual",
+        &options,
+    )
+    .await
+    .unwrap();
+    assert_eq!(third[0].removed, 0);
+    assert_eq!(store.posting_count(&tenant).await.unwrap(), 591);
+    assert_eq!(
+        ledger_figures(store.as_ref(), &tenant, &expected).await,
+        expected
+    );
+    let runs = store.sync_runs(&tenant.id, Some("pos"), 10).await.unwrap();
+    assert_eq!(runs[1].rows_removed, 3);
+}
+
+/// `keys rotate` re-wraps the data keys under a new master key: a daemon that
+/// loaded the old key still opens credentials (it reads the key file again), a new
+/// one opens them with the new key, and without any key the start is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_master_key_rotates_under_a_running_daemon() {
+    use ledgersync_credentials::ExposeSecret as _;
+    let test = crate::helpers::sqlite_store().await;
+    let store: Arc<dyn Store> = test.store.clone();
+    let tenant = provision(store.as_ref(), "pro").await;
+    let key_file = test.dir.path().join("master.key");
+    let running = Secrets::load(store.as_ref(), &key_file).await.unwrap();
+    let mapping = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/streams/pos_sales.toml")
+        .canonicalize()
+        .unwrap();
+    let spec = write(
+        test.dir.path(),
+        "pos.toml",
+        &format!(
+            "kind = \"postgres\"\nhost = \"127.0.0.1\"\ndatabase = \"pos\"\nuser = \"reader\"\n\n\
+             [[streams]]\nname = \"pos_sales\"\ntable = \"sales\"\nmapping = \"{}\"\n",
+            mapping.display()
+        ),
+    );
+    ledgersync::connectors::add(
+        store.as_ref(),
+        &running,
+        &tenant,
+        "pos",
+        &spec,
+        &PASSWORD.to_string().into(),
+        "test",
+    )
+    .await
+    .unwrap();
+    let connector = store.connector(&tenant.id, "pos").await.unwrap().unwrap();
+    let old_id = running.master_key_id();
+
+    let rotation = ledgersync::secrets::rotate(store.as_ref(), &key_file, None)
+        .await
+        .unwrap();
+    assert_eq!(rotation.rewrapped, 1);
+    assert_eq!(rotation.old_id, old_id);
+    assert_ne!(rotation.new_id, old_id);
+    assert!(rotation.previous_key_file.unwrap().exists());
+    assert_eq!(
+        store.data_keys().await.unwrap()[0].master_key_id,
+        rotation.new_id
+    );
+
+    let opened = running.open(store.as_ref(), &connector).await.unwrap();
+    assert_eq!(opened.expose_secret(), PASSWORD);
+    assert_eq!(running.master_key_id(), rotation.new_id);
+    let restarted = Secrets::load(store.as_ref(), &key_file).await.unwrap();
+    assert_eq!(
+        restarted
+            .open(store.as_ref(), &connector)
+            .await
+            .unwrap()
+            .expose_secret(),
+        PASSWORD
+    );
+
+    std::fs::remove_file(&key_file).unwrap();
+    let refused = Secrets::load(store.as_ref(), &key_file).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("LEDGERSYNC_MASTER_KEY"),
+        "{refused}"
+    );
+    assert!(
+        !key_file.exists(),
+        "no new key is made while credentials exist"
+    );
+}

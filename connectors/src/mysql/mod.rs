@@ -618,6 +618,9 @@ async fn pump(
                     .await;
                 let _ = other.conn.disconnect().await;
             }
+            // The stopped query leaves its transaction open, holding locks: end it.
+            let _ = conn.query_drop("ROLLBACK").await;
+            let _ = conn.disconnect().await;
         }
     }
 }

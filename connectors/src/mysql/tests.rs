@@ -119,6 +119,18 @@ impl Drop for Scratch {
                         .query_drop(format!("DROP USER IF EXISTS '{user}'@'%'"))
                         .await;
                 }
+                // A connection left in a transaction on the database would make the
+                // drop wait for its metadata lock.
+                let stale: Vec<u64> = conn
+                    .exec(
+                        "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> CONNECTION_ID()",
+                        (name.clone(),),
+                    )
+                    .await
+                    .unwrap_or_default();
+                for id in stale {
+                    let _ = conn.query_drop(format!("KILL {id}")).await;
+                }
                 let _ = conn
                     .query_drop(format!("DROP DATABASE IF EXISTS {name}"))
                     .await;
@@ -262,7 +274,7 @@ const SALES: &[&str] = &[
         (3, 0.0001, 0, 0, '2024-01-31 10:00:00', '2024-03-01 10:00:00', '2024-01-01', '', 'x', 0, 'cash', 0)",
 ];
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn sales_read_as_exact_canonical_text() {
     let scratch = Scratch::new(SALES).await;
     let database = scratch.root_database();
@@ -342,7 +354,7 @@ async fn sales_read_as_exact_canonical_text() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn incremental_reads_start_at_the_cursor_minus_the_lookback() {
     let scratch = Scratch::new(&[
         "CREATE TABLE orders (id INT PRIMARY KEY, amount DECIMAL(10,2), updated_at DATETIME, seq BIGINT)",
@@ -426,7 +438,7 @@ async fn incremental_reads_start_at_the_cursor_minus_the_lookback() {
     assert!(error.to_string().contains("look-back count"), "{error}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn timestamp_and_zoned_cursors_compare_as_instants() {
     let scratch = Scratch::new(&[
         "CREATE TABLE t (id INT PRIMARY KEY, ts TIMESTAMP NULL, local_at DATETIME)",
@@ -458,7 +470,7 @@ async fn timestamp_and_zoned_cursors_compare_as_instants() {
     assert_eq!(source.cursor().as_deref(), Some("2024-05-01T11:00:00Z"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn batches_hold_batch_rows_and_name_their_rows() {
     let scratch = Scratch::new(&[
         // A reserved word as a table name: quoting reads it.
@@ -504,7 +516,7 @@ async fn batches_hold_batch_rows_and_name_their_rows() {
     assert_eq!(read_all(&mut source).await.rows.len(), 7);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn connection_failures_are_classified_without_the_password() {
     let mut scratch = Scratch::new(SALES).await;
     scratch
@@ -595,7 +607,7 @@ async fn connection_failures_are_classified_without_the_password() {
     assert_eq!(check.streams, ["s: 3 rows readable in sales"]);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn definitions_and_types_without_a_reading_are_named() {
     let scratch = Scratch::new(&[
         "CREATE TABLE prices (id INT PRIMARY KEY, price DOUBLE)",
@@ -718,7 +730,7 @@ async fn definitions_and_types_without_a_reading_are_named() {
     assert_eq!(error.kind, SourceErrorKind::Timeout, "{error}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn discover_lists_tables_with_canonical_types() {
     let scratch = Scratch::new(&[
         "CREATE TABLE sales (id INT NOT NULL PRIMARY KEY, amount DECIMAL(18,4), price DOUBLE, ts TIMESTAMP NULL, note TEXT, raw BLOB, big BIGINT UNSIGNED)",
@@ -765,7 +777,7 @@ async fn discover_lists_tables_with_canonical_types() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn odd_identifiers_are_quoted() {
     let scratch = Scratch::new(&[
         "CREATE TABLE `odd ``name` (`my key` INT PRIMARY KEY, `up``d` INT)",

@@ -201,7 +201,7 @@ INSERT INTO sales VALUES
  ('S3', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
 "#;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn values_are_read_as_exact_canonical_texts() {
     with_database(SALES, &[], |name| async move {
         let db = database(&name);
@@ -266,7 +266,7 @@ async fn values_are_read_as_exact_canonical_texts() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn naive_times_are_placed_in_the_source_timezone() {
     let setup = "CREATE TABLE shifts (id int4 PRIMARY KEY, at timestamp);
                  INSERT INTO shifts VALUES (1, '2024-03-01 10:15:30'), (2, '2024-03-31 02:30:00');";
@@ -298,7 +298,7 @@ async fn naive_times_are_placed_in_the_source_timezone() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn incremental_reads_resume_from_the_committed_cursor_minus_the_look_back() {
     let setup =
         "CREATE TABLE orders (id int4 PRIMARY KEY, updated_at timestamptz, amount numeric(10,2));
@@ -374,7 +374,7 @@ async fn open_error_with_cursor(
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn rows_come_in_batches_of_the_requested_size() {
     let setup = "CREATE TABLE items (code text PRIMARY KEY, shop int4, amount numeric(8,2));
                  INSERT INTO items SELECT 'I' || n, n % 2, n FROM generate_series(1, 5) n;";
@@ -405,7 +405,7 @@ async fn rows_come_in_batches_of_the_requested_size() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn connection_failures_are_classified_without_the_password() {
     let closed = PostgresDatabase::new(&spec("postgres", "postgres", 1), PASSWORD.into()).unwrap();
     let error = closed.discover().await.unwrap_err();
@@ -439,7 +439,7 @@ async fn connection_failures_are_classified_without_the_password() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_role_that_may_not_log_in_is_refused_as_login() {
     let role = unique("ls_nologin");
     let setup = format!("CREATE ROLE {} NOLOGIN;", quote_ident(&role));
@@ -453,7 +453,7 @@ async fn a_role_that_may_not_log_in_is_refused_as_login() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn definition_and_permission_errors_name_what_to_fix() {
     let role = unique("ls_reader");
     let setup = format!(
@@ -527,7 +527,7 @@ async fn definition_and_permission_errors_name_what_to_fix() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_slow_query_is_cancelled_as_a_timeout() {
     with_database("SELECT 1;", &[], |name| async move {
         let mut spec = spec(&name, "postgres", 5432);
@@ -541,7 +541,7 @@ async fn a_slow_query_is_cancelled_as_a_timeout() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn discover_and_check_describe_the_database() {
     let setup = format!(
         "{SALES}
@@ -633,7 +633,7 @@ async fn discover_and_check_describe_the_database() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn identifiers_with_quotes_and_spaces_are_quoted() {
     let setup = r#"
         CREATE SCHEMA "Shop Floor";

@@ -49,6 +49,8 @@ CREATE TABLE sync_runs (
     rows_read     BIGINT NOT NULL DEFAULT 0,
     rows_written  BIGINT NOT NULL DEFAULT 0,
     rows_rejected BIGINT NOT NULL DEFAULT 0,
+    -- Transactions removed because the source no longer has them (full refresh).
+    rows_removed  BIGINT NOT NULL DEFAULT 0,
     -- Sum of the absolute amounts committed, in ten-thousandths.
     control_sum   BIGINT NOT NULL DEFAULT 0,
     cursor_before TEXT,
