@@ -162,17 +162,36 @@ pub enum SourceErrorKind {
     Definition,
     /// A value or column type that has no exact canonical reading.
     Type,
+    /// Content the reader cannot take apart (a file that is not UTF-8, malformed
+    /// CSV, no header row): the sender's to fix.
+    Content,
     Other,
 }
 
 /// A source's failure in words for the person who can fix it; never holds a
 /// password (connection errors are rendered from the driver's kind and message,
-/// not from the connection string).
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
+/// not from the connection string). One made from a reader's own error shows
+/// that error's words and keeps it for callers that sort errors by their type
+/// ([`SourceError::cause`]).
+#[derive(Debug)]
 pub struct SourceError {
     pub kind: SourceErrorKind,
     pub message: String,
+    cause: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl std::fmt::Display for SourceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for SourceError {
+    /// Past the cause, whose words are this error's own: a chain printed whole
+    /// says them once.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause.as_ref().and_then(|cause| cause.source())
+    }
 }
 
 impl SourceError {
@@ -180,7 +199,25 @@ impl SourceError {
         SourceError {
             kind,
             message: message.into(),
+            cause: None,
         }
+    }
+
+    /// A reader's own error, in its own words.
+    pub fn caused_by(
+        kind: SourceErrorKind,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> SourceError {
+        SourceError {
+            kind,
+            message: cause.to_string(),
+            cause: Some(Box::new(cause)),
+        }
+    }
+
+    /// The reader's own error this one was made from, if any.
+    pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.cause.as_deref()
     }
 
     /// Whether trying again later may succeed without anyone changing anything.
@@ -203,6 +240,16 @@ pub trait Source: Send {
     /// Whether the batches are the source's whole content: then keys the ledger
     /// holds for the source and the read did not bring were deleted at the source.
     fn is_complete_read(&self) -> bool;
+    /// The columns every batch has, when known before the first batch (a file's
+    /// header): a mapping is checked against them before anything is read.
+    fn columns(&self) -> Option<&[String]> {
+        None
+    }
+    /// How far the read is, as (done, total) in the source's own unit (a file's
+    /// bytes), when it knows.
+    fn progress(&self) -> Option<(u64, u64)> {
+        None
+    }
 }
 
 /// What a stream's read needs beside its definition.

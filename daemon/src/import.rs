@@ -18,8 +18,10 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use ledgersync_config::{StreamDef, TenantSettings};
-use ledgersync_connectors::file::CsvBatches;
-use ledgersync_connectors::{AccountCodes, MapContext, MappedBatch, Mapper, RowBatch};
+use ledgersync_connectors::file::FileSource;
+use ledgersync_connectors::{
+    AccountCodes, MapContext, MappedBatch, Mapper, RowBatch, Source, SourceIdentity,
+};
 use ledgersync_schemas::{Account, RowError};
 use ledgersync_store::{LoadRecord, LoadSummary, PastLoad, Store, StoreError, Tenant};
 
@@ -307,28 +309,38 @@ async fn start_reading(
     options: &ImportOptions,
 ) -> anyhow::Result<Reading> {
     let mapper = Arc::new(Mapper::compile(stream, map_context(store, tenant).await?)?);
-    let mut batches = CsvBatches::open(path, options.batch_rows)?;
-    mapper.check_columns(batches.columns())?;
-    let total_bytes = batches.progress().1;
-    let (read_sender, read_receiver) =
-        std::sync::mpsc::sync_channel::<anyhow::Result<(RowBatch, u64)>>(1);
-    let reader = tokio::task::spawn_blocking(move || loop {
-        let item = match batches.next_batch() {
-            Ok(Some(batch)) => Ok((batch, batches.progress().0)),
-            Ok(None) => break,
-            Err(error) => Err(anyhow::Error::from(error)),
-        };
-        let failed = item.is_err();
-        // A closed channel means the mapper gave up: stop reading.
-        if read_sender.send(item).is_err() || failed {
-            break;
+    let identity = SourceIdentity {
+        tenant: tenant.id.clone(),
+        connector: "file".to_string(),
+        stream: mapper.stream_name().to_string(),
+    };
+    let mut source: Box<dyn Source> =
+        Box::new(FileSource::open(identity, path, options.batch_rows)?);
+    if let Some(columns) = source.columns() {
+        mapper.check_columns(columns)?;
+    }
+    let total_bytes = source.progress().map_or(0, |(_, total)| total);
+    let (read_sender, mut read_receiver) =
+        tokio::sync::mpsc::channel::<anyhow::Result<(RowBatch, u64)>>(1);
+    let reader = tokio::spawn(async move {
+        loop {
+            let item = match source.next_batch().await {
+                Ok(Some(batch)) => Ok((batch.rows, source.progress().map_or(0, |(done, _)| done))),
+                Ok(None) => break,
+                Err(error) => Err(anyhow::Error::from(error)),
+            };
+            let failed = item.is_err();
+            // A closed channel means the mapper gave up: stop reading.
+            if read_sender.send(item).await.is_err() || failed {
+                break;
+            }
         }
     });
     let (sender, receiver) = tokio::sync::mpsc::channel::<anyhow::Result<(MappedBatch, u64)>>(1);
     let producer = {
         let mapper = mapper.clone();
         tokio::task::spawn_blocking(move || {
-            for item in read_receiver {
+            while let Some(item) = read_receiver.blocking_recv() {
                 let item = item.and_then(|(batch, position)| {
                     Ok((mapper.map(batch).map_err(anyhow::Error::from)?, position))
                 });

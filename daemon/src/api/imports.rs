@@ -10,6 +10,7 @@ use axum::Json;
 use ledgersync_config::StreamDef;
 use ledgersync_connectors::file::FileError;
 use ledgersync_connectors::MappingError;
+use ledgersync_connectors::SourceError;
 use ledgersync_store::{Blame, StoreError};
 use serde::Deserialize;
 
@@ -81,7 +82,11 @@ impl ImportFailure {
             Server,
         }
         let whose = error.chain().find_map(|cause| {
-            if let Some(file) = cause.downcast_ref::<FileError>() {
+            let file = cause
+                .downcast_ref::<SourceError>()
+                .and_then(|source| source.cause())
+                .and_then(|cause| cause.downcast_ref::<FileError>());
+            if let Some(file) = file {
                 return Some(match file {
                     FileError::Csv { .. }
                     | FileError::NotUtf8 { .. }
