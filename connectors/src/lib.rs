@@ -9,6 +9,7 @@
 pub mod batch;
 pub mod file;
 pub mod mapping;
+pub mod mssql;
 pub mod mysql;
 pub mod postgres;
 pub mod source;

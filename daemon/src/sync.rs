@@ -14,7 +14,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use ledgersync_config::{ConnectorSpec, DatabaseKind, DatabaseStream, StreamDef};
 use ledgersync_connectors::{
-    Database, Mapper, ReadRequest, RowNames, Source, SourceError, SourceErrorKind, SourceIdentity,
+    Database, Mapper, ReadRequest, RowNames, Source, SourceError, SourceIdentity,
 };
 use ledgersync_credentials::SecretString;
 use ledgersync_schemas::{Amount, RowError};
@@ -82,10 +82,9 @@ pub fn database(
         DatabaseKind::Mysql => Ok(Box::new(ledgersync_connectors::mysql::MysqlDatabase::new(
             spec, password,
         )?)),
-        DatabaseKind::Mssql => Err(SourceError::new(
-            SourceErrorKind::Other,
-            "SQL Server connectors are not available in this build yet",
-        )),
+        DatabaseKind::Mssql => Ok(Box::new(ledgersync_connectors::mssql::MssqlDatabase::new(
+            spec, password,
+        )?)),
     }
 }
 
