@@ -112,7 +112,9 @@ pub struct DatabaseStream {
     /// A SELECT whose result is read as a table; exclusive with `table`.
     #[serde(default)]
     pub query: Option<String>,
-    /// Path of the stream mapping (TOML).
+    /// Path of the stream mapping (TOML), relative to the definition's folder. A
+    /// definition sent to the API leaves it out: its mappings come with it as texts.
+    #[serde(default)]
     pub mapping: String,
     /// Incremental reading by a column that grows with every insert and update;
     /// without one every sync reads the whole relation (full refresh), and keys no

@@ -1148,7 +1148,14 @@ async fn serve(store: Arc<dyn Store>, config: &DaemonConfig) -> anyhow::Result<(
     let metrics = crate::metrics::SyncMetrics::default();
     let scheduler =
         crate::scheduler::Scheduler::start(store.clone(), config, metrics.clone()).await?;
-    let state = AppState::new(store, config)?.with_sync_metrics(metrics);
+    let mut state = AppState::new(store.clone(), config)?.with_sync_metrics(metrics);
+    match crate::secrets::Secrets::load(store.as_ref(), &config.credentials.key_file).await {
+        Ok(secrets) => state = state.with_secrets(Arc::new(secrets)),
+        Err(error) => tracing::warn!(
+            error = format!("{error:#}"),
+            "No master key: the API's connector routes that need credentials answer 503."
+        ),
+    }
     let app = Application::build(state, config.server.listen).await?;
     tracing::info!(address = %app.local_addr(), "Serving the API.");
     let served = app.run_until_stopped().await;

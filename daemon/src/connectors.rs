@@ -88,6 +88,23 @@ pub async fn view(store: &dyn Store, connector: &StoredConnector) -> anyhow::Res
     })
 }
 
+/// Longest connector name.
+pub const NAME_CHARS: usize = 64;
+
+/// Whether `name` can name a connector: 1 to 64 letters, digits, '-' or '_'.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if !name.is_empty()
+        && name.len() <= NAME_CHARS
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        Ok(())
+    } else {
+        Err(format!("a connector name is 1 to {NAME_CHARS} letters, digits, '-' or '_' (it names the ledger source `db:<name>/<stream>`)"))
+    }
+}
+
 /// Adds a connector from its definition file; the password is sealed before it is
 /// stored and never kept in the clear.
 pub async fn add(
@@ -99,15 +116,23 @@ pub async fn add(
     password: &SecretString,
     actor: &str,
 ) -> anyhow::Result<StoredConnector> {
-    anyhow::ensure!(
-        !name.is_empty()
-            && name.len() <= 64
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
-        "a connector name is 1 to 64 letters, digits, '-' or '_' (it names the ledger source `db:<name>/<stream>`)"
-    );
+    check_name(name).map_err(anyhow::Error::msg)?;
     let spec = StoredSpec::read(spec_file)?;
+    add_spec(store, secrets, tenant, name, &spec, password, actor).await
+}
+
+/// Adds a connector from its definition and mappings already read (the API sends
+/// them as texts); a name the tenant already uses is a store conflict.
+pub async fn add_spec(
+    store: &dyn Store,
+    secrets: &Secrets,
+    tenant: &Tenant,
+    name: &str,
+    spec: &StoredSpec,
+    password: &SecretString,
+    actor: &str,
+) -> anyhow::Result<StoredConnector> {
+    check_name(name).map_err(anyhow::Error::msg)?;
     let id = uuid::Uuid::new_v4().to_string();
     let secret = secrets.seal(store, &tenant.id, &id, password).await?;
     let stored = store
@@ -116,7 +141,7 @@ pub async fn add(
             tenant_id: tenant.id.clone(),
             name: name.to_string(),
             kind: spec.connector.kind.as_str().to_string(),
-            spec: serde_json::to_string(&spec).context("encoding the connector definition")?,
+            spec: serde_json::to_string(spec).context("encoding the connector definition")?,
             secret,
             paused_at: None,
             pause_reason: None,
@@ -133,8 +158,8 @@ pub async fn add(
             &format!(
                 "{name}: {} database {} on {}, {} stream(s)",
                 spec.connector.kind.as_str(),
-                spec.connector.database,
-                spec.connector.host,
+                ledgersync_schemas::bounded(&spec.connector.database, 100),
+                ledgersync_schemas::bounded(&spec.connector.host, 255),
                 spec.connector.streams.len()
             ),
         )

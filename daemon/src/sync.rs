@@ -42,6 +42,12 @@ impl StoredSpec {
         let base = spec_file.parent().unwrap_or(std::path::Path::new("."));
         let mut mappings = BTreeMap::new();
         for stream in &connector.streams {
+            anyhow::ensure!(
+                !stream.mapping.is_empty(),
+                "stream '{}' in {} names no mapping file (`mapping = \"streams/….toml\"`)",
+                stream.name,
+                spec_file.display()
+            );
             let path = base.join(&stream.mapping);
             let text = std::fs::read_to_string(&path).with_context(|| {
                 format!(
@@ -60,6 +66,50 @@ impl StoredSpec {
         })
     }
 
+    /// Builds the spec from texts, as a remote client sends them: the definition
+    /// (TOML) and each stream's mapping (TOML) by stream name. The definition's
+    /// `mapping` paths, if any, are not read; every stream needs a mapping text,
+    /// and a mapping for a stream the definition lacks is refused. `ca_file` names
+    /// a file on the server, which a remote client has no business pointing at.
+    /// Every error is the sender's to fix, in words.
+    pub fn from_texts(
+        definition: &str,
+        mappings: &BTreeMap<String, String>,
+    ) -> anyhow::Result<StoredSpec> {
+        let connector = ConnectorSpec::from_toml(definition)?;
+        anyhow::ensure!(
+            connector.ca_file.is_none(),
+            "connector definition: `ca_file` names a file on the server and cannot be given here; \
+             leave it out to verify against the system's roots, or add the connector with the CLI"
+        );
+        if let Some(unknown) = mappings
+            .keys()
+            .find(|name| !connector.streams.iter().any(|s| &s.name == *name))
+        {
+            anyhow::bail!(
+                "mappings: the definition has no stream named '{}' (its streams: {})",
+                ledgersync_schemas::bounded(unknown, 100),
+                stream_names(&connector)
+            );
+        }
+        let mut defs = BTreeMap::new();
+        for stream in &connector.streams {
+            let text = mappings.get(&stream.name).with_context(|| {
+                format!(
+                    "mappings: stream '{}' has no mapping text; send it under mappings.{}",
+                    stream.name, stream.name
+                )
+            })?;
+            let def = StreamDef::from_toml(text)
+                .with_context(|| format!("mappings.{}: not a stream mapping", stream.name))?;
+            defs.insert(stream.name.clone(), def);
+        }
+        Ok(StoredSpec {
+            connector,
+            mappings: defs,
+        })
+    }
+
     pub fn from_stored(connector: &StoredConnector) -> anyhow::Result<StoredSpec> {
         serde_json::from_str(&connector.spec).with_context(|| {
             format!(
@@ -68,6 +118,14 @@ impl StoredSpec {
             )
         })
     }
+}
+
+fn stream_names(spec: &ConnectorSpec) -> String {
+    spec.streams
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The database a connector reads, built from its spec and password.
@@ -89,7 +147,7 @@ pub fn database(
 }
 
 /// What one stream's sync did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct StreamSynced {
     pub stream: String,
     pub run_id: i64,
@@ -207,7 +265,14 @@ pub async fn sync_connector(
                 store
                     .finish_run(connector, run_id, &totals, Some(&message))
                     .await?;
-                return Err(SyncError::Other(anyhow::anyhow!(message)));
+                // The source's own failure (a bad CA file, an unsupported kind) stays
+                // one, so that callers can tell it from the server's.
+                return Err(match error {
+                    SyncError::Source(source) => {
+                        SyncError::Source(SourceError::new(source.kind, source.message.clone()))
+                    }
+                    _ => SyncError::Other(anyhow::anyhow!(message)),
+                });
             }
         };
         let mut attempt = 0;

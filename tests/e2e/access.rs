@@ -17,7 +17,7 @@ use crate::helpers::{
     sqlite_store, TestApp, TestStore,
 };
 
-const PASSWORD: &str = "kopi-susu-2025";
+pub(crate) const PASSWORD: &str = "kopi-susu-2025";
 
 /// A mail file as text, quoted-printable decoded (long links are soft-wrapped).
 fn mail_text(raw: &[u8]) -> String {
@@ -78,7 +78,7 @@ async fn login(app: &TestApp, email: &str, password: &str) -> reqwest::Response 
     .await
 }
 
-async fn session(app: &TestApp, email: &str) -> String {
+pub(crate) async fn session(app: &TestApp, email: &str) -> String {
     let response = login(app, email, PASSWORD).await;
     assert_eq!(response.status(), StatusCode::OK, "login of {email}");
     response.json::<Value>().await.unwrap()["token"]
@@ -88,7 +88,7 @@ async fn session(app: &TestApp, email: &str) -> String {
 }
 
 /// Provisions a tenant the runbook's way and logs its admin in.
-async fn provisioned_admin(
+pub(crate) async fn provisioned_admin(
     app: &TestApp,
     email: &str,
     plan: &str,
@@ -122,7 +122,7 @@ async fn invite(app: &TestApp, admin: &str, email: &str, role: &str) -> reqwest:
 }
 
 /// Invites `email` with `role` as `admin` and accepts through the mailed link.
-async fn add_user(app: &TestApp, admin: &str, email: &str, role: &str) {
+pub(crate) async fn add_user(app: &TestApp, admin: &str, email: &str, role: &str) {
     assert_eq!(
         invite(app, admin, email, role).await.status(),
         StatusCode::CREATED
@@ -397,6 +397,7 @@ fn request(
     let concrete = path
         .replace("{token}", "inv_0000")
         .replace("{kind}", "pnl")
+        .replace("{name}", "no-such-connector")
         .replace(
             "{id}",
             if path.starts_with("/v1/users") {
@@ -427,6 +428,7 @@ fn request(
         ("PATCH", _) => builder.json(&json!({ "role": "manager" })),
         ("POST", "/v1/apikeys") => builder.json(&json!({ "name": format!("k{n}"), "scope": "read" })),
         ("POST", "/v1/session/tenant") => builder.json(&json!({ "tenant": own_tenant })),
+        ("POST", "/v1/connectors") => builder.json(&json!({ "name": format!("c{n}"), "definition": "kind = 1", "mappings": {}, "password": "secret" })),
         _ => builder,
     }
 }
@@ -540,8 +542,12 @@ async fn every_route_checks_every_role_and_tenant() {
             match (who, allowed) {
                 (Who::Anonymous, false) => assert_eq!(status, StatusCode::UNAUTHORIZED, "{at}"),
                 (_, false) => assert_eq!(status, StatusCode::FORBIDDEN, "{at}"),
-                // Another tenant's users never reach this tenant's users or keys.
-                (_, true) if other_tenant && route.path.contains("{id}") => {
+                // Another tenant's users never reach this tenant's users, keys or
+                // connectors.
+                (_, true)
+                    if other_tenant
+                        && (route.path.contains("{id}") || route.path.contains("{name}")) =>
+                {
                     assert_eq!(status, StatusCode::NOT_FOUND, "{at}")
                 }
                 (_, true) => assert!(

@@ -317,6 +317,25 @@ async fn the_api_describes_every_route() {
         schemas["AcceptBody"]["properties"]["password"]["minLength"],
         12
     );
+    let connector = &schemas["ConnectorBody"]["properties"];
+    assert_eq!(connector["name"]["maxLength"], 64);
+    assert_eq!(connector["name"]["pattern"], "^[A-Za-z0-9_-]+$");
+    assert_eq!(connector["definition"]["maxLength"], 65536);
+    assert_eq!(connector["mappings"]["maxProperties"], 16);
+    assert_eq!(
+        connector["mappings"]["additionalProperties"]["maxLength"],
+        65536
+    );
+    assert_eq!(connector["password"]["minLength"], 1);
+    assert_eq!(connector["password"]["maxLength"], 1024);
+    assert_eq!(parameter("/v1/syncs", "get", "limit")["maximum"], 1000);
+    assert!(
+        doc["paths"]["/v1/connectors"]["post"]["requestBody"]["description"]
+            .as_str()
+            .unwrap()
+            .contains(&ledgersync::api::connectors::MAX_CONNECTOR_BYTES.to_string())
+    );
+    assert!(doc["paths"]["/v1/connectors/{name}/sync"]["post"]["responses"]["502"].is_object());
     let settings = &schemas["TenantSettings"]["properties"];
     assert_eq!(settings["companyName"]["maxLength"], 200);
     assert!(settings["timezone"]["enum"]

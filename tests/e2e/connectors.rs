@@ -17,7 +17,7 @@ use sqlx::Connection;
 use crate::helpers::{postgres_base, provision, write};
 
 /// Distinctive, so that finding it anywhere in the store's bytes means it leaked.
-const PASSWORD: &str = "Kopi-Susu-Gula-Aren-7319";
+pub(crate) const PASSWORD: &str = "Kopi-Susu-Gula-Aren-7319";
 
 macro_rules! on_both_stores {
     ($($story:ident($source:ident)),* $(,)?) => {$(
@@ -56,15 +56,15 @@ async fn mariadb_source_syncs_incrementally_and_equals_the_source(
 }
 
 #[derive(Debug, Clone, Copy)]
-enum SourceKind {
+pub(crate) enum SourceKind {
     Postgres,
     Mariadb,
 }
 
 /// A throwaway source database, dropped with the value.
-struct SourceDb {
+pub(crate) struct SourceDb {
     kind: SourceKind,
-    name: String,
+    pub(crate) name: String,
     user: String,
 }
 
@@ -82,7 +82,7 @@ fn mariadb(sql: &str) -> String {
 }
 
 impl SourceDb {
-    async fn create(kind: SourceKind) -> SourceDb {
+    pub(crate) async fn create(kind: SourceKind) -> SourceDb {
         let suffix = uuid::Uuid::new_v4().simple().to_string();
         let name = format!("ls_src_{}", &suffix[..12]);
         match kind {
@@ -130,7 +130,7 @@ impl SourceDb {
         }
     }
 
-    async fn execute(&self, sql: &str) {
+    pub(crate) async fn execute(&self, sql: &str) {
         match self.kind {
             SourceKind::Postgres => {
                 let mut conn =
@@ -147,7 +147,7 @@ impl SourceDb {
 
     /// `(month, sum of net_amount, sum of cash takings)` by Jakarta month, computed
     /// by the source database, as `YYYY-MM` and plain decimals.
-    async fn monthly_figures(&self) -> Vec<(String, String, String)> {
+    pub(crate) async fn monthly_figures(&self) -> Vec<(String, String, String)> {
         match self.kind {
             SourceKind::Postgres => {
                 let mut conn =
@@ -179,7 +179,7 @@ impl SourceDb {
         }
     }
 
-    fn spec(&self, dir: &Path) -> std::path::PathBuf {
+    pub(crate) fn spec(&self, dir: &Path) -> std::path::PathBuf {
         let mapping = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../examples/streams/pos_sales.toml")
             .canonicalize()
@@ -248,7 +248,12 @@ fn decimal(units: i64) -> String {
 /// `INSERT` rows `from..to` of a deterministic POS history (a sale every ~37 hours
 /// from January 2025, four payment methods, fractional rupiah), updated at
 /// `updated_at`, or when they were sold.
-fn sales_insert(kind: SourceKind, from: usize, to: usize, updated_at: Option<&str>) -> String {
+pub(crate) fn sales_insert(
+    kind: SourceKind,
+    from: usize,
+    to: usize,
+    updated_at: Option<&str>,
+) -> String {
     const OUTLETS: [&str; 3] = ["Kemang", "Senopati", "Bintaro"];
     const CATEGORIES: [&str; 4] = ["coffee", "tea", "pastry", "rice_bowl"];
     const PAYMENTS: [&str; 4] = ["cash", "qris", "card", "gofood"];
@@ -284,7 +289,7 @@ fn month(text: &str) -> Month {
 }
 
 /// The ledger's `(month, revenue, cash change)` over the months the source has.
-async fn ledger_figures(
+pub(crate) async fn ledger_figures(
     store: &dyn Store,
     tenant: &Tenant,
     months: &[(String, String, String)],
@@ -427,7 +432,7 @@ async fn sync_story(kind: SourceKind, test: &crate::helpers::TestStore) {
 
 /// Searches every byte the store keeps (SQLite files) or every row of every table
 /// (PostgreSQL) for `secret`.
-async fn assert_no_plaintext(test: &crate::helpers::TestStore, secret: &str) {
+pub(crate) async fn assert_no_plaintext(test: &crate::helpers::TestStore, secret: &str) {
     if let Some(dir) = test.url.strip_prefix("sqlite://") {
         let mut files = vec![];
         let mut pending = vec![std::path::PathBuf::from(dir)];

@@ -152,6 +152,8 @@ pub struct TestApp {
     pub key: String,
     pub client: reqwest::Client,
     pub outbox: TempDir,
+    /// Where the master key that seals connector passwords is.
+    pub keys: TempDir,
 }
 
 /// The daemon's default configuration, with mail written to `outbox`.
@@ -187,7 +189,14 @@ pub async fn spawn_app(store: Arc<dyn Store>) -> TestApp {
     let tenant = provision(store.as_ref(), "pro").await;
     let key = new_key(store.as_ref(), &tenant, "read").await;
     let outbox = tempfile::tempdir().unwrap();
-    let state = AppState::new(store.clone(), &config_with_outbox(outbox.path())).unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let secrets =
+        ledgersync::secrets::Secrets::load(store.as_ref(), &keys.path().join("master.key"))
+            .await
+            .unwrap();
+    let state = AppState::new(store.clone(), &config_with_outbox(outbox.path()))
+        .unwrap()
+        .with_secrets(Arc::new(secrets));
     let app = Application::build(state, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
@@ -200,6 +209,7 @@ pub async fn spawn_app(store: Arc<dyn Store>) -> TestApp {
         key,
         client: reqwest::Client::new(),
         outbox,
+        keys,
     }
 }
 

@@ -6,6 +6,7 @@ mod access;
 mod api;
 mod chart;
 mod connectors;
+mod connectors_api;
 mod helpers;
 mod hledger;
 mod import_files;

@@ -10,11 +10,12 @@
 //! - [`auth`]: credentials, the guard, login, invitations and sessions;
 //! - [`problem`] and [`extract`]: problem documents and extractors that answer with one;
 //! - one module per group of routes: [`reports`], [`settings`], [`imports`],
-//!   [`users`], [`keys`], [`audit`], [`ledger`];
+//!   [`users`], [`keys`], [`audit`], [`ledger`], [`connectors`];
 //! - [`openapi`]: `GET /v1/openapi.json`, described from the table.
 
 pub mod audit;
 pub mod auth;
+pub mod connectors;
 pub mod extract;
 pub mod imports;
 pub mod keys;

@@ -8,8 +8,7 @@ use schemars::generate::SchemaSettings;
 use schemars::Schema;
 use serde_json::{json, Map, Value};
 
-use super::imports::MAX_UPLOAD_BYTES;
-use super::routes::{Need, MAX_JSON_BYTES, ROUTES};
+use super::routes::{Need, ROUTES};
 use crate::access::Role;
 
 fn need_text(need: Need) -> String {
@@ -34,11 +33,12 @@ fn error_text(status: u16) -> &'static str {
         401 => "No credential, or one that is wrong or expired",
         403 => "The credential does not allow this (role, key scope, plan or feature)",
         404 => "No such resource",
-        409 => "Conflicts with the current state (a seat limit, a rule about admins)",
+        409 => "Conflicts with the current state (a seat limit, a rule about admins, a name in use, a sync running)",
         413 => "The body is larger than the route accepts",
         415 => "The body is not of the media type the route reads",
         422 => "Valid in form, refused on its content (rejected rows, an unreadable file, a reversed range, settings that do not hold); the detail says why",
         429 => "Too many failed logins; retry after retryAfterSeconds",
+        502 => "The connector's database failed or could not be reached; the detail says what failed, in words, and kind names the failure",
         500 => "The server failed; the detail is generic and requestId names the failure in the server's log",
         503 => "The store is busy or unreachable; try again shortly (requestId as for 500)",
         _ => "A problem",
@@ -133,11 +133,7 @@ pub fn document() -> Value {
         if let Some(request) = shapes.request {
             let mut body = json_body(request, spec.request_media);
             body["required"] = json!(true);
-            let limit = if spec.request_media == "application/json" {
-                MAX_JSON_BYTES
-            } else {
-                MAX_UPLOAD_BYTES
-            };
+            let limit = spec.body_limit;
             body["description"] = json!(format!(
                 "At most {limit} bytes; a larger body is answered 413."
             ));
@@ -170,7 +166,8 @@ pub fn document() -> Value {
                     }
                 },
                 "total": { "type": "integer", "description": "For rows-rejected: how many rows were rejected in all" },
-                "retryAfterSeconds": { "type": "integer", "description": "For login-throttled" }
+                "retryAfterSeconds": { "type": "integer", "description": "For login-throttled" },
+                "kind": { "type": "string", "description": "For source-failed: unreachable, tls, login, permission, timeout, interrupted, definition, type or other" }
             }
         }),
     );

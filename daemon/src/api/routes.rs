@@ -9,11 +9,13 @@ use axum::{Json, Router};
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 
 use super::state::{forget_callers_after_changes, with_request_id, AppState};
-use super::{audit, auth, imports, keys, ledger, problem, reports, settings, users};
+use super::{audit, auth, connectors, imports, keys, ledger, problem, reports, settings, users};
 use crate::access::{Role, Session};
+use crate::connectors::ConnectorView;
 use crate::reports::Report;
+use crate::sync::StreamSynced;
 use ledgersync_config::TenantSettings;
-use ledgersync_store::{ApiKey, AuditEntry, PastLoad, User};
+use ledgersync_store::{ApiKey, AuditEntry, PastLoad, SyncRun, User};
 
 /// Largest accepted JSON body (logins, settings, invitations …).
 pub const MAX_JSON_BYTES: usize = 64 << 10;
@@ -49,6 +51,8 @@ pub struct Route {
     pub status: u16,
     /// Media type of the request body, where it has one.
     pub request_media: &'static str,
+    /// Largest request body, in bytes; a larger one is answered 413.
+    pub body_limit: usize,
     /// The problem statuses the route can answer (each a problem document).
     pub errors: &'static [u16],
     serve: fn(MethodFilter) -> MethodRouter<AppState>,
@@ -69,6 +73,7 @@ const fn route(
         summary,
         status: 200,
         request_media: "application/json",
+        body_limit: MAX_JSON_BYTES,
         errors: &[],
         serve,
         shapes: |_| Shapes::default(),
@@ -88,6 +93,11 @@ impl Route {
 
     const fn body_of(mut self, media: &'static str) -> Route {
         self.request_media = media;
+        self
+    }
+
+    const fn limit(mut self, bytes: usize) -> Route {
+        self.body_limit = bytes;
         self
     }
 
@@ -235,12 +245,11 @@ pub const ROUTES: &[Route] = &[
         "/v1/imports",
         Need::Import,
         "Import a CSV body through a stream; all rows or none",
-        |m| {
-            on(m, imports::upload_import).layer(DefaultBodyLimit::max(imports::MAX_UPLOAD_BYTES))
-        },
+        |m| on(m, imports::upload_import),
     )
     .answers(201)
     .body_of("text/csv")
+    .limit(imports::MAX_UPLOAD_BYTES)
     .fails(&[400, 401, 403, 413, 422, 500, 503])
     .shaped(|g| Shapes {
         query: inline::<imports::ImportParams>(g),
@@ -372,6 +381,127 @@ pub const ROUTES: &[Route] = &[
     }),
     route(
         "GET",
+        "/v1/connectors",
+        MANAGER,
+        "The tenant's database connectors, their state and last run (never a password)",
+        |m| on(m, connectors::list_connectors),
+    )
+    .fails(GUARDED)
+    .shaped(|g| Shapes {
+        response: of::<Vec<ConnectorView>>(g),
+        ..Shapes::default()
+    }),
+    route(
+        "POST",
+        "/v1/connectors",
+        ADMIN,
+        "Add a database connector from its definition and its streams' mappings (TOML texts) and the database password, which is sealed and never answered",
+        |m| on(m, connectors::add_connector),
+    )
+    .answers(201)
+    .limit(connectors::MAX_CONNECTOR_BYTES)
+    .fails(&[400, 401, 403, 409, 413, 415, 422, 500, 503])
+    .shaped(|g| Shapes {
+        request: of::<connectors::ConnectorBody>(g),
+        response: of::<ConnectorView>(g),
+        ..Shapes::default()
+    }),
+    route(
+        "GET",
+        "/v1/connectors/{name}",
+        MANAGER,
+        "One connector (never its password)",
+        |m| on(m, connectors::get_connector),
+    )
+    .fails(&[401, 403, 404, 500, 503])
+    .shaped(|g| Shapes {
+        response: of::<ConnectorView>(g),
+        ..Shapes::default()
+    }),
+    route(
+        "DELETE",
+        "/v1/connectors/{name}",
+        ADMIN,
+        "Remove a connector and its sealed password; what it synced stays in the ledger",
+        |m| on(m, connectors::remove_connector),
+    )
+    .answers(204)
+    .fails(&[401, 403, 404, 500, 503]),
+    route(
+        "POST",
+        "/v1/connectors/{name}/test",
+        ADMIN,
+        "Connect, log in and read each stream's relation; what failed, in words",
+        |m| on(m, connectors::test_connector),
+    )
+    .fails(&[401, 403, 404, 500, 502, 503])
+    .shaped(|g| Shapes {
+        response: of::<connectors::ConnectionTest>(g),
+        ..Shapes::default()
+    }),
+    route(
+        "GET",
+        "/v1/connectors/{name}/discover",
+        ADMIN,
+        "Tables the connector's user can read, with each column's canonical type",
+        |m| on(m, connectors::discover_connector),
+    )
+    .fails(&[401, 403, 404, 500, 502, 503])
+    .shaped(|_| Shapes {
+        response: Some(connectors::tables_schema()),
+        ..Shapes::default()
+    }),
+    route(
+        "POST",
+        "/v1/connectors/{name}/sync",
+        MANAGER,
+        "Sync every stream now and answer what each did; 409 while another run of the connector holds its lease",
+        |m| on(m, connectors::sync_now),
+    )
+    .fails(&[401, 403, 404, 409, 422, 500, 502, 503])
+    .shaped(|g| Shapes {
+        response: of::<Vec<StreamSynced>>(g),
+        ..Shapes::default()
+    }),
+    route(
+        "POST",
+        "/v1/connectors/{name}/pause",
+        ADMIN,
+        "Pause a connector's scheduled syncs",
+        |m| on(m, connectors::pause_connector),
+    )
+    .fails(&[401, 403, 404, 500, 503])
+    .shaped(|g| Shapes {
+        response: of::<ConnectorView>(g),
+        ..Shapes::default()
+    }),
+    route(
+        "POST",
+        "/v1/connectors/{name}/resume",
+        ADMIN,
+        "Resume a connector's scheduled syncs and clear its failures in a row",
+        |m| on(m, connectors::resume_connector),
+    )
+    .fails(&[401, 403, 404, 500, 503])
+    .shaped(|g| Shapes {
+        response: of::<ConnectorView>(g),
+        ..Shapes::default()
+    }),
+    route(
+        "GET",
+        "/v1/syncs",
+        MANAGER,
+        "Connector sync runs, newest first: rows read and written, control sum, cursor before and after, error",
+        |m| on(m, connectors::list_syncs),
+    )
+    .fails(GUARDED_QUERY)
+    .shaped(|g| Shapes {
+        query: inline::<connectors::SyncParams>(g),
+        response: of::<Vec<SyncRun>>(g),
+        ..Shapes::default()
+    }),
+    route(
+        "GET",
         "/v1/openapi.json",
         Need::Nobody,
         "This document",
@@ -398,6 +528,9 @@ pub fn router(state: AppState) -> Router {
     let mut router = Router::new();
     for spec in ROUTES {
         let mut handler = (spec.serve)(method_filter(spec.method));
+        if spec.body_limit != MAX_JSON_BYTES {
+            handler = handler.layer(DefaultBodyLimit::max(spec.body_limit));
+        }
         if spec.need != Need::Nobody {
             let need = spec.need;
             handler = handler.layer(axum::middleware::from_fn_with_state(

@@ -38,6 +38,12 @@ pub struct Shared {
     pub sync_metrics: crate::metrics::SyncMetrics,
     /// A hash of the scraper's token; `/metrics` is off without one.
     pub metrics_token_hash: Option<String>,
+    /// The master key that opens connector credentials; the connector routes that
+    /// need it answer 503 without it.
+    pub secrets: Option<Arc<crate::secrets::Secrets>>,
+    /// How long a sync started through the API holds its connector's lease unless
+    /// renewed (it is renewed every third of it while the sync runs).
+    pub sync_lease: Duration,
 }
 
 /// Short-lived memory of the read path: who a credential is, and rendered reports.
@@ -299,6 +305,8 @@ impl AppState {
                 use secrecy::ExposeSecret as _;
                 crate::keys::hash(token.expose_secret())
             }),
+            secrets: None,
+            sync_lease: Duration::from_secs(config.sync.lease_secs.max(3)),
         })))
     }
 
@@ -310,6 +318,18 @@ impl AppState {
                 AppState(Arc::new(shared))
             }
             Err(_) => panic!("sync metrics are attached before the state is shared"),
+        }
+    }
+
+    /// The state opening connector credentials with `secrets` (set before serving
+    /// starts).
+    pub fn with_secrets(self, secrets: Arc<crate::secrets::Secrets>) -> AppState {
+        match Arc::try_unwrap(self.0) {
+            Ok(mut shared) => {
+                shared.secrets = Some(secrets);
+                AppState(Arc::new(shared))
+            }
+            Err(_) => panic!("secrets are attached before the state is shared"),
         }
     }
 }
