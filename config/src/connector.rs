@@ -51,8 +51,10 @@ impl DatabaseKind {
 
 /// How the connection is secured. Postgres reads these as its `sslmode`s, MySQL as
 /// its `ssl-mode`s (`disable` → DISABLED, `prefer` → PREFERRED, `require` →
-/// REQUIRED, `verify-full` → VERIFY_IDENTITY), SQL Server as `encrypt` off / on /
-/// on with `trust_server_certificate` off.
+/// REQUIRED, `verify-full` → VERIFY_IDENTITY). SQL Server: `disable` encrypts the
+/// login only; `prefer` encrypts everything when the server agrees, `require`
+/// always, both without checking the certificate (usually self-signed there);
+/// `verify-full` checks the certificate and the host name.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TlsMode {

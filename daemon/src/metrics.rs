@@ -1,5 +1,5 @@
 //! Prometheus metrics of connector syncs (prometheus-client): runs, failures,
-//! rows, run duration and the time of the last success per connector, from which
+//! rows and bytes read, run duration and the time of the last success per connector, from which
 //! a dashboard takes the lag (`time() - ledgersync_sync_last_success_seconds`).
 
 use std::sync::Arc;
@@ -29,6 +29,7 @@ pub struct SyncMetrics {
     runs: Family<ConnectorLabels, Counter>,
     failures: Family<ConnectorLabels, Counter>,
     rows: Family<ConnectorLabels, Counter>,
+    bytes: Family<ConnectorLabels, Counter>,
     duration: Family<ConnectorLabels, Histogram>,
     last_success: Family<ConnectorLabels, Gauge>,
 }
@@ -43,6 +44,7 @@ impl Default for SyncMetrics {
         let runs = Family::<ConnectorLabels, Counter>::default();
         let failures = Family::<ConnectorLabels, Counter>::default();
         let rows = Family::<ConnectorLabels, Counter>::default();
+        let bytes = Family::<ConnectorLabels, Counter>::default();
         let duration = Family::<ConnectorLabels, Histogram>::new_with_constructor(
             duration_histogram as fn() -> Histogram,
         );
@@ -55,6 +57,11 @@ impl Default for SyncMetrics {
             failures.clone(),
         );
         registry.register("rows", "Rows read from connectors' sources", rows.clone());
+        registry.register(
+            "bytes",
+            "Size of the rows read from connectors' sources, as text in memory",
+            bytes.clone(),
+        );
         registry.register(
             "duration_seconds",
             "Duration of connector sync runs",
@@ -70,6 +77,7 @@ impl Default for SyncMetrics {
             runs,
             failures,
             rows,
+            bytes,
             duration,
             last_success,
         }
@@ -97,6 +105,10 @@ impl SyncMetrics {
             Ok(streams) => {
                 let rows: i64 = streams.iter().map(|s| s.rows_read).sum();
                 self.rows.get_or_create(&labels).inc_by(rows.max(0) as u64);
+                let bytes: i64 = streams.iter().map(|s| s.bytes_read).sum();
+                self.bytes
+                    .get_or_create(&labels)
+                    .inc_by(bytes.max(0) as u64);
                 self.last_success
                     .get_or_create(&labels)
                     .set(chrono::Utc::now().timestamp());

@@ -152,6 +152,8 @@ pub struct StreamSynced {
     pub stream: String,
     pub run_id: i64,
     pub rows_read: i64,
+    /// Size of the rows read, as text columns in memory.
+    pub bytes_read: i64,
     pub postings_written: i64,
     /// Transactions removed because the source no longer has them (full refresh).
     pub removed: i64,
@@ -164,7 +166,7 @@ pub struct StreamSynced {
 /// Why a stream's sync stopped; what was committed before stays.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
-    #[error("{0}")]
+    #[error(transparent)]
     Source(#[from] SourceError),
     /// Rows the mapping refused, named by table and key.
     #[error(
@@ -172,7 +174,7 @@ pub enum SyncError {
     )]
     Rows { rejected: usize, listed: String },
     /// The mapping does not fit the relation (a column it names is missing).
-    #[error("{0}")]
+    #[error(transparent)]
     Mapping(#[from] ledgersync_connectors::MappingError),
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -330,6 +332,7 @@ pub async fn sync_connector(
                     stream: stream.name.clone(),
                     run_id,
                     rows_read: totals.rows_read,
+                    bytes_read: totals.bytes_read,
                     postings_written: totals.rows_written,
                     removed: totals.removed,
                     commits,
@@ -401,6 +404,7 @@ async fn sync_stream(
         }
         let rows = batch.rows.len() as i64;
         totals.rows_read += rows;
+        totals.bytes_read += batch.rows.frame.estimated_size() as i64;
         let (rows_batch, names) = batch.into_parts();
         let mapped = {
             let mapper = mapper.clone();

@@ -62,6 +62,8 @@ pub struct SyncRun {
     /// `running`, `succeeded` or `failed`.
     pub status: String,
     pub rows_read: i64,
+    /// Size of the rows read, as text columns in memory.
+    pub bytes_read: i64,
     pub rows_written: i64,
     pub rows_rejected: i64,
     /// Transactions removed because the source no longer has them.
@@ -77,6 +79,8 @@ pub struct SyncRun {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunTotals {
     pub rows_read: i64,
+    /// Size of the rows read, as text columns in memory.
+    pub bytes_read: i64,
     pub rows_written: i64,
     pub rows_rejected: i64,
     /// Transactions removed because the source no longer has them.
@@ -206,6 +210,7 @@ fn run_from_row(row: &sqlx::any::AnyRow) -> Result<SyncRun, StoreError> {
         ended_at: row.try_get("ended_at").context(READING)?,
         status: row.try_get("status").context(READING)?,
         rows_read: row.try_get("rows_read").context(READING)?,
+        bytes_read: row.try_get("bytes_read").context(READING)?,
         rows_written: row.try_get("rows_written").context(READING)?,
         rows_rejected: row.try_get("rows_rejected").context(READING)?,
         rows_removed: row.try_get("rows_removed").context(READING)?,
@@ -511,7 +516,7 @@ impl ConnectorStore for SqlStore {
         sqlx::query(
             "UPDATE sync_runs SET ended_at = $1, status = $2, rows_read = $3, rows_written = $4, \
              rows_rejected = $5, control_sum = $6, cursor_after = $7, error = $8, \
-             rows_removed = $10 WHERE id = $9",
+             rows_removed = $10, bytes_read = $11 WHERE id = $9",
         )
         .bind(now())
         .bind(if error.is_some() {
@@ -527,6 +532,7 @@ impl ConnectorStore for SqlStore {
         .bind(error.as_deref())
         .bind(run_id)
         .bind(totals.removed)
+        .bind(totals.bytes_read)
         .execute(&mut *tx)
         .await
         .context("recording the end of a sync run")?;
@@ -557,7 +563,7 @@ impl ConnectorStore for SqlStore {
         limit: i64,
     ) -> Result<Vec<SyncRun>, StoreError> {
         const COLUMNS: &str = "id, connector, stream, trigger_kind, started_at, ended_at, \
-             status, rows_read, rows_written, rows_rejected, rows_removed, control_sum, cursor_before, \
+             status, rows_read, bytes_read, rows_written, rows_rejected, rows_removed, control_sum, cursor_before, \
              cursor_after, error";
         let sql = match connector {
             Some(_) => format!(

@@ -47,6 +47,8 @@ CREATE TABLE sync_runs (
     -- `running`, `succeeded` or `failed`
     status        TEXT NOT NULL,
     rows_read     BIGINT NOT NULL DEFAULT 0,
+    -- Size of the rows read, as text columns in memory.
+    bytes_read    BIGINT NOT NULL DEFAULT 0,
     rows_written  BIGINT NOT NULL DEFAULT 0,
     rows_rejected BIGINT NOT NULL DEFAULT 0,
     -- Transactions removed because the source no longer has them (full refresh).

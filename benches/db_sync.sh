@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Database Connect, measured beside its peers on one machine: a POS sales table of
+# ROWS rows in the local PostgreSQL and MariaDB, read
+#   - by ledgersync's first sync (read, map, write, aggregates, commit) into a fresh
+#     SQLite store, whole process, with its peak memory;
+#   - by ConnectorX (PyPI `connectorx`) into Arrow, the same query (best of 3);
+#   - by `COPY (query) TO STDOUT (FORMAT binary)` through psql, the read limit
+#     (PostgreSQL only; best of 3);
+# then 1,000 rows are changed at the source and synced again (incremental).
+# Usage: bash benches/db_sync.sh [ledgersync binary] [rows=2000000]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ledgersync-target}"
+bin="${1:-$CARGO_TARGET_DIR/release/ledgersync}"
+rows="${2:-2000000}"
+venv="$HOME/.cache/ledgersync-bench-venv"
+if ! "$venv/bin/python" -c "import connectorx, pyarrow" 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet connectorx pyarrow
+fi
+work=$(mktemp -d)
+db=ls_bench_pos
+trap 'rm -rf "$work"; psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true; mariadb -h 127.0.0.1 -u root -e "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true' EXIT
+export LEDGERSYNC_LOG=warn,sqlx=error
+export LEDGERSYNC_CREDENTIALS__KEY_FILE="$work/master.key"
+best() { sort -g | head -1; }
+ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
+
+echo "seeding $rows POS sales in PostgreSQL and MariaDB" >&2
+psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
+psql -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -U postgres -d "$db" <<SQL
+CREATE TABLE sales AS
+SELECT 'S' || lpad(i::text, 9, '0') AS sale_id,
+       timestamp '2024-01-01' + i * interval '13 seconds' AS sold_at,
+       (ARRAY['Kemang','Senopati','Bintaro','Dago','Braga','Tunjungan'])[1 + i % 6] AS outlet,
+       (ARRAY['coffee','tea','pastry','rice_bowl'])[1 + i % 4] AS category,
+       (ARRAY['cash','qris','card','gofood','ovo'])[1 + (i / 7) % 5] AS payment_method,
+       (15000 + (i * 7919) % 90000 + (i % 7) * 0.25)::numeric(18,4) AS net_amount,
+       ((15000 + (i * 7919) % 90000) / 10)::numeric(18,4) AS tax,
+       timestamp '2024-01-01' + i * interval '13 seconds' AS updated_at
+FROM generate_series(1::bigint, $rows) AS i;
+ALTER TABLE sales ADD PRIMARY KEY (sale_id);
+CREATE INDEX sales_updated_at ON sales (updated_at, sale_id);
+ANALYZE sales;
+SQL
+mariadb -h 127.0.0.1 -u root -e "DROP DATABASE IF EXISTS $db; CREATE DATABASE $db"
+mariadb -h 127.0.0.1 -u root "$db" <<SQL
+CREATE TABLE sales (sale_id VARCHAR(16) PRIMARY KEY, sold_at DATETIME NOT NULL,
+  outlet VARCHAR(20) NOT NULL, category VARCHAR(20) NOT NULL, payment_method VARCHAR(10) NOT NULL,
+  net_amount DECIMAL(18,4) NOT NULL, tax DECIMAL(18,4) NOT NULL, updated_at DATETIME NOT NULL,
+  KEY sales_updated_at (updated_at, sale_id));
+INSERT INTO sales
+SELECT CONCAT('S', LPAD(seq, 9, '0')), TIMESTAMPADD(SECOND, seq * 13, '2024-01-01'),
+       ELT(1 + seq % 6, 'Kemang','Senopati','Bintaro','Dago','Braga','Tunjungan'),
+       ELT(1 + seq % 4, 'coffee','tea','pastry','rice_bowl'),
+       ELT(1 + (seq DIV 7) % 5, 'cash','qris','card','gofood','ovo'),
+       15000 + (seq * 7919) % 90000 + (seq % 7) * 0.25, ((15000 + (seq * 7919) % 90000) DIV 10),
+       TIMESTAMPADD(SECOND, seq * 13, '2024-01-01')
+FROM seq_1_to_$rows;
+SQL
+mariadb -h 127.0.0.1 -u root -e "CREATE USER IF NOT EXISTS 'ls_bench'@'%' IDENTIFIED BY 'bench'; CREATE USER IF NOT EXISTS 'ls_bench'@'localhost' IDENTIFIED BY 'bench'; GRANT SELECT ON $db.* TO 'ls_bench'@'%'; GRANT SELECT ON $db.* TO 'ls_bench'@'localhost';"
+
+query="SELECT * FROM sales"
+mapping="$PWD/examples/streams/pos_sales.toml"
+results=()
+for kind in postgres mysql; do
+  if [ "$kind" = postgres ]; then
+    user=postgres port=5432 url="postgresql://postgres@127.0.0.1:5432/$db"
+  else
+    user=ls_bench port=3306 url="mysql://ls_bench:bench@127.0.0.1:3306/$db"
+  fi
+  cat >"$work/$kind.toml" <<TOML
+kind = "$kind"
+host = "127.0.0.1"
+port = $port
+database = "$db"
+user = "$user"
+tls = "disable"
+source_timezone = "UTC"
+
+[[streams]]
+name = "pos_sales"
+table = "sales"
+mapping = "$mapping"
+cursor = { column = "updated_at", lookback = "0s" }
+TOML
+  export LEDGERSYNC_STORE__URL="sqlite://$work/store-$kind"
+  "$bin" provision customer --name Bench --email "bench@$kind.example" --plan pro --users 1 >/dev/null
+  POS_PASSWORD=bench "$bin" connector add --tenant bench --name pos --file "$work/$kind.toml" --password-env POS_PASSWORD >/dev/null
+  sync "$work"
+  /usr/bin/time -f "%e %M" -o "$work/sync-$kind.time" "$bin" connector sync --tenant bench pos >&2
+  read -r sync_s sync_kb <"$work/sync-$kind.time"
+
+  for run in 1 2 3; do
+    "$venv/bin/python" -c "
+import time, connectorx as cx
+t = time.perf_counter(); table = cx.read_sql('$url', '$query', return_type='arrow')
+print(time.perf_counter() - t, table.num_rows)" >"$work/cx-$kind-$run"
+  done
+  read -r cx_s cx_rows < <(cat "$work"/cx-$kind-* | best)
+  cx_s=$(printf '%.2f' "$cx_s")
+  copy_s=""
+  if [ "$kind" = postgres ]; then
+    for run in 1 2 3; do
+      /usr/bin/time -f "%e" -o "$work/copy-$run" psql -q -h 127.0.0.1 -U postgres -d "$db" \
+        -c "\\copy ($query) TO '/dev/null' WITH (FORMAT binary)"
+    done
+    copy_s=$(cat "$work"/copy-* | best)
+  fi
+
+  # 1,000 rows changed at the source, then synced.
+  if [ "$kind" = postgres ]; then
+    psql -q -h 127.0.0.1 -U postgres -d "$db" -c "UPDATE sales SET net_amount = net_amount + 1, updated_at = timestamp '2030-01-01' WHERE sale_id IN (SELECT sale_id FROM sales ORDER BY md5(sale_id) LIMIT 1000)"
+  else
+    mariadb -h 127.0.0.1 -u root "$db" -e "UPDATE sales SET net_amount = net_amount + 1, updated_at = '2030-01-01' ORDER BY MD5(sale_id) LIMIT 1000"
+  fi
+  /usr/bin/time -f "%e %M" -o "$work/inc-$kind.time" "$bin" connector sync --tenant bench pos >&2
+  read -r inc_s _ <"$work/inc-$kind.time"
+  results+=("$kind|$sync_s|$((sync_kb / 1024))|$cx_s|$cx_rows|${copy_s:-}|$inc_s")
+done
+
+echo
+echo "| source | ledgersync first sync, whole process (s) | peak RSS (MB) | ConnectorX read to Arrow (s) | ratio | COPY binary read (s) | 1,000 changed rows, whole process (s) |"
+echo "|---|---|---|---|---|---|---|"
+for line in "${results[@]}"; do
+  IFS='|' read -r kind sync_s rss cx_s cx_rows copy_s inc_s <<<"$line"
+  echo "| $kind, $cx_rows rows | $sync_s | $rss | $cx_s | $(ratio "$sync_s" "$cx_s") | ${copy_s:--} | $inc_s |"
+done
