@@ -112,9 +112,9 @@ impl std::fmt::Debug for StoreConfig {
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
-    /// How long credentials and rendered reports may be served from memory. Changes
-    /// made through this process show at once; with several replicas, a change made
-    /// elsewhere (a revoked key, a new load) shows here within this time. 0 disables.
+    /// How long credentials may be served from memory; with several replicas, a key
+    /// revoked elsewhere shows here within this time. Reports follow changes made
+    /// elsewhere within about a second (see the README). 0 disables both caches.
     pub cache_ttl_secs: u64,
 }
 

@@ -25,24 +25,65 @@ pub(crate) struct SqlStore {
     pub(crate) generations: Arc<Generations>,
 }
 
-/// Per tenant, a number that changes whenever this process commits something that
-/// changes what the tenant's reports say; readers cache against it.
+/// Per tenant, a number that changes whenever something changes what the tenant's
+/// reports say: at once for this process's own commits, and within a
+/// [`ControlStore::sync_generations`] for other processes' (through the tenants'
+/// `data_version`); readers cache against it.
 #[derive(Default)]
-pub(crate) struct Generations(std::sync::Mutex<std::collections::HashMap<String, u64>>);
+pub(crate) struct Generations(std::sync::Mutex<GenerationState>);
+
+#[derive(Default)]
+pub(crate) struct GenerationState {
+    current: std::collections::HashMap<String, u64>,
+    /// Tenants changed here since their `data_version` was last raised.
+    unshared: std::collections::HashSet<String>,
+    /// The `data_version` of each tenant as last read (and raised by this process).
+    seen: std::collections::HashMap<String, i64>,
+}
 
 impl Generations {
     pub(crate) fn bump(&self, tenant_id: &str) {
-        let mut map = self.0.lock().expect("generations lock");
-        *map.entry(tenant_id.to_string()).or_default() += 1;
+        let mut state = self.0.lock().expect("generations lock");
+        *state.current.entry(tenant_id.to_string()).or_default() += 1;
+        state.unshared.insert(tenant_id.to_string());
     }
 
     pub(crate) fn get(&self, tenant_id: &str) -> u64 {
         self.0
             .lock()
             .expect("generations lock")
+            .current
             .get(tenant_id)
             .copied()
             .unwrap_or(0)
+    }
+
+    fn take_unshared(&self) -> Vec<String> {
+        let mut state = self.0.lock().expect("generations lock");
+        state.unshared.drain().collect()
+    }
+
+    /// This process raised `tenant_id`'s `data_version` by one.
+    fn shared(&self, tenant_id: &str) {
+        let mut state = self.0.lock().expect("generations lock");
+        if let Some(seen) = state.seen.get_mut(tenant_id) {
+            *seen += 1;
+        }
+    }
+
+    /// The `data_version`s read from the store: a tenant whose version moved
+    /// otherwise than by this process changed elsewhere.
+    fn observe(&self, versions: Vec<(String, i64)>) {
+        let mut state = self.0.lock().expect("generations lock");
+        for (tenant, version) in versions {
+            let moved = state
+                .seen
+                .insert(tenant.clone(), version)
+                .is_some_and(|seen| seen != version);
+            if moved {
+                *state.current.entry(tenant).or_default() += 1;
+            }
+        }
     }
 }
 
@@ -215,6 +256,34 @@ impl SqlStore {
 
 #[async_trait]
 impl ControlStore for SqlStore {
+    async fn sync_generations(&self) -> Result<(), StoreError> {
+        let unshared = self.generations.take_unshared();
+        for tenant_id in &unshared {
+            let raised =
+                sqlx::query("UPDATE tenants SET data_version = data_version + 1 WHERE id = $1")
+                    .bind(tenant_id)
+                    .execute(self.backend.control())
+                    .await;
+            match raised {
+                Ok(_) => self.generations.shared(tenant_id),
+                Err(error) => {
+                    // Told next time instead; the change is not lost to others.
+                    self.generations.bump(tenant_id);
+                    return Err(StoreError::Database {
+                        context: "sharing a tenant's data version",
+                        source: error,
+                    });
+                }
+            }
+        }
+        let versions: Vec<(String, i64)> = sqlx::query_as("SELECT id, data_version FROM tenants")
+            .fetch_all(self.backend.control())
+            .await
+            .context("reading the tenants' data versions")?;
+        self.generations.observe(versions);
+        Ok(())
+    }
+
     async fn create_tenant(&self, new: NewTenant) -> Result<(Tenant, bool), StoreError> {
         let email = new.admin_email.trim().to_ascii_lowercase();
         if let Some(existing) = self.tenant_by_email(&email).await? {

@@ -243,6 +243,10 @@ pub struct LedgerTotals {
 /// sessions, login throttling and the audit trail.
 #[async_trait]
 pub trait ControlStore: Send + Sync {
+    /// Shares this process's changes to tenants' data with the other processes on
+    /// the store, and takes theirs into [`LedgerStore::generation`]; a reader that
+    /// caches by generation calls it about once a second.
+    async fn sync_generations(&self) -> Result<(), StoreError>;
     /// Creates a tenant and its storage; with an existing admin email returns that
     /// tenant and `false` instead.
     async fn create_tenant(&self, new: NewTenant) -> Result<(Tenant, bool), StoreError>;
@@ -457,8 +461,9 @@ pub trait LedgerStore: Send + Sync {
     async fn branches(&self, tenant: &Tenant) -> Result<Vec<String>, StoreError>;
     /// Recomputes every aggregate bucket from the postings.
     async fn rebuild_aggregates(&self, tenant: &Tenant) -> Result<i64, StoreError>;
-    /// Changes whenever this process commits a change to what the tenant's reports
-    /// say (loads, accounts, settings, plan); a cache key for readers.
+    /// Changes whenever a change to what the tenant's reports say (loads, accounts,
+    /// settings, plan) is committed: at once by this process, after
+    /// [`ControlStore::sync_generations`] by others; a cache key for readers.
     fn generation(&self, tenant_id: &str) -> u64;
     /// Number of postings in the ledger.
     async fn posting_count(&self, tenant: &Tenant) -> Result<i64, StoreError>;

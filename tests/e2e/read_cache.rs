@@ -115,7 +115,7 @@ const TTL: Duration = Duration::from_millis(3_000);
 
 async fn an_expired_report_is_rendered_once_for_all_who_wait(test: TestStore) {
     let tenant = tenant_with_journal(&test).await;
-    let cache = Arc::new(ReadCache::new(TTL));
+    let cache = Arc::new(ReadCache::renewing_reports(TTL));
     let renders = Arc::new(AtomicUsize::new(0));
     let count = || renders.load(Ordering::SeqCst);
 
@@ -216,4 +216,36 @@ async fn concurrent_first_requests_all_get_the_report_sqlite() {
 #[tokio::test]
 async fn concurrent_first_requests_all_get_the_report_postgres() {
     concurrent_first_requests_all_get_the_report(postgres_store().await).await;
+}
+
+/// Two daemons on one PostgreSQL store: a change committed by one moves the other's
+/// data generation (the key its cached reports are kept under) once both have
+/// synchronised, and nothing moves it while nothing changes.
+#[tokio::test]
+async fn a_change_made_by_another_daemon_moves_the_generation() {
+    let test = crate::helpers::postgres_store().await;
+    let tenant = tenant_with_journal(&test).await;
+    let other = ledgersync_store::connect(&test.url).await.unwrap();
+    other.sync_generations().await.unwrap();
+    let before = other.generation(&tenant.id);
+    other.sync_generations().await.unwrap();
+    assert_eq!(other.generation(&tenant.id), before, "nothing changed");
+
+    test.store
+        .upsert_accounts(&tenant, &ledgersync_schemas::default_chart()[..1])
+        .await
+        .unwrap();
+    other.sync_generations().await.unwrap();
+    assert_eq!(other.generation(&tenant.id), before, "not shared yet");
+    test.store.sync_generations().await.unwrap();
+    other.sync_generations().await.unwrap();
+    let after = other.generation(&tenant.id);
+    assert_ne!(after, before, "shared and seen");
+    // The daemon that made the change counts it once, not again when it reads back
+    // its own raise.
+    let own = test.store.generation(&tenant.id);
+    test.store.sync_generations().await.unwrap();
+    assert_eq!(test.store.generation(&tenant.id), own);
+    other.sync_generations().await.unwrap();
+    assert_eq!(other.generation(&tenant.id), after);
 }

@@ -68,13 +68,40 @@ pub struct ReadCache {
 /// distinct queries.
 const CACHE_ENTRIES: u64 = 10_000;
 
+/// How often the tenants' data generations are synchronised with the store's
+/// (changes made by other daemons show within this time).
+pub const GENERATION_SYNC: Duration = Duration::from_secs(1);
+
+/// The longest a report stays cached under one generation: a change committed by a
+/// daemon that died before sharing it shows after this at the latest.
+const REPORT_LIFE: Duration = Duration::from_secs(60);
+
 impl ReadCache {
     pub fn new(ttl: Duration) -> ReadCache {
         ReadCache {
             ttl,
-            callers: Memo::new(ttl),
-            reports: Memo::new(ttl),
+            callers: Memo::new(ttl, true),
+            // Keyed by the data generation, which follows every daemon's commits
+            // (synchronised each GENERATION_SYNC): an entry stays right until its
+            // tenant's data changes, so it is not re-rendered while nothing does.
+            reports: Memo::new(REPORT_LIFE.max(ttl), false),
         }
+    }
+
+    /// A cache whose reports are renewed by `ttl` like credentials, for a store
+    /// whose generations are not synchronised with other daemons'.
+    pub fn renewing_reports(ttl: Duration) -> ReadCache {
+        ReadCache {
+            ttl,
+            callers: Memo::new(ttl, true),
+            reports: Memo::new(ttl, true),
+        }
+    }
+
+    /// Forgets every report: when generations cannot be synchronised, entries may
+    /// no longer follow changes made elsewhere.
+    pub fn forget_reports(&self) {
+        self.reports.clear();
     }
 
     pub fn enabled(&self) -> bool {
@@ -129,6 +156,9 @@ impl ReadCache {
 /// One map of the read cache.
 struct Memo<V> {
     entries: Cache<String, Entry<V>>,
+    /// Whether entries in use are renewed before they expire (else they live out
+    /// their time and the next request computes them again).
+    renews: bool,
     /// Counts clearings: a refresh begun before one does not store what it read.
     clearings: Arc<AtomicU64>,
 }
@@ -152,8 +182,9 @@ impl<V> Entry<V> {
 }
 
 impl<V: Clone + Send + Sync + 'static> Memo<V> {
-    fn new(ttl: Duration) -> Memo<V> {
+    fn new(ttl: Duration, renews: bool) -> Memo<V> {
         Memo {
+            renews,
             entries: Cache::builder()
                 .max_capacity(CACHE_ENTRIES)
                 .time_to_live(ttl.max(Duration::from_millis(1)))
@@ -178,7 +209,10 @@ impl<V: Clone + Send + Sync + 'static> Memo<V> {
                 compute().await.map(|value| Entry::new(value, ttl))
             })
             .await?;
-        if Instant::now() >= entry.renew_at && !entry.renewing.swap(true, Ordering::AcqRel) {
+        if self.renews
+            && Instant::now() >= entry.renew_at
+            && !entry.renewing.swap(true, Ordering::AcqRel)
+        {
             let entries = self.entries.clone();
             let clearings = self.clearings.clone();
             let cleared_before = clearings.load(Ordering::Acquire);
@@ -345,6 +379,9 @@ impl Application {
         let listener = TcpListener::bind(listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+        if state.cache.enabled() {
+            tokio::spawn(sync_generations(Arc::downgrade(&state.0)));
+        }
         Ok(Application {
             listener,
             router: router(state),
@@ -366,6 +403,27 @@ impl Application {
         )
         .with_graceful_shutdown(shutdown_signal())
         .await
+    }
+}
+
+/// Keeps the tenants' data generations in step with the other daemons on the store
+/// while the server's state lives; when that fails, cached reports are dropped
+/// rather than trusted.
+async fn sync_generations(state: std::sync::Weak<Shared>) {
+    let mut failing = false;
+    loop {
+        tokio::time::sleep(GENERATION_SYNC).await;
+        let Some(state) = state.upgrade() else { break };
+        match state.store.sync_generations().await {
+            Ok(()) => failing = false,
+            Err(error) => {
+                state.cache.forget_reports();
+                if !failing {
+                    tracing::warn!(error = %error, "Cannot follow changes made by other daemons; reports are not cached until it works again.");
+                }
+                failing = true;
+            }
+        }
     }
 }
 
