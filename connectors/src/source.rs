@@ -10,6 +10,8 @@
 use async_trait::async_trait;
 use ledgersync_config::DatabaseStream;
 use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::batch::RowBatch;
 
@@ -288,4 +290,90 @@ pub trait Database: Send + Sync {
         stream: &DatabaseStream,
         request: ReadRequest,
     ) -> Result<Box<dyn Source>, SourceError>;
+}
+
+/// A batch a reading task fetched, and the greatest cursor value in it.
+pub(crate) struct Fetched {
+    pub(crate) batch: SourceBatch,
+    pub(crate) cursor: Option<String>,
+}
+
+/// A database read driven by a task of its own, which owns the connection and sends
+/// batches through a bounded channel (so memory holds the batch waiting and the
+/// one being read); the channel closing ends the read. Dropping the source stops
+/// the task, and its connection closes with it.
+pub(crate) struct TaskSource {
+    identity: SourceIdentity,
+    batches: mpsc::Receiver<Result<Fetched, SourceError>>,
+    task: Option<JoinHandle<()>>,
+    cursor: Option<String>,
+    incremental: bool,
+}
+
+impl TaskSource {
+    /// `cursor` is the committed cursor of an incremental read (kept until a batch
+    /// moves it), `incremental` whether the stream has a cursor column.
+    pub(crate) fn new(
+        identity: SourceIdentity,
+        batches: mpsc::Receiver<Result<Fetched, SourceError>>,
+        task: JoinHandle<()>,
+        cursor: Option<String>,
+        incremental: bool,
+    ) -> TaskSource {
+        TaskSource {
+            identity,
+            batches,
+            task: Some(task),
+            cursor,
+            incremental,
+        }
+    }
+}
+
+impl Drop for TaskSource {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+#[async_trait]
+impl Source for TaskSource {
+    fn identity(&self) -> &SourceIdentity {
+        &self.identity
+    }
+
+    async fn next_batch(&mut self) -> Result<Option<SourceBatch>, SourceError> {
+        match self.batches.recv().await {
+            Some(Ok(fetched)) => {
+                if fetched.cursor.is_some() {
+                    self.cursor = fetched.cursor;
+                }
+                Ok(Some(fetched.batch))
+            }
+            Some(Err(error)) => Err(error),
+            None => match self.task.take() {
+                Some(task) => match task.await {
+                    Err(error) if error.is_panic() => Err(SourceError::new(
+                        SourceErrorKind::Other,
+                        format!(
+                            "stream '{}': the reader stopped unexpectedly",
+                            self.identity.stream
+                        ),
+                    )),
+                    _ => Ok(None),
+                },
+                None => Ok(None),
+            },
+        }
+    }
+
+    fn cursor(&self) -> Option<String> {
+        self.cursor.clone()
+    }
+
+    fn is_complete_read(&self) -> bool {
+        !self.incremental
+    }
 }

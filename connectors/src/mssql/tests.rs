@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use ledgersync_config::{ConnectorSpec, CursorSpec, DatabaseKind, DatabaseStream, TlsMode};
 use secrecy::SecretString;
 
+use crate::source::SourceIdentity;
+
 use super::*;
 use crate::source::CanonicalType;
 

@@ -22,14 +22,13 @@ use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgRow, PgSslMode, PgValueFormat};
 use sqlx::{Column as _, Connection, Executor, PgConnection, Row, Statement, ValueRef};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 pub use errors::PostgresError;
 
 use crate::batch::RowBatch;
 use crate::source::{
-    ColumnInfo, ConnectionCheck, Database, ReadRequest, RowOrigin, Source, SourceBatch,
-    SourceError, SourceErrorKind, SourceIdentity, TableInfo,
+    ColumnInfo, ConnectionCheck, Database, Fetched, ReadRequest, RowOrigin, Source, SourceBatch,
+    SourceError, SourceErrorKind, TableInfo, TaskSource,
 };
 use errors::{Context, Step};
 use typesystem::Reading;
@@ -582,20 +581,14 @@ impl Database for PostgresDatabase {
         // One batch waiting while the next is read: memory stays at two batches.
         let (sender, batches) = mpsc::channel(1);
         let task = tokio::spawn(pump(connection, sql, bound, reader, sender));
-        Ok(Box::new(PostgresSource {
-            identity: request.identity,
+        Ok(Box::new(TaskSource::new(
+            request.identity,
             batches,
-            task: Some(task),
-            cursor: stream.cursor.as_ref().and(request.cursor),
-            incremental: stream.cursor.is_some(),
-        }))
+            task,
+            stream.cursor.as_ref().and(request.cursor),
+            stream.cursor.is_some(),
+        )))
     }
-}
-
-/// A batch and the greatest cursor value in it.
-struct Fetched {
-    batch: SourceBatch,
-    cursor: Option<String>,
 }
 
 /// Turns rows into batches.
@@ -770,63 +763,5 @@ async fn pump(
             let _ = connection.close().await;
             let _ = sender.send(Err(error.into())).await;
         }
-    }
-}
-
-/// One stream being read.
-pub struct PostgresSource {
-    identity: SourceIdentity,
-    batches: mpsc::Receiver<Result<Fetched, SourceError>>,
-    task: Option<JoinHandle<()>>,
-    cursor: Option<String>,
-    incremental: bool,
-}
-
-impl Drop for PostgresSource {
-    fn drop(&mut self) {
-        // Stops a read still running; its connection closes with it.
-        if let Some(task) = &self.task {
-            task.abort();
-        }
-    }
-}
-
-#[async_trait]
-impl Source for PostgresSource {
-    fn identity(&self) -> &SourceIdentity {
-        &self.identity
-    }
-
-    async fn next_batch(&mut self) -> Result<Option<SourceBatch>, SourceError> {
-        match self.batches.recv().await {
-            Some(Ok(fetched)) => {
-                if fetched.cursor.is_some() {
-                    self.cursor = fetched.cursor;
-                }
-                Ok(Some(fetched.batch))
-            }
-            Some(Err(error)) => Err(error),
-            None => match self.task.take() {
-                Some(task) => match task.await {
-                    Err(error) if error.is_panic() => Err(SourceError::new(
-                        SourceErrorKind::Other,
-                        format!(
-                            "stream '{}': the reader stopped unexpectedly",
-                            self.identity.stream
-                        ),
-                    )),
-                    _ => Ok(None),
-                },
-                None => Ok(None),
-            },
-        }
-    }
-
-    fn cursor(&self) -> Option<String> {
-        self.cursor.clone()
-    }
-
-    fn is_complete_read(&self) -> bool {
-        !self.incremental
     }
 }
