@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::metrics::SyncMetrics;
 use crate::secrets::Secrets;
-use crate::sync::{sync_connector, StoredSpec, SyncOptions};
+use crate::sync::{sync_connector, HeldLease, StoredSpec, SyncOptions};
 
 /// What every scheduled run shares.
 struct Runner {
@@ -207,10 +207,6 @@ async fn refresh(
     Ok(())
 }
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
 /// One tick of a connector: take the lease or leave it to the daemon holding it,
 /// sync, record, pause after too many failures in a row.
 async fn run_scheduled(runner: Arc<Runner>, tenant_id: String, name: String) {
@@ -224,22 +220,20 @@ async fn run_scheduled(runner: Arc<Runner>, tenant_id: String, name: String) {
         }
     };
     let lease = Duration::from_secs(runner.config.lease_secs.max(3));
-    let lease_ms = lease.as_millis() as i64;
     // The scheduler fires a job within a second after its tick: the second it fires
     // in names the tick for every daemon.
-    let tick = now_ms().div_euclid(1000);
-    match store
-        .acquire_lease(
-            &connector.id,
-            &runner.holder,
-            now_ms(),
-            now_ms() + lease_ms,
-            Some(tick),
-        )
-        .await
+    let tick = chrono::Utc::now().timestamp_millis().div_euclid(1000);
+    let held = match HeldLease::take(
+        runner.store.clone(),
+        &connector.id,
+        &runner.holder,
+        lease,
+        Some(tick),
+    )
+    .await
     {
-        Ok(true) => {}
-        Ok(false) => {
+        Ok(Some(held)) => held,
+        Ok(None) => {
             tracing::debug!(connector = %name, "Another daemon holds the connector's lease; not syncing.");
             return;
         }
@@ -247,24 +241,9 @@ async fn run_scheduled(runner: Arc<Runner>, tenant_id: String, name: String) {
             tracing::warn!(connector = %name, error = %error, "Could not take a connector's lease.");
             return;
         }
-    }
-    let renewing = {
-        let (runner, id) = (runner.clone(), connector.id.clone());
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(lease / 3).await;
-                let renewed = runner
-                    .store
-                    .acquire_lease(&id, &runner.holder, now_ms(), now_ms() + lease_ms, None)
-                    .await;
-                if !matches!(renewed, Ok(true)) {
-                    tracing::warn!(connector = %id, "Could not renew a connector's lease.");
-                }
-            }
-        })
     };
     let Some(tenant) = store.tenant(&tenant_id).await.ok().flatten() else {
-        renewing.abort();
+        held.release().await;
         return;
     };
     let options = SyncOptions {
@@ -287,7 +266,7 @@ async fn run_scheduled(runner: Arc<Runner>, tenant_id: String, name: String) {
     runner
         .metrics
         .record(&tenant.slug, &connector, started.elapsed(), &outcome);
-    renewing.abort();
+    held.release().await;
     if let Err(error) = outcome {
         let failures = store
             .connector(&tenant_id, &name)
@@ -313,8 +292,4 @@ async fn run_scheduled(runner: Arc<Runner>, tenant_id: String, name: String) {
             }
         }
     }
-    store
-        .release_lease(&connector.id, &runner.holder)
-        .await
-        .ok();
 }

@@ -146,6 +146,77 @@ pub fn database(
     }
 }
 
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A connector's lease held by this process while it syncs, renewed every third of
+/// its length so that it lapses only when the process dies; released by
+/// [`HeldLease::release`] (dropped without it, it stops renewing and lapses).
+pub struct HeldLease {
+    store: Arc<dyn Store>,
+    connector_id: String,
+    holder: String,
+    renewing: tokio::task::JoinHandle<()>,
+}
+
+impl HeldLease {
+    /// Takes the lease for `holder`, unless another holder's is live (or, with a
+    /// scheduled `tick`, the tick was claimed already): then `None`.
+    pub async fn take(
+        store: Arc<dyn Store>,
+        connector_id: &str,
+        holder: &str,
+        lease: std::time::Duration,
+        tick: Option<i64>,
+    ) -> Result<Option<HeldLease>, StoreError> {
+        let lease_ms = lease.as_millis() as i64;
+        let taken = store
+            .acquire_lease(connector_id, holder, now_ms(), now_ms() + lease_ms, tick)
+            .await?;
+        if !taken {
+            return Ok(None);
+        }
+        let renewing = {
+            let (store, id, holder) = (store.clone(), connector_id.to_string(), holder.to_string());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(lease / 3).await;
+                    let renewed = store
+                        .acquire_lease(&id, &holder, now_ms(), now_ms() + lease_ms, None)
+                        .await;
+                    if !matches!(renewed, Ok(true)) {
+                        tracing::warn!(connector = %id, "Could not renew a connector's lease.");
+                    }
+                }
+            })
+        };
+        Ok(Some(HeldLease {
+            store,
+            connector_id: connector_id.to_string(),
+            holder: holder.to_string(),
+            renewing,
+        }))
+    }
+
+    pub async fn release(self) {
+        self.renewing.abort();
+        if let Err(error) = self
+            .store
+            .release_lease(&self.connector_id, &self.holder)
+            .await
+        {
+            tracing::warn!(connector = %self.connector_id, error = %error, "Could not release a connector's lease; it lapses on its own.");
+        }
+    }
+}
+
+impl Drop for HeldLease {
+    fn drop(&mut self) {
+        self.renewing.abort();
+    }
+}
+
 /// What one stream's sync did.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct StreamSynced {

@@ -471,14 +471,7 @@ impl LedgerStore for SqlStore {
             let removed = frame.filter(&stale).map_err(&failed)?;
             let keys = segments::column::<StringType>(&removed, segments::KEY)?;
             removed_keys.extend(keys.iter().flatten().map(str::to_string));
-            let dates = segments::dates(&removed)?;
-            let branches = segments::column::<StringType>(&removed, segments::BRANCH)?;
-            for (date, branch) in dates.iter().zip(branches.iter()) {
-                buckets.insert((
-                    date.and_then(segments::month_of).unwrap_or_default(),
-                    branch.unwrap_or_default().to_string(),
-                ));
-            }
+            segments::add_buckets(&removed, &mut buckets)?;
             let kept = frame.filter(&!&stale).map_err(&failed)?;
             segments::rewrite(&mut tx, id, kept).await?;
         }
@@ -512,18 +505,6 @@ impl LedgerStore for SqlStore {
                 None,
             )
             .await?;
-        }
-        if let Some(cursor) = &record.cursor {
-            sqlx::query(
-                "INSERT INTO sync_cursors (source, position, updated_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (source) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
-            )
-            .bind(&record.source)
-            .bind(cursor)
-            .bind(now())
-            .execute(&mut *tx)
-            .await
-            .context("advancing the sync cursor")?;
         }
         tx.commit()
             .await

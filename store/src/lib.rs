@@ -430,8 +430,8 @@ pub trait LedgerStore: Send + Sync {
     /// Ends a complete read of `source` (a full refresh) whose first commit was load
     /// `since_load`: the source's transactions no load since brought were deleted at
     /// the source and are removed, their buckets recomputed, and the removal recorded
-    /// as a load (`removed` counts them) with `record`'s cursor, all in one
-    /// transaction. Without `since_load` (the read found no rows) every transaction
+    /// as a load (`removed` counts them), all in one transaction (a full refresh has
+    /// no cursor to advance). Without `since_load` (the read found no rows) every transaction
     /// of the source goes.
     async fn remove_unseen(
         &self,

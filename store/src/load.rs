@@ -862,14 +862,7 @@ impl SqlLoad {
             }
             let removed = frame.filter(&gone).map_err(&failed)?;
             posting_texts(&removed, |_| true, &mut old_postings)?;
-            let dates = segments::dates(&removed)?;
-            let branches = segments::column::<StringType>(&removed, segments::BRANCH)?;
-            for (date, branch) in dates.iter().zip(branches.iter()) {
-                left.insert((
-                    date.and_then(segments::month_of).unwrap_or_default(),
-                    branch.unwrap_or_default().to_string(),
-                ));
-            }
+            segments::add_buckets(&removed, &mut left)?;
             let kept = frame.filter(&!&gone).map_err(&failed)?;
             segments::rewrite(&mut self.tx, id, kept).await?;
         }

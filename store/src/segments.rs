@@ -104,6 +104,23 @@ pub(crate) async fn joined<T>(
         .map_err(polars_error(context))
 }
 
+/// Adds the (month, branch) buckets of `frame`'s postings to `buckets`: those whose
+/// aggregates change when the postings leave.
+pub(crate) fn add_buckets(
+    frame: &DataFrame,
+    buckets: &mut std::collections::BTreeSet<(String, String)>,
+) -> Result<(), StoreError> {
+    let dates = dates(frame)?;
+    let branches = column::<StringType>(frame, BRANCH)?;
+    for (date, branch) in dates.iter().zip(branches.iter()) {
+        buckets.insert((
+            date.and_then(month_of).unwrap_or_default(),
+            branch.unwrap_or_default().to_string(),
+        ));
+    }
+    Ok(())
+}
+
 /// A segment's frame: the postings, `txns` numbering their transactions.
 pub(crate) fn frame(postings: PostingFrame, txns: Vec<u32>) -> PolarsResult<DataFrame> {
     let mut frame = postings.into_frame();

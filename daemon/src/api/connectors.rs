@@ -23,7 +23,7 @@ use super::problem::Problem;
 use super::state::AppState;
 use crate::connectors::{self, ConnectorView, NAME_CHARS};
 use crate::secrets::Secrets;
-use crate::sync::{sync_connector, StoredSpec, StreamSynced, SyncError, SyncOptions};
+use crate::sync::{sync_connector, HeldLease, StoredSpec, StreamSynced, SyncError, SyncOptions};
 
 /// Longest connector definition, in characters.
 pub const DEFINITION_CHARS: usize = 64 << 10;
@@ -329,10 +329,6 @@ pub fn tables_schema() -> Schema {
     })
 }
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
 /// Syncs every stream now, holding the connector's lease so that no scheduled run
 /// of any daemon overlaps it: 409 while another run holds it.
 pub(crate) async fn sync_now(
@@ -343,12 +339,15 @@ pub(crate) async fn sync_now(
     let secrets = secrets(&state)?;
     let connector = find(&state, &caller, &name).await?;
     let holder = format!("api:{}", uuid::Uuid::new_v4().simple());
-    let lease_ms = state.sync_lease.as_millis() as i64;
-    let taken = state
-        .store
-        .acquire_lease(&connector.id, &holder, now_ms(), now_ms() + lease_ms, None)
-        .await?;
-    if !taken {
+    let held = HeldLease::take(
+        state.store.clone(),
+        &connector.id,
+        &holder,
+        state.sync_lease,
+        None,
+    )
+    .await?;
+    let Some(held) = held else {
         return Err(Problem::new(
             StatusCode::CONFLICT,
             "sync-running",
@@ -357,27 +356,12 @@ pub(crate) async fn sync_now(
                 connector.name
             ),
         ));
-    }
+    };
     // On a task of its own: a client that goes away does not cut the sync short
     // between its commits, nor leave the lease held.
     let task = {
         let (state, tenant, connector) = (state.clone(), caller.tenant.clone(), connector.clone());
         tokio::spawn(async move {
-            let renewing = {
-                let (state, id, holder) = (state.clone(), connector.id.clone(), holder.clone());
-                tokio::spawn(async move {
-                    loop {
-                        tokio::time::sleep(state.sync_lease / 3).await;
-                        let renewed = state
-                            .store
-                            .acquire_lease(&id, &holder, now_ms(), now_ms() + lease_ms, None)
-                            .await;
-                        if !matches!(renewed, Ok(true)) {
-                            tracing::warn!(connector = %id, "Could not renew a connector's lease.");
-                        }
-                    }
-                })
-            };
             let options =
                 SyncOptions::once(state.import.batch_rows, state.import.max_reported_errors);
             let started = Instant::now();
@@ -393,10 +377,7 @@ pub(crate) async fn sync_now(
             state
                 .sync_metrics
                 .record(&tenant.slug, &connector, started.elapsed(), &outcome);
-            renewing.abort();
-            if let Err(error) = state.store.release_lease(&connector.id, &holder).await {
-                tracing::warn!(connector = %connector.name, error = %error, "Could not release a connector's lease; it lapses on its own.");
-            }
+            held.release().await;
             outcome
         })
     };
