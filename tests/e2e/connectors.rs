@@ -19,6 +19,42 @@ use crate::helpers::{postgres_base, provision, write};
 /// Distinctive, so that finding it anywhere in the store's bytes means it leaked.
 pub(crate) const PASSWORD: &str = "Kopi-Susu-Gula-Aren-7319";
 
+/// The POS mapping every connector of these tests uses.
+pub(crate) fn pos_mapping() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/streams/pos_sales.toml")
+        .canonicalize()
+        .unwrap()
+}
+
+/// The master key of a test daemon, in the test's directory.
+async fn test_secrets(store: &dyn Store, test: &crate::helpers::TestStore) -> Secrets {
+    Secrets::load(store, &test.dir.path().join("master.key"))
+        .await
+        .unwrap()
+}
+
+/// Adds a connector from a definition file, with the test's password.
+async fn add_connector(
+    store: &dyn Store,
+    secrets: &Secrets,
+    tenant: &Tenant,
+    name: &str,
+    spec: &Path,
+) -> ledgersync_store::StoredConnector {
+    ledgersync::connectors::add(
+        store,
+        secrets,
+        tenant,
+        name,
+        spec,
+        &PASSWORD.to_string().into(),
+        "test",
+    )
+    .await
+    .unwrap()
+}
+
 macro_rules! on_both_stores {
     ($($story:ident($source:ident)),* $(,)?) => {$(
         mod $story {
@@ -180,10 +216,7 @@ impl SourceDb {
     }
 
     pub(crate) fn spec(&self, dir: &Path) -> std::path::PathBuf {
-        let mapping = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../examples/streams/pos_sales.toml")
-            .canonicalize()
-            .unwrap();
+        let mapping = pos_mapping();
         let (kind, port) = match self.kind {
             SourceKind::Postgres => ("postgres", 5432),
             SourceKind::Mariadb => ("mysql", 3306),
@@ -324,20 +357,15 @@ async fn sync_story(kind: SourceKind, test: &crate::helpers::TestStore) {
     let source = SourceDb::create(kind).await;
     source.execute(&sales_insert(kind, 0, 300, None)).await;
     let tenant = provision(store.as_ref(), "pro").await;
-    let secrets = Secrets::load(store.as_ref(), &test.dir.path().join("master.key"))
-        .await
-        .unwrap();
-    let connector = ledgersync::connectors::add(
+    let secrets = test_secrets(store.as_ref(), test).await;
+    let connector = add_connector(
         store.as_ref(),
         &secrets,
         &tenant,
         "pos",
         &source.spec(test.dir.path()),
-        &PASSWORD.to_string().into(),
-        "test",
     )
-    .await
-    .unwrap();
+    .await;
     let options = SyncOptions::once(64, 20);
 
     // The first sync: every row, in several short commits.
@@ -505,9 +533,7 @@ async fn two_daemons_run_each_scheduled_sync_once() {
         .execute(&sales_insert(SourceKind::Postgres, 0, 120, None))
         .await;
     let tenant = provision(store.as_ref(), "pro").await;
-    let secrets = Secrets::load(store.as_ref(), &test.dir.path().join("master.key"))
-        .await
-        .unwrap();
+    let secrets = test_secrets(store.as_ref(), &test).await;
     let spec = std::fs::read_to_string(source.spec(test.dir.path())).unwrap();
     let spec = write(
         test.dir.path(),
@@ -517,17 +543,7 @@ async fn two_daemons_run_each_scheduled_sync_once() {
             "tls = \"disable\"\nschedule = \"*/2 * * * * *\"",
         ),
     );
-    ledgersync::connectors::add(
-        store.as_ref(),
-        &secrets,
-        &tenant,
-        "pos",
-        &spec,
-        &PASSWORD.to_string().into(),
-        "test",
-    )
-    .await
-    .unwrap();
+    add_connector(store.as_ref(), &secrets, &tenant, "pos", &spec).await;
 
     let config = scheduler_config(&test, 5);
     let metrics = ledgersync::metrics::SyncMetrics::default();
@@ -584,13 +600,8 @@ async fn a_connector_failing_in_a_row_is_paused_and_verify_says_so() {
     let test = crate::helpers::sqlite_store().await;
     let store: Arc<dyn Store> = test.store.clone();
     let tenant = provision(store.as_ref(), "pro").await;
-    let secrets = Secrets::load(store.as_ref(), &test.dir.path().join("master.key"))
-        .await
-        .unwrap();
-    let mapping = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples/streams/pos_sales.toml")
-        .canonicalize()
-        .unwrap();
+    let secrets = test_secrets(store.as_ref(), &test).await;
+    let mapping = pos_mapping();
     // Port 1 on loopback: nothing listens there.
     let spec = write(
         test.dir.path(),
@@ -602,17 +613,7 @@ async fn a_connector_failing_in_a_row_is_paused_and_verify_says_so() {
             mapping.display()
         ),
     );
-    ledgersync::connectors::add(
-        store.as_ref(),
-        &secrets,
-        &tenant,
-        "down",
-        &spec,
-        &PASSWORD.to_string().into(),
-        "test",
-    )
-    .await
-    .unwrap();
+    add_connector(store.as_ref(), &secrets, &tenant, "down", &spec).await;
     let config = scheduler_config(&test, 2);
     let scheduler = ledgersync::scheduler::Scheduler::start(
         store.clone(),
@@ -695,17 +696,7 @@ async fn killed_syncs_resume_exactly_once(test: &crate::helpers::TestStore) {
         "everything.toml",
         &spec.replace("lookback = \"0s\"", "lookback = \"5000d\""),
     );
-    ledgersync::connectors::add(
-        store.as_ref(),
-        &secrets,
-        &tenant,
-        "pos",
-        &spec,
-        &PASSWORD.to_string().into(),
-        "test",
-    )
-    .await
-    .unwrap();
+    add_connector(store.as_ref(), &secrets, &tenant, "pos", &spec).await;
     let sync = || {
         let mut command = tokio::process::Command::new(ledgersync_binary());
         command
@@ -820,9 +811,7 @@ async fn a_full_refresh_removes_what_the_source_deleted() {
         .execute(&sales_insert(SourceKind::Mariadb, 0, 200, None))
         .await;
     let tenant = provision(store.as_ref(), "pro").await;
-    let secrets = Secrets::load(store.as_ref(), &test.dir.path().join("master.key"))
-        .await
-        .unwrap();
+    let secrets = test_secrets(store.as_ref(), &test).await;
     let spec = std::fs::read_to_string(source.spec(test.dir.path())).unwrap();
     let spec = write(
         test.dir.path(),
@@ -832,17 +821,7 @@ async fn a_full_refresh_removes_what_the_source_deleted() {
             "",
         ),
     );
-    let connector = ledgersync::connectors::add(
-        store.as_ref(),
-        &secrets,
-        &tenant,
-        "pos",
-        &spec,
-        &PASSWORD.to_string().into(),
-        "test",
-    )
-    .await
-    .unwrap();
+    let connector = add_connector(store.as_ref(), &secrets, &tenant, "pos", &spec).await;
     let options = SyncOptions::once(64, 20);
     let first = sync_connector(
         store.clone(),
@@ -912,10 +891,7 @@ async fn the_master_key_rotates_under_a_running_daemon() {
     let tenant = provision(store.as_ref(), "pro").await;
     let key_file = test.dir.path().join("master.key");
     let running = Secrets::load(store.as_ref(), &key_file).await.unwrap();
-    let mapping = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples/streams/pos_sales.toml")
-        .canonicalize()
-        .unwrap();
+    let mapping = pos_mapping();
     let spec = write(
         test.dir.path(),
         "pos.toml",
@@ -925,17 +901,7 @@ async fn the_master_key_rotates_under_a_running_daemon() {
             mapping.display()
         ),
     );
-    ledgersync::connectors::add(
-        store.as_ref(),
-        &running,
-        &tenant,
-        "pos",
-        &spec,
-        &PASSWORD.to_string().into(),
-        "test",
-    )
-    .await
-    .unwrap();
+    add_connector(store.as_ref(), &running, &tenant, "pos", &spec).await;
     let connector = store.connector(&tenant.id, "pos").await.unwrap().unwrap();
     let old_id = running.master_key_id();
 

@@ -13,15 +13,12 @@ use serde_json::{json, Value};
 
 use crate::access::{add_user, provisioned_admin, session};
 use crate::connectors::{
-    assert_no_plaintext, ledger_figures, sales_insert, SourceDb, SourceKind, PASSWORD,
+    assert_no_plaintext, ledger_figures, pos_mapping, sales_insert, SourceDb, SourceKind, PASSWORD,
 };
 use crate::helpers::{config_with_outbox, new_key, spawn_app, sqlite_store, TestApp};
 
 fn mapping_text() -> String {
-    std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/streams/pos_sales.toml"),
-    )
-    .unwrap()
+    std::fs::read_to_string(pos_mapping()).unwrap()
 }
 
 /// The source's connector definition as a remote client sends it: without the
