@@ -20,7 +20,7 @@ if ! "$venv/bin/python" -c "import connectorx, pyarrow" 2>/dev/null; then
 fi
 work=$(mktemp -d)
 db=ls_bench_pos
-trap 'rm -rf "$work"; psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true; mariadb -h 127.0.0.1 -u root -e "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true' EXIT
+trap 'rm -rf "$work"; psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true; mariadb -h 127.0.0.1 -u root -e "DROP DATABASE IF EXISTS $db; DROP USER IF EXISTS '"'"'ls_bench'"'"'@'"'"'%'"'"'; DROP USER IF EXISTS '"'"'ls_bench'"'"'@'"'"'localhost'"'"'" >/dev/null 2>&1 || true' EXIT
 export LEDGERSYNC_LOG=warn,sqlx=error
 export LEDGERSYNC_CREDENTIALS__KEY_FILE="$work/master.key"
 best() { sort -g | head -1; }
@@ -58,7 +58,9 @@ SELECT CONCAT('S', LPAD(seq, 9, '0')), TIMESTAMPADD(SECOND, seq * 13, '2024-01-0
        TIMESTAMPADD(SECOND, seq * 13, '2024-01-01')
 FROM seq_1_to_$rows;
 SQL
-mariadb -h 127.0.0.1 -u root -e "CREATE USER IF NOT EXISTS 'ls_bench'@'%' IDENTIFIED BY 'bench'; CREATE USER IF NOT EXISTS 'ls_bench'@'localhost' IDENTIFIED BY 'bench'; GRANT SELECT ON $db.* TO 'ls_bench'@'%'; GRANT SELECT ON $db.* TO 'ls_bench'@'localhost';"
+# A reader of the bench database only, with a password made for this run.
+password=$(python3 -c "import secrets; print(secrets.token_hex(12))")
+mariadb -h 127.0.0.1 -u root -e "DROP USER IF EXISTS 'ls_bench'@'%'; DROP USER IF EXISTS 'ls_bench'@'localhost'; CREATE USER 'ls_bench'@'%' IDENTIFIED BY '$password'; CREATE USER 'ls_bench'@'localhost' IDENTIFIED BY '$password'; GRANT SELECT ON $db.* TO 'ls_bench'@'%'; GRANT SELECT ON $db.* TO 'ls_bench'@'localhost';"
 
 query="SELECT * FROM sales"
 mapping="$PWD/examples/streams/pos_sales.toml"
@@ -67,7 +69,7 @@ for kind in postgres mysql; do
   if [ "$kind" = postgres ]; then
     user=postgres port=5432 url="postgresql://postgres@127.0.0.1:5432/$db"
   else
-    user=ls_bench port=3306 url="mysql://ls_bench:bench@127.0.0.1:3306/$db"
+    user=ls_bench port=3306 url="mysql://ls_bench:$password@127.0.0.1:3306/$db"
   fi
   cat >"$work/$kind.toml" <<TOML
 kind = "$kind"
@@ -86,7 +88,7 @@ cursor = { column = "updated_at", lookback = "0s" }
 TOML
   export LEDGERSYNC_STORE__URL="sqlite://$work/store-$kind"
   "$bin" provision customer --name Bench --email "bench@$kind.example" --plan pro --users 1 >/dev/null
-  POS_PASSWORD=bench "$bin" connector add --tenant bench --name pos --file "$work/$kind.toml" --password-env POS_PASSWORD >/dev/null
+  POS_PASSWORD=$password "$bin" connector add --tenant bench --name pos --file "$work/$kind.toml" --password-env POS_PASSWORD >/dev/null
   sync "$work"
   /usr/bin/time -f "%e %M" -o "$work/sync-$kind.time" "$bin" connector sync --tenant bench pos >&2
   read -r sync_s sync_kb <"$work/sync-$kind.time"
