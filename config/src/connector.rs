@@ -17,7 +17,7 @@
 //! name = "pos_sales"
 //! table = "sales"
 //! mapping = "examples/streams/pos_sales.toml"
-//! cursor = { column = "updated_at", lookback = "10m" }
+//! cursor = { column = "updated_at", lookback = "10m", reconcile = "1d" }
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -134,6 +134,23 @@ pub struct CursorSpec {
     /// time cursors, a count for integer ones. Rows read twice replace themselves.
     #[serde(default)]
     pub lookback: Option<String>,
+    /// How often the stream's keys are also read whole, after a sync, to remove
+    /// from the ledger the rows deleted at the source (an incremental read never
+    /// sees a deleted row): a duration (`12h`, `1d`). Never when absent.
+    #[serde(default)]
+    pub reconcile: Option<String>,
+}
+
+impl CursorSpec {
+    /// The key reconcile's period, if the stream has one.
+    pub fn reconcile_every(&self) -> Option<std::time::Duration> {
+        match Lookback::parse(self.reconcile.as_deref()?)? {
+            Lookback::Seconds(seconds) if seconds > 0 => {
+                Some(std::time::Duration::from_secs(seconds as u64))
+            }
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -182,6 +199,15 @@ impl ConnectorSpec {
                         "stream '{}' needs exactly one of `table` or `query`",
                         stream.name
                     ))
+                }
+            }
+            if let Some(cursor) = &stream.cursor {
+                if cursor.reconcile.is_some() && cursor.reconcile_every().is_none() {
+                    return invalid(format!(
+                        "stream '{}': reconcile '{}' is not a duration (12h, 1d)",
+                        stream.name,
+                        cursor.reconcile.as_deref().unwrap_or_default()
+                    ));
                 }
             }
             if let Some(lookback) = stream.cursor.as_ref().and_then(|c| c.lookback.as_deref()) {
@@ -273,5 +299,31 @@ cursor = { column = "updated_at", lookback = "10m" }
         assert!(error.contains("unknown field `password`"), "{error}");
         assert_eq!(Lookback::parse("-5"), None);
         assert_eq!(Lookback::parse("500"), Some(Lookback::Count(500)));
+        for bad in ["daily", "100", "0s"] {
+            let reconcile = SPEC.replace("lookback = \"10m\"", &format!("reconcile = \"{bad}\""));
+            let error = ConnectorSpec::from_toml(&reconcile)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains(&format!("reconcile '{bad}' is not a duration")),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_key_reconcile_has_a_period() {
+        let daily = SPEC.replace("lookback = \"10m\"", "reconcile = \"1d\"");
+        let spec = ConnectorSpec::from_toml(&daily).unwrap();
+        let cursor = spec.streams[0].cursor.as_ref().unwrap();
+        assert_eq!(
+            cursor.reconcile_every(),
+            Some(std::time::Duration::from_secs(86_400))
+        );
+        let spec = ConnectorSpec::from_toml(SPEC).unwrap();
+        assert_eq!(
+            spec.streams[0].cursor.as_ref().unwrap().reconcile_every(),
+            None
+        );
     }
 }

@@ -264,6 +264,9 @@ pub struct ReadRequest {
     /// The cursor committed by the last sync, if the stream is incremental.
     pub cursor: Option<String>,
     pub batch_rows: usize,
+    /// Only these columns, in the relation's order (a key reconcile reads the key
+    /// columns alone); every column when `None`.
+    pub columns: Option<Vec<String>>,
 }
 
 /// What `connector test` found, step by step, in words.

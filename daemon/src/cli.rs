@@ -343,6 +343,10 @@ pub enum ConnectorAction {
         #[arg(long)]
         tenant: String,
         name: String,
+        /// Also read every incremental stream's keys whole and remove from the
+        /// ledger what the source deleted, whether or not its `reconcile` is due.
+        #[arg(long)]
+        reconcile: bool,
     },
     /// Stop scheduled syncs until resumed.
     Pause {
@@ -934,13 +938,20 @@ async fn connector_command(
                 }
             }
         }
-        ConnectorAction::Sync { tenant, name } => {
+        ConnectorAction::Sync {
+            tenant,
+            name,
+            reconcile,
+        } => {
             let tenant = find_tenant(store.as_ref(), config, &tenant).await?;
             let connector = connectors::find(store.as_ref(), &tenant, &name).await?;
-            let options = crate::sync::SyncOptions::once(
-                import_options.batch_rows,
-                import_options.max_reported_errors,
-            );
+            let options = crate::sync::SyncOptions {
+                reconcile_now: reconcile,
+                ..crate::sync::SyncOptions::once(
+                    import_options.batch_rows,
+                    import_options.max_reported_errors,
+                )
+            };
             let synced = crate::sync::sync_connector(
                 store.clone(),
                 &secrets,

@@ -252,6 +252,7 @@ async fn run_scheduled(runner: Arc<Runner>, tenant_id: String, name: String) {
         retries: runner.config.retries,
         retry_base: Duration::from_secs(runner.config.retry_base_secs),
         stop: runner.stop.clone(),
+        reconcile_now: false,
     };
     let started = std::time::Instant::now();
     let outcome = sync_connector(

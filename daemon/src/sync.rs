@@ -18,7 +18,7 @@ use ledgersync_connectors::{
 };
 use ledgersync_credentials::SecretString;
 use ledgersync_schemas::{Amount, RowError};
-use ledgersync_store::{LoadRecord, RunTotals, Store, StoreError, StoredConnector, Tenant};
+use ledgersync_store::{LoadRecord, RunTotals, Store, StoreError, StoredConnector, Tenant, Unseen};
 use serde::{Deserialize, Serialize};
 
 use crate::import::map_context;
@@ -263,6 +263,9 @@ pub struct SyncOptions {
     pub retry_base: std::time::Duration,
     /// Cancelled on shutdown: a sync stops after its next commit.
     pub stop: tokio_util::sync::CancellationToken,
+    /// Reconcile the keys of every incremental stream after its sync, due or not
+    /// (streams are otherwise reconciled as often as their `reconcile` says).
+    pub reconcile_now: bool,
 }
 
 impl SyncOptions {
@@ -274,6 +277,7 @@ impl SyncOptions {
             retries: 0,
             retry_base: std::time::Duration::from_secs(1),
             stop: tokio_util::sync::CancellationToken::new(),
+            reconcile_now: false,
         }
     }
 
@@ -454,7 +458,9 @@ async fn sync_stream(
         key: mapping.key.clone(),
         cursor,
         batch_rows: options.batch_rows,
+        columns: None,
     };
+    let had_cursor = request.cursor.is_some();
     let mut source: Box<dyn Source> = database.open(stream, request).await?;
     let ledger_source = source.identity().ledger_source();
     let mut commits = 0;
@@ -527,7 +533,7 @@ async fn sync_stream(
         let summary = store
             .remove_unseen(
                 tenant,
-                first_load,
+                Unseen::LoadedBefore(first_load),
                 LoadRecord {
                     source: ledger_source.clone(),
                     fingerprint: format!("sync:{}:removed", uuid::Uuid::new_v4().simple()),
@@ -540,8 +546,138 @@ async fn sync_stream(
             .await?;
         totals.removed += summary.counts.removed;
         commits += 1;
+    } else if !stopped
+        && reconcile_due(
+            store.as_ref(),
+            tenant,
+            &ledger_source,
+            stream,
+            had_cursor,
+            options,
+        )
+        .await?
+    {
+        totals.removed += reconcile_keys(
+            store.as_ref(),
+            tenant,
+            connector,
+            database,
+            stream,
+            &mapper,
+            &ledger_source,
+            options,
+        )
+        .await?;
+        commits += 1;
     }
     Ok(commits)
+}
+
+/// Whether an incremental stream's keys are to be reconciled after this sync:
+/// asked for, or its period is over. A stream's first sync (no cursor before it)
+/// read everything the source holds and is not reconciled.
+async fn reconcile_due(
+    store: &dyn Store,
+    tenant: &Tenant,
+    ledger_source: &str,
+    stream: &DatabaseStream,
+    had_cursor: bool,
+    options: &SyncOptions,
+) -> Result<bool, SyncError> {
+    let Some(cursor) = &stream.cursor else {
+        return Ok(false);
+    };
+    if options.reconcile_now {
+        return Ok(true);
+    }
+    let Some(every) = cursor.reconcile_every() else {
+        return Ok(false);
+    };
+    if !had_cursor {
+        return Ok(false);
+    }
+    let last = store.reconciled_at(tenant, ledger_source).await?;
+    Ok(is_due(last.as_deref(), every, chrono::Utc::now()))
+}
+
+/// Never reconciled, or reconciled at least `every` ago (an unreadable time counts
+/// as never).
+fn is_due(
+    last: Option<&str>,
+    every: std::time::Duration,
+    now: chrono::DateTime<chrono::Utc>,
+) -> bool {
+    let Some(last) = last.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) else {
+        return true;
+    };
+    let every = chrono::Duration::from_std(every).unwrap_or(chrono::Duration::MAX);
+    now.signed_duration_since(last) >= every
+}
+
+/// Reads the stream's key columns whole and removes from the ledger the stream's
+/// transactions whose key the source no longer holds (deleted rows, which an
+/// incremental read never sees); returns how many were removed. The keys are held
+/// in memory for the comparison (tens of bytes each).
+#[allow(clippy::too_many_arguments)]
+async fn reconcile_keys(
+    store: &dyn Store,
+    tenant: &Tenant,
+    connector: &StoredConnector,
+    database: &dyn Database,
+    stream: &DatabaseStream,
+    mapper: &Mapper,
+    ledger_source: &str,
+    options: &SyncOptions,
+) -> Result<i64, SyncError> {
+    let whole = DatabaseStream {
+        cursor: None,
+        ..stream.clone()
+    };
+    let request = ReadRequest {
+        identity: SourceIdentity {
+            tenant: tenant.id.clone(),
+            connector: connector.name.clone(),
+            stream: stream.name.clone(),
+        },
+        key: mapper.key_columns().to_vec(),
+        cursor: None,
+        batch_rows: options.batch_rows,
+        columns: Some(mapper.key_columns().to_vec()),
+    };
+    let mut source = database.open(&whole, request).await?;
+    let mut present = std::collections::HashSet::new();
+    while let Some(batch) = source.next_batch().await? {
+        let (rows, _) = batch.into_parts();
+        present.extend(
+            mapper
+                .transaction_keys(&rows)
+                .map_err(anyhow::Error::from)?,
+        );
+    }
+    let held = present.len();
+    let summary = store
+        .remove_unseen(
+            tenant,
+            Unseen::KeysNotIn(present),
+            LoadRecord {
+                source: ledger_source.to_owned(),
+                fingerprint: format!("sync:{}:reconciled", uuid::Uuid::new_v4().simple()),
+                stream: stream.name.clone(),
+                origin: format!("connector {}", connector.name),
+                rows_read: held as i64,
+                cursor: None,
+            },
+        )
+        .await?;
+    tracing::info!(
+        tenant = %tenant.slug,
+        connector = %connector.name,
+        stream = %stream.name,
+        keys = held,
+        removed = summary.counts.removed,
+        "Reconciled a stream's keys with the source."
+    );
+    Ok(summary.counts.removed)
 }
 
 fn rejected_rows(names: &RowNames, errors: &[RowError], options: &SyncOptions) -> SyncError {
@@ -554,5 +690,24 @@ fn rejected_rows(names: &RowNames, errors: &[RowError], options: &SyncOptions) -
     SyncError::Rows {
         rejected: errors.len(),
         listed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_due;
+    use std::time::Duration;
+
+    #[test]
+    fn a_reconcile_is_due_once_its_period_is_over() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-30T12:00:00Z")
+            .unwrap()
+            .to_utc();
+        let day = Duration::from_secs(86_400);
+        assert!(is_due(None, day, now), "never reconciled");
+        assert!(is_due(Some("not a time"), day, now));
+        assert!(!is_due(Some("2026-11-30T00:00:00.000Z"), day, now));
+        assert!(is_due(Some("2026-11-29T12:00:00.000Z"), day, now));
+        assert!(is_due(Some("2026-11-29T19:00:00+07:00"), day, now));
     }
 }

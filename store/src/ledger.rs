@@ -16,7 +16,7 @@ use crate::{aggregates, dates};
 use crate::{
     ChartReplaced, ControlStore, ExportFormat, ExportSummary, LedgerStore, LedgerTotals,
     LoadCounts, LoadRecord, LoadSession, LoadSummary, PastLoad, Tenant, TransactionPage,
-    TransactionQuery,
+    TransactionQuery, Unseen,
 };
 use polars::prelude::{BooleanChunked, Int64Type, StringType, UInt32Type};
 
@@ -439,14 +439,28 @@ impl LedgerStore for SqlStore {
         )))
     }
 
+    async fn reconciled_at(
+        &self,
+        tenant: &Tenant,
+        source: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let mut tx = self.backend.begin(&tenant.id).await?;
+        let at: Option<Option<String>> =
+            sqlx::query_scalar("SELECT reconciled_at FROM sync_cursors WHERE source = $1")
+                .bind(source)
+                .fetch_optional(&mut *tx)
+                .await
+                .context("reading when a stream's keys were last reconciled")?;
+        Ok(at.flatten())
+    }
+
     async fn remove_unseen(
         &self,
         tenant: &Tenant,
-        since_load: Option<i64>,
+        unseen: Unseen,
         record: LoadRecord,
     ) -> Result<LoadSummary, StoreError> {
         let (_guard, mut tx) = self.begin_writing(&tenant.id).await?;
-        let since_load = since_load.unwrap_or(i64::MAX);
         let mut buckets: BTreeSet<(String, String)> = BTreeSet::new();
         let mut removed_keys: HashSet<String> = HashSet::new();
         for id in segments::ids(&mut tx, "source = $1", &[&record.source]).await? {
@@ -455,15 +469,28 @@ impl LedgerStore for SqlStore {
                 segments::blocking("decoding postings", move || segments::decode(bytes, None))
                     .await?;
             let failed = segments::polars_error("removing deleted transactions");
-            // Compacted segments name each posting's load; others are one load's.
-            let stale: BooleanChunked = match frame.column(segments::LOAD) {
-                Ok(loads) => loads
-                    .i64()
-                    .map_err(&failed)?
-                    .iter()
-                    .map(|load| load.unwrap_or(listed_load) < since_load)
-                    .collect(),
-                Err(_) => std::iter::repeat_n(listed_load < since_load, frame.height()).collect(),
+            let stale: BooleanChunked = match &unseen {
+                Unseen::LoadedBefore(since_load) => {
+                    let since_load = since_load.unwrap_or(i64::MAX);
+                    // Compacted segments name each posting's load; others are one load's.
+                    match frame.column(segments::LOAD) {
+                        Ok(loads) => loads
+                            .i64()
+                            .map_err(&failed)?
+                            .iter()
+                            .map(|load| load.unwrap_or(listed_load) < since_load)
+                            .collect(),
+                        Err(_) => {
+                            std::iter::repeat_n(listed_load < since_load, frame.height()).collect()
+                        }
+                    }
+                }
+                Unseen::KeysNotIn(present) => {
+                    segments::column::<StringType>(&frame, segments::KEY)?
+                        .iter()
+                        .map(|key| !key.is_some_and(|key| present.contains(key)))
+                        .collect()
+                }
             };
             if !stale.any() {
                 continue;
@@ -494,6 +521,14 @@ impl LedgerStore for SqlStore {
         .fetch_one(&mut *tx)
         .await
         .context("recording the removal of deleted transactions")?;
+        if let Unseen::KeysNotIn(_) = unseen {
+            sqlx::query("UPDATE sync_cursors SET reconciled_at = $2 WHERE source = $1")
+                .bind(&record.source)
+                .bind(now())
+                .execute(&mut *tx)
+                .await
+                .context("noting the key reconcile")?;
+        }
         if !buckets.is_empty() {
             let months: BTreeSet<String> = buckets.iter().map(|(m, _)| m.clone()).collect();
             aggregates::recompute(

@@ -155,6 +155,17 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
+/// Which of a source's transactions a complete read did not see.
+#[derive(Debug, Clone)]
+pub enum Unseen {
+    /// A full refresh whose first commit was this load: those no load since
+    /// brought. `None` (the read found no rows): every transaction of the source.
+    LoadedBefore(Option<i64>),
+    /// A key reconcile of an incremental stream: those whose key is not among the
+    /// keys the source holds.
+    KeysNotIn(std::collections::HashSet<String>),
+}
+
 /// What a load records about itself, committed with its data.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LoadRecord {
@@ -427,16 +438,21 @@ pub trait LedgerStore: Send + Sync {
         source: &str,
     ) -> Result<Option<String>, StoreError>;
 
-    /// Ends a complete read of `source` (a full refresh) whose first commit was load
-    /// `since_load`: the source's transactions no load since brought were deleted at
-    /// the source and are removed, their buckets recomputed, and the removal recorded
-    /// as a load (`removed` counts them), all in one transaction (a full refresh has
-    /// no cursor to advance). Without `since_load` (the read found no rows) every transaction
-    /// of the source goes.
+    /// When `source`'s keys were last reconciled ([`Unseen::KeysNotIn`]), RFC 3339.
+    async fn reconciled_at(
+        &self,
+        tenant: &Tenant,
+        source: &str,
+    ) -> Result<Option<String>, StoreError>;
+
+    /// Ends a complete read of `source`: the source's transactions it did not see
+    /// (see [`Unseen`]) were deleted at the source and are removed, their buckets
+    /// recomputed, and the removal recorded as a load (`removed` counts them), all in
+    /// one transaction; a key reconcile also notes its time there.
     async fn remove_unseen(
         &self,
         tenant: &Tenant,
-        since_load: Option<i64>,
+        unseen: Unseen,
         record: LoadRecord,
     ) -> Result<LoadSummary, StoreError>;
     /// Starts a load (after finishing any interrupted timezone change): postings are staged batch by batch and only become visible,

@@ -28,14 +28,14 @@ pub(crate) fn pos_mapping() -> std::path::PathBuf {
 }
 
 /// The master key of a test daemon, in the test's directory.
-async fn test_secrets(store: &dyn Store, test: &crate::helpers::TestStore) -> Secrets {
+pub(crate) async fn test_secrets(store: &dyn Store, test: &crate::helpers::TestStore) -> Secrets {
     Secrets::load(store, &test.dir.path().join("master.key"))
         .await
         .unwrap()
 }
 
 /// Adds a connector from a definition file, with the test's password.
-async fn add_connector(
+pub(crate) async fn add_connector(
     store: &dyn Store,
     secrets: &Secrets,
     tenant: &Tenant,
@@ -71,6 +71,7 @@ macro_rules! on_both_stores {
         }
     )*};
 }
+pub(crate) use on_both_stores;
 
 on_both_stores!(
     postgres_source_syncs_incrementally_and_equals_the_source(Postgres),
@@ -99,12 +100,12 @@ pub(crate) enum SourceKind {
 
 /// A throwaway source database, dropped with the value.
 pub(crate) struct SourceDb {
-    kind: SourceKind,
+    pub(crate) kind: SourceKind,
     pub(crate) name: String,
-    user: String,
+    pub(crate) user: String,
 }
 
-fn mariadb(sql: &str) -> String {
+pub(crate) fn mariadb(sql: &str) -> String {
     let out = Command::new("mariadb")
         .args(["-h", "127.0.0.1", "-u", "root", "-N", "-B", "-e", sql])
         .output()

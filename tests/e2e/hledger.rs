@@ -9,12 +9,14 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 
 use ledgersync::demo::{self, DemoSpec};
 use ledgersync::import::import_csv;
 use ledgersync::reports::{self, ReportQuery, Rows};
 use ledgersync_config::StreamDef;
-use ledgersync_schemas::{Amount, Grouping, Month, ReportKind};
+use ledgersync_schemas::{Amount, CashFlowRow, Grouping, Month, PnlRow, ReportKind};
+use ledgersync_store::{Store, Tenant};
 use rust_decimal::Decimal;
 use serde_json::Value;
 
@@ -95,6 +97,73 @@ fn hledger(journal: &Path, args: &[&str]) -> Statement {
     }
 }
 
+/// Every monthly P&L figure (by class, and net profit) and every monthly cash change
+/// and closing cash balance of the tenant's reports against hledger's `is -M`,
+/// `cf -M` and `cf -M -H` of `journal`, over the months hledger reports. Returns
+/// our rows for further checks.
+pub(crate) async fn assert_statements_match(
+    store: &Arc<dyn Store>,
+    tenant: &Tenant,
+    journal: &Path,
+) -> (Vec<PnlRow>, Vec<CashFlowRow>) {
+    let income = hledger(journal, &["is", "-M"]);
+    let (from, to) = (income.months[0], *income.months.last().unwrap());
+    let report = |kind| {
+        let store = store.clone();
+        let tenant = tenant.clone();
+        async move {
+            let query = ReportQuery {
+                kind,
+                from,
+                to,
+                branch: None,
+                by: Grouping::Month,
+            };
+            reports::build(store.as_ref(), &tenant, &query)
+                .await
+                .unwrap()
+                .rows
+        }
+    };
+    let Rows::Pnl(pnl) = report(ReportKind::Pnl).await else {
+        unreachable!()
+    };
+    assert_eq!(pnl.len(), income.months.len());
+    let class = |name: &str, i: usize| income.by_class.get(name).map_or(Amount::ZERO, |v| v[i]);
+    for (i, row) in pnl.iter().enumerate() {
+        assert_eq!(row.period, income.months[i].to_string());
+        let at = &row.period;
+        assert_eq!(row.revenue, class("revenue", i), "revenue {at}");
+        assert_eq!(row.cogs, class("cogs", i), "cogs {at}");
+        assert_eq!(row.expenses, class("expense", i), "expenses {at}");
+        assert_eq!(
+            row.other_income,
+            class("other_income", i),
+            "other income {at}"
+        );
+        assert_eq!(
+            row.other_expense,
+            class("other_expense", i),
+            "other expense {at}"
+        );
+        assert_eq!(row.net_profit, income.totals[i], "net profit {at}");
+    }
+
+    let changes = hledger(journal, &["cf", "-M"]);
+    let balances = hledger(journal, &["cf", "-M", "-H"]);
+    let Rows::CashFlow(flows) = report(ReportKind::CashFlow).await else {
+        unreachable!()
+    };
+    assert_eq!(changes.months, income.months);
+    assert_eq!(flows.len(), changes.months.len());
+    for (i, row) in flows.iter().enumerate() {
+        let at = &row.period;
+        assert_eq!(row.net_change, changes.totals[i], "cash change {at}");
+        assert_eq!(row.closing_cash, balances.totals[i], "closing cash {at}");
+    }
+    (pnl, flows)
+}
+
 async fn statements_match_hledger(test: TestStore) {
     let store = test.store.clone();
     let tenant = provision(store.as_ref(), "pro").await;
@@ -139,49 +208,8 @@ async fn statements_match_hledger(test: TestStore) {
     )
     .unwrap();
 
-    let income = hledger(&journal, &["is", "-M"]);
-    let (from, to) = (income.months[0], *income.months.last().unwrap());
-    assert!(income.months.len() >= 19, "{} months", income.months.len());
-    let report = |kind| {
-        let store = store.clone();
-        let tenant = tenant.clone();
-        async move {
-            let query = ReportQuery {
-                kind,
-                from,
-                to,
-                branch: None,
-                by: Grouping::Month,
-            };
-            reports::build(store.as_ref(), &tenant, &query)
-                .await
-                .unwrap()
-                .rows
-        }
-    };
-    let Rows::Pnl(pnl) = report(ReportKind::Pnl).await else {
-        unreachable!()
-    };
-    assert_eq!(pnl.len(), income.months.len());
-    let class = |name: &str, i: usize| income.by_class.get(name).map_or(Amount::ZERO, |v| v[i]);
-    for (i, row) in pnl.iter().enumerate() {
-        assert_eq!(row.period, income.months[i].to_string());
-        let at = &row.period;
-        assert_eq!(row.revenue, class("revenue", i), "revenue {at}");
-        assert_eq!(row.cogs, class("cogs", i), "cogs {at}");
-        assert_eq!(row.expenses, class("expense", i), "expenses {at}");
-        assert_eq!(
-            row.other_income,
-            class("other_income", i),
-            "other income {at}"
-        );
-        assert_eq!(
-            row.other_expense,
-            class("other_expense", i),
-            "other expense {at}"
-        );
-        assert_eq!(row.net_profit, income.totals[i], "net profit {at}");
-    }
+    let (pnl, flows) = assert_statements_match(&store, &tenant, &journal).await;
+    assert!(pnl.len() >= 19, "{} months", pnl.len());
     // Only the spill-over month (sales after midnight on the last day) lacks COGS.
     assert!(
         pnl.iter()
@@ -190,17 +218,6 @@ async fn statements_match_hledger(test: TestStore) {
             <= 1
     );
 
-    let changes = hledger(&journal, &["cf", "-M"]);
-    let balances = hledger(&journal, &["cf", "-M", "-H"]);
-    let Rows::CashFlow(flows) = report(ReportKind::CashFlow).await else {
-        unreachable!()
-    };
-    assert_eq!(changes.months, income.months);
-    for (i, row) in flows.iter().enumerate() {
-        let at = &row.period;
-        assert_eq!(row.net_change, changes.totals[i], "cash change {at}");
-        assert_eq!(row.closing_cash, balances.totals[i], "closing cash {at}");
-    }
     // The flows the generator put in each section are there.
     assert!(flows.iter().any(|r| !r.investing_out.is_zero()));
     assert!(

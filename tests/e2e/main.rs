@@ -7,6 +7,7 @@ mod api;
 mod chart;
 mod connectors;
 mod connectors_api;
+mod connectors_hledger;
 mod helpers;
 mod hledger;
 mod import_files;

@@ -242,6 +242,29 @@ impl Mapper {
     /// then checks each row and notes, per posting, where its values are (row, account
     /// column, date) and its amount. The posting columns are gathered from the
     /// evaluated columns by those positions: no string is allocated per posting.
+    /// The columns whose values, joined, are a row's transaction key.
+    pub fn key_columns(&self) -> &[String] {
+        &self.def.key
+    }
+
+    /// The transaction keys of a batch holding at least the key columns, as
+    /// [`Mapper::map`] keys the transactions of those rows; rows with an empty key
+    /// have none.
+    pub fn transaction_keys(&self, batch: &RowBatch) -> Result<Vec<String>, MappingError> {
+        let keys = transaction_keys(&batch.frame, &self.def.key).map_err(|source| {
+            MappingError::Polars {
+                stream: self.def.name.clone(),
+                source,
+            }
+        })?;
+        Ok(keys
+            .iter()
+            .flatten()
+            .filter(|key| !key.is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+
     pub fn map(&self, batch: RowBatch) -> Result<MappedBatch, MappingError> {
         let polars_error = |source| MappingError::Polars {
             stream: self.def.name.clone(),
@@ -732,6 +755,24 @@ enum AmountColumn<'a> {
     Null,
 }
 
+/// Each row's transaction key: the key column, or the key columns joined by `|`;
+/// null where a key column is.
+fn transaction_keys(frame: &DataFrame, key: &[String]) -> PolarsResult<StringChunked> {
+    if let [single] = key {
+        return Ok(frame.column(single)?.str()?.clone());
+    }
+    let parts = key
+        .iter()
+        .map(|column| frame.column(column)?.str())
+        .collect::<PolarsResult<Vec<_>>>()?;
+    Ok((0..frame.height())
+        .map(|row| {
+            let parts: Option<Vec<&str>> = parts.iter().map(|part| part.get(row)).collect();
+            parts.map(|parts| parts.join("|"))
+        })
+        .collect::<StringChunked>())
+}
+
 /// The evaluated batch's columns as the row pass reads them, resolved once per batch
 /// so that reading a row is a few slice lookups.
 struct FrameView<'a> {
@@ -769,16 +810,7 @@ impl<'a> FrameView<'a> {
         for column in &def.key {
             key_parts.push((column.as_str(), one_chunk(text(column)?)?));
         }
-        let key = match def.key.as_slice() {
-            [single] => text(single)?.clone(),
-            _ => (0..frame.height())
-                .map(|row| {
-                    let parts: Option<Vec<&str>> =
-                        key_parts.iter().map(|(_, part)| part.get(row)).collect();
-                    parts.map(|parts| parts.join("|"))
-                })
-                .collect::<StringChunked>(),
-        };
+        let key = transaction_keys(frame, &def.key)?;
         let optional = |column: &Option<String>| -> PolarsResult<Option<StringChunked>> {
             column.as_deref().map(|c| text(c).cloned()).transpose()
         };

@@ -457,7 +457,13 @@ impl MssqlDatabase {
             reason,
         };
         let relation = Relation::of(stream).map_err(definition)?;
-        let columns = self.plan(client, &relation, &context).await?;
+        let mut columns = self.plan(client, &relation, &context).await?;
+        if let Some(wanted) = &request.columns {
+            for name in wanted {
+                column_index(&columns, name, "requested", &relation, &context)?;
+            }
+            columns.retain(|(name, _)| wanted.contains(name));
+        }
         let keys = request
             .key
             .iter()
@@ -492,8 +498,13 @@ impl MssqlDatabase {
             );
         }
         let key_names: Vec<String> = keys.iter().map(|&k| columns[k].0.clone()).collect();
+        let projection: Option<Vec<String>> = request
+            .columns
+            .as_ref()
+            .map(|_| columns.iter().map(|(name, _)| name.clone()).collect());
         let sql = sql::select(
             &relation,
+            projection.as_deref(),
             cursor.map(|i| columns[i].0.as_str()),
             bound.is_some(),
             &key_names,

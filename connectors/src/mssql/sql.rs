@@ -89,9 +89,23 @@ impl Relation {
 
 /// The stream's one query: everything, or from the cursor bound `@P1` on, in
 /// cursor order and then key order (so rows sharing a cursor value come in the
-/// same order every time).
-pub fn select(relation: &Relation, cursor: Option<&str>, bounded: bool, keys: &[String]) -> String {
-    let mut sql = format!("SELECT * FROM {}", relation.from);
+/// same order every time); every column, or only `columns`.
+pub fn select(
+    relation: &Relation,
+    columns: Option<&[String]>,
+    cursor: Option<&str>,
+    bounded: bool,
+    keys: &[String],
+) -> String {
+    let projection = match columns {
+        None => "*".to_owned(),
+        Some(columns) => columns
+            .iter()
+            .map(|c| format!("src.{}", quote(c)))
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    let mut sql = format!("SELECT {projection} FROM {}", relation.from);
     if let Some(cursor) = cursor {
         if bounded {
             sql.push_str(&format!(" WHERE src.{} >= @P1", quote(cursor)));
@@ -240,25 +254,30 @@ mod unit {
         assert_eq!(relation.name, "dbo.sales");
         let keys = vec!["sale_id".to_string(), "line]no".to_string()];
         assert_eq!(
-            select(&relation, Some("updated_at"), true, &keys),
+            select(&relation, None, Some("updated_at"), true, &keys),
             "SELECT * FROM [dbo].[sales] AS src WHERE src.[updated_at] >= @P1 \
              ORDER BY src.[updated_at], src.[sale_id], src.[line]]no]"
         );
         // First read of an incremental stream: no bound, same order.
         assert_eq!(
-            select(&relation, Some("sale_id"), false, &keys[..1]),
+            select(&relation, None, Some("sale_id"), false, &keys[..1]),
             "SELECT * FROM [dbo].[sales] AS src ORDER BY src.[sale_id]"
         );
         // A full read needs no order.
         assert_eq!(
-            select(&relation, None, false, &keys),
+            select(&relation, None, None, false, &keys),
             "SELECT * FROM [dbo].[sales] AS src"
+        );
+        // A key reconcile reads the keys alone.
+        assert_eq!(
+            select(&relation, Some(&keys), None, false, &keys),
+            "SELECT src.[sale_id], src.[line]]no] FROM [dbo].[sales] AS src"
         );
         let query = Relation::of(&stream(None, Some(" SELECT a, b FROM t;  "))).unwrap();
         assert_eq!(query.from, "(SELECT a, b FROM t) AS src");
         assert_eq!(query.name, "query of stream pos_sales");
         assert_eq!(
-            select(&query, Some("b"), true, &[]),
+            select(&query, None, Some("b"), true, &[]),
             "SELECT * FROM (SELECT a, b FROM t) AS src WHERE src.[b] >= @P1 ORDER BY src.[b]"
         );
         assert_eq!(

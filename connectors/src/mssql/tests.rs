@@ -209,6 +209,7 @@ fn table(name: &str, table: &str, cursor: Option<(&str, Option<&str>)>) -> Datab
         cursor: cursor.map(|(column, lookback)| CursorSpec {
             column: column.into(),
             lookback: lookback.map(str::to_owned),
+            reconcile: None,
         }),
     }
 }
@@ -231,6 +232,7 @@ fn request(key: &[&str], cursor: Option<&str>, batch_rows: usize) -> ReadRequest
         key: key.iter().map(|k| k.to_string()).collect(),
         cursor: cursor.map(str::to_owned),
         batch_rows,
+        columns: None,
     }
 }
 
@@ -434,6 +436,7 @@ async fn incremental_reads_resume_from_the_committed_cursor_minus_the_look_back(
             cursor: Some(CursorSpec {
                 column: "seq".into(),
                 lookback: None,
+                reconcile: None,
             }),
             ..query(
                 "q",

@@ -408,7 +408,15 @@ impl Database for MysqlDatabase {
                 ))
             })?),
         };
-        let mut sql = format!("SELECT * FROM {relation_sql}");
+        let projection = match &request.columns {
+            None => "*".to_owned(),
+            Some(columns) => columns
+                .iter()
+                .map(|c| quote(c))
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        let mut sql = format!("SELECT {projection} FROM {relation_sql}");
         if let Some(cursor) = &stream.cursor {
             if request.cursor.is_some() {
                 sql.push_str(&format!(" WHERE {} >= ?", quote(&cursor.column)));

@@ -166,6 +166,7 @@ fn table_stream(name: &str, table: &str, cursor: Option<(&str, &str)>) -> Databa
         cursor: cursor.map(|(column, lookback)| CursorSpec {
             column: column.into(),
             lookback: (!lookback.is_empty()).then(|| lookback.into()),
+            reconcile: None,
         }),
     }
 }
@@ -190,6 +191,7 @@ fn request(key: &[&str], cursor: Option<&str>, batch_rows: usize) -> ReadRequest
         key: key.iter().map(|k| k.to_string()).collect(),
         cursor: cursor.map(str::to_string),
         batch_rows,
+        columns: None,
     }
 }
 

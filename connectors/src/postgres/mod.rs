@@ -289,7 +289,13 @@ impl PostgresDatabase {
         request: &ReadRequest,
         context: Context,
     ) -> Result<(String, Option<String>, Reader), PostgresError> {
-        let columns = self.plan(connection, &relation, &context).await?;
+        let mut columns = self.plan(connection, &relation, &context).await?;
+        if let Some(wanted) = &request.columns {
+            for name in wanted {
+                column_index(&columns, name, "requested", &relation, &context)?;
+            }
+            columns.retain(|(name, _)| wanted.contains(name));
+        }
         let keys = request
             .key
             .iter()

@@ -118,6 +118,7 @@ fn table(name: &str, table: &str, cursor: Option<(&str, Option<&str>)>) -> Datab
         cursor: cursor.map(|(column, lookback)| CursorSpec {
             column: column.into(),
             lookback: lookback.map(str::to_owned),
+            reconcile: None,
         }),
     }
 }
@@ -140,6 +141,7 @@ fn request(key: &[&str], cursor: Option<&str>, batch_rows: usize) -> ReadRequest
         key: key.iter().map(|k| k.to_string()).collect(),
         cursor: cursor.map(str::to_owned),
         batch_rows,
+        columns: None,
     }
 }
 

@@ -331,10 +331,20 @@ pub fn tables_schema() -> Schema {
 
 /// Syncs every stream now, holding the connector's lease so that no scheduled run
 /// of any daemon overlaps it: 409 while another run holds it.
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SyncNowParams {
+    /// Also read every incremental stream's keys whole and remove from the ledger
+    /// what the source deleted, whether or not the stream's `reconcile` is due.
+    #[serde(default)]
+    reconcile: bool,
+}
+
 pub(crate) async fn sync_now(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
+    Params(params): Params<SyncNowParams>,
 ) -> Result<Json<Vec<StreamSynced>>, Problem> {
     let secrets = secrets(&state)?;
     let connector = find(&state, &caller, &name).await?;
@@ -362,8 +372,10 @@ pub(crate) async fn sync_now(
     let task = {
         let (state, tenant, connector) = (state.clone(), caller.tenant.clone(), connector.clone());
         tokio::spawn(async move {
-            let options =
-                SyncOptions::once(state.import.batch_rows, state.import.max_reported_errors);
+            let options = SyncOptions {
+                reconcile_now: params.reconcile,
+                ..SyncOptions::once(state.import.batch_rows, state.import.max_reported_errors)
+            };
             let started = Instant::now();
             let outcome = sync_connector(
                 state.store.clone(),

@@ -458,8 +458,9 @@ pub const ROUTES: &[Route] = &[
         "Sync every stream now and answer what each did; 409 while another run of the connector holds its lease",
         |m| on(m, connectors::sync_now),
     )
-    .fails(&[401, 403, 404, 409, 422, 500, 502, 503])
+    .fails(&[400, 401, 403, 404, 409, 422, 500, 502, 503])
     .shaped(|g| Shapes {
+        query: inline::<connectors::SyncNowParams>(g),
         response: of::<Vec<StreamSynced>>(g),
         ..Shapes::default()
     }),
