@@ -10,6 +10,7 @@ mod period;
 mod posting_frame;
 mod report;
 mod short_texts;
+pub mod time_text;
 
 pub use account::{Account, AccountClass, CashFlowSection};
 pub use amount::{Amount, AmountError, SCALE as AMOUNT_SCALE};

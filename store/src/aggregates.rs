@@ -802,15 +802,69 @@ pub(crate) async fn recompute(
         partials = joined(running).await?;
     }
     let partials = joined(reduce_later(partials, batch, batch_open, chart.clone())).await?;
+    let rollups = finished(partials, chart).await?;
+    Ok(write_rollups(backend, tx, months, &rollups).await?)
+}
+
+/// The rollups of `partials`, finished on a blocking thread.
+async fn finished(partials: Partials, chart: Chart) -> Result<Rollups, RecomputeError> {
     let rollups = tokio::task::spawn_blocking(move || partials.finish(&chart))
         .await
         .map_err(|e| StoreError::Invalid(format!("computing aggregates: {e}")))?;
-    let rollups = match rollups {
-        Ok(rollups) => rollups,
-        Err(AggregateError::Overflow(overflow)) => return Err(overflow.into()),
-        Err(other) => return Err(other.into_store("computing aggregates").into()),
-    };
-    Ok(write_rollups(backend, tx, months, &rollups).await?)
+    match rollups {
+        Ok(rollups) => Ok(rollups),
+        Err(AggregateError::Overflow(overflow)) => Err(overflow.into()),
+        Err(other) => Err(other.into_store("computing aggregates").into()),
+    }
+}
+
+/// Adds a load's own aggregates to the stored ones. Right only for a load that
+/// replaced nothing and whose `partials` hold all its postings: every bucket it
+/// touches then grows by exactly its sums, and no other posting needs reading.
+pub(crate) async fn add_to_stored(
+    backend: &dyn Backend,
+    tx: &mut Transaction<'static, Any>,
+    partials: Partials,
+    chart: Chart,
+) -> Result<u64, RecomputeError> {
+    let rollups = finished(partials, chart).await?;
+    let mut merged = Rollups::new();
+    // Branches before their total, so that a sum out of range is named by the
+    // branch that crossed it.
+    let (totals, branches): (Vec<_>, Vec<_>) = rollups
+        .into_iter()
+        .partition(|((_, branch), _)| branch == ledgersync_schemas::BRANCH_TOTAL);
+    for ((month, branch), metrics) in branches.into_iter().chain(totals) {
+        let stored: Option<String> = sqlx::query_scalar(
+            "SELECT metrics FROM month_rollups WHERE month = $1 AND branch = $2",
+        )
+        .bind(&month)
+        .bind(&branch)
+        .fetch_optional(&mut **tx)
+        .await
+        .context("reading aggregates")?;
+        let mut sums: BTreeMap<String, i64> = match stored {
+            Some(json) => serde_json::from_str(&json).map_err(|e| {
+                StoreError::Invalid(format!("the aggregates of {month} are unreadable: {e}"))
+            })?,
+            None => BTreeMap::new(),
+        };
+        for (name, units) in metrics {
+            add_metric(&mut sums, name.clone(), units).ok_or_else(|| AggregateOverflow {
+                month: month.clone(),
+                branch: branch.clone(),
+                metric: name,
+            })?;
+        }
+        sqlx::query("DELETE FROM month_rollups WHERE month = $1 AND branch = $2")
+            .bind(&month)
+            .bind(&branch)
+            .execute(&mut **tx)
+            .await
+            .context("replacing aggregates")?;
+        merged.insert((month, branch), sums);
+    }
+    Ok(write_rollups(backend, tx, Some(&BTreeSet::new()), &merged).await?)
 }
 
 /// A decoded segment's postings in `wanted` months, with their transactions' ids and

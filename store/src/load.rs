@@ -1060,19 +1060,25 @@ impl LoadSession for SqlLoad {
                 "A transaction's rows were apart in the file; aggregating the load from storage."
             );
         }
-        let (except, partials) = match self.index.reread {
-            true => (None, Default::default()),
-            false => (Some(load_id), partials),
+        let recomputed = if !self.index.reread && replaced.replaced == 0 {
+            // Nothing left any bucket: the buckets only grow by this load's sums.
+            aggregates::add_to_stored(backend.as_ref(), &mut self.tx, partials, self.chart.clone())
+                .await
+        } else {
+            let (except, partials) = match self.index.reread {
+                true => (None, Default::default()),
+                false => (Some(load_id), partials),
+            };
+            aggregates::recompute(
+                backend.as_ref(),
+                &mut self.tx,
+                Some(&months),
+                except,
+                partials,
+                Some(self.chart.clone()),
+            )
+            .await
         };
-        let recomputed = aggregates::recompute(
-            backend.as_ref(),
-            &mut self.tx,
-            Some(&months),
-            except,
-            partials,
-            Some(self.chart.clone()),
-        )
-        .await;
         match recomputed {
             Ok(_) => {}
             // Dropping the transaction rolls the load back.

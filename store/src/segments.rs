@@ -70,7 +70,7 @@ pub(crate) fn dates(frame: &DataFrame) -> Result<&Int32Chunked, StoreError> {
 
 /// `YYYY-MM` of the date `days` after 1970-01-01 (none beyond chrono's range).
 pub(crate) fn month_of(days: i32) -> Option<String> {
-    chrono::NaiveDate::from_epoch_days(days).map(|date| date.format("%Y-%m").to_string())
+    chrono::NaiveDate::from_epoch_days(days).map(ledgersync_schemas::time_text::month_text)
 }
 
 /// A typed column of a decoded segment; a segment without it is corrupt.

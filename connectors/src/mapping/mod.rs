@@ -577,22 +577,42 @@ fn text_column(column: &str) -> String {
 }
 
 /// `CASE lower(column) WHEN key THEN account … ELSE default END`; keys match
-/// case-insensitively and ignoring surrounding spaces.
+/// case-insensitively and ignoring surrounding spaces. Evaluated as one pass with
+/// a hash table rather than as a chain of `when`s, each of which would lower-case
+/// and compare the whole column again; a batch's few distinct texts are each
+/// looked up once.
 fn lookup_expr(
     column: &str,
     table: &std::collections::BTreeMap<String, String>,
     default: Option<&str>,
 ) -> Expr {
-    let fallback = match default {
-        Some(code) => lit(code.to_string()),
-        None => lit(NULL).cast(DataType::String),
-    };
-    let value = col(column).cast(DataType::String).str().to_lowercase();
-    table.iter().rev().fold(fallback, |otherwise, (key, code)| {
-        when(value.clone().eq(lit(key.trim().to_lowercase())))
-            .then(lit(code.clone()))
-            .otherwise(otherwise)
-    })
+    let table: Arc<PlHashMap<String, String>> = Arc::new(
+        table
+            .iter()
+            .map(|(key, code)| (key.trim().to_lowercase(), code.clone()))
+            .collect(),
+    );
+    let default: Option<Arc<str>> = default.map(Arc::from);
+    col(column).cast(DataType::String).map(
+        move |values| {
+            let texts = values.str()?;
+            let mut found: PlHashMap<&str, Option<&str>> = PlHashMap::new();
+            let codes: StringChunked = texts
+                .iter()
+                .map(|text| match text {
+                    None => default.as_deref(),
+                    Some(text) => *found.entry(text).or_insert_with(|| {
+                        table
+                            .get(&text.trim().to_lowercase())
+                            .map(String::as_str)
+                            .or(default.as_deref())
+                    }),
+                })
+                .collect();
+            Ok(codes.with_name(values.name().clone()).into_column())
+        },
+        |_, field| Ok(Field::new(field.name().clone(), DataType::String)),
+    )
 }
 
 /// The distinct date texts of a batch, parsed once each, as the posting columns
@@ -628,7 +648,7 @@ impl<'a> DateTable<'a> {
             None => {
                 let found = parser.parse(text).map(|(date, instant)| {
                     dates.push(date.to_epoch_days());
-                    occurred.push(instant.map(|i| i.to_rfc3339()));
+                    occurred.push(instant.map(ledgersync_schemas::time_text::rfc3339_utc));
                     (dates.len() - 1) as IdxSize
                 });
                 parsed.insert(text, found.clone());

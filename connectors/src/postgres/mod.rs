@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use chrono_tz::Tz;
 use futures_util::TryStreamExt;
 use ledgersync_config::{ConnectorSpec, DatabaseKind, DatabaseStream, Lookback, TlsMode};
-use polars::prelude::Column;
+use polars::prelude::{IntoColumn, StringChunkedBuilder};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgRow, PgSslMode, PgValueFormat};
 use sqlx::{Column as _, Connection, Executor, PgConnection, Row, Statement, ValueRef};
@@ -31,7 +31,7 @@ use crate::source::{
     SourceError, SourceErrorKind, TableInfo, TaskSource,
 };
 use errors::{Context, Step};
-use typesystem::Reading;
+use typesystem::{CellError, Reading};
 
 /// How long a connection attempt may take before the server counts as unreachable
 /// (sqlx itself waits as long as the operating system does).
@@ -369,6 +369,7 @@ impl PostgresDatabase {
             timezone: self.source_timezone,
             context,
             line: 0,
+            cell: String::new(),
         };
         Ok((sql, bound, reader))
     }
@@ -609,11 +610,13 @@ struct Reader {
     context: Context,
     /// Rows read so far.
     line: u64,
+    /// The cell being written, reused for every cell.
+    cell: String,
 }
 
 /// A batch being filled, column by column.
 struct Pending {
-    cells: Vec<Vec<Option<String>>>,
+    cells: Vec<StringChunkedBuilder>,
     keys: Vec<String>,
     lines: Vec<u64>,
     cursor: Option<String>,
@@ -622,7 +625,11 @@ struct Pending {
 impl Reader {
     fn pending(&self) -> Pending {
         Pending {
-            cells: vec![Vec::with_capacity(self.batch_rows); self.columns.len()],
+            cells: self
+                .columns
+                .iter()
+                .map(|(name, _)| StringChunkedBuilder::new(name.as_str().into(), self.batch_rows))
+                .collect(),
             keys: Vec::with_capacity(self.batch_rows),
             lines: Vec::with_capacity(self.batch_rows),
             cursor: None,
@@ -636,76 +643,86 @@ impl Reader {
         }
     }
 
+    /// Appends a row to the batch. Each cell is written into one reused buffer and
+    /// copied into its column from there; a row with a bad value fails the read,
+    /// so a half-appended row never reaches a batch.
     fn push(&mut self, row: &PgRow, pending: &mut Pending) -> Result<(), PostgresError> {
         self.line += 1;
-        let mut values: Vec<Option<String>> = Vec::with_capacity(self.columns.len());
-        let mut failure = None;
+        let mut key_parts = vec![String::new(); self.keys.len()];
         for (index, (_, reading)) in self.columns.iter().enumerate() {
             let raw = row
                 .try_get_raw(index)
                 .map_err(|e| self.other(e.to_string()))?;
+            let column = &mut pending.cells[index];
+            let key_part = self.keys.iter().position(|&k| k == index);
             if raw.is_null() {
-                values.push(None);
-                continue;
-            }
-            if raw.format() != PgValueFormat::Binary {
-                return Err(self.other("the server sent a value as text, not binary".into()));
-            }
-            let bytes = raw.as_bytes().map_err(|e| self.other(e.to_string()))?;
-            match reading.to_text(bytes, self.timezone) {
-                Ok(text) => {
-                    if self.cursor == Some(index) {
-                        // The cursor stays in the column's own terms (a naive
-                        // time stays naive) so the next read compares like with like.
-                        pending.cursor = Some(match (reading, self.timezone) {
-                            (Reading::Timestamp, Some(_)) => reading
-                                .to_text(bytes, None)
-                                .map_err(|e| self.other(e.to_string()))?,
-                            _ => text.clone(),
-                        });
-                    }
-                    values.push(Some(text));
+                column.append_null();
+            } else {
+                if raw.format() != PgValueFormat::Binary {
+                    return Err(self.other("the server sent a value as text, not binary".into()));
                 }
-                Err(error) => {
-                    failure.get_or_insert((index, error));
-                    values.push(None);
+                let bytes = raw.as_bytes().map_err(|e| self.other(e.to_string()))?;
+                self.cell.clear();
+                if let Err(error) = reading.write_text(bytes, self.timezone, &mut self.cell) {
+                    return Err(self.bad_value(row, index, error));
+                }
+                column.append_value(&self.cell);
+                if self.cursor == Some(index) {
+                    // The cursor stays in the column's own terms (a naive
+                    // time stays naive) so the next read compares like with like.
+                    pending.cursor = Some(match (reading, self.timezone) {
+                        (Reading::Timestamp, Some(_)) => reading
+                            .to_text(bytes, None)
+                            .map_err(|e| self.other(e.to_string()))?,
+                        _ => self.cell.clone(),
+                    });
                 }
             }
+            if let (Some(part), false) = (key_part, raw.is_null()) {
+                key_parts[part].push_str(&self.cell);
+            }
         }
-        let key = self
-            .keys
-            .iter()
-            .map(|&k| values[k].as_deref().unwrap_or(""))
-            .collect::<Vec<_>>()
-            .join(",");
-        if let Some((index, error)) = failure {
-            return Err(PostgresError::Value {
-                relation: self.relation.clone(),
-                column: self.columns[index].0.clone(),
-                line: self.line,
-                key: if self.keys.is_empty() {
-                    "no key".to_owned()
-                } else {
-                    format!("{}={key}", self.key_names.join(","))
-                },
-                reason: error.to_string(),
-            });
-        }
-        for (column, value) in pending.cells.iter_mut().zip(values) {
-            column.push(value);
-        }
-        pending.keys.push(key);
+        pending.keys.push(key_parts.join(","));
         pending.lines.push(self.line);
         Ok(())
     }
 
+    /// The error of a row whose column `index` holds a value without a canonical
+    /// text, naming the row by its key as far as it can be read.
+    fn bad_value(&self, row: &PgRow, index: usize, error: CellError) -> PostgresError {
+        let key = self
+            .keys
+            .iter()
+            .map(|&k| {
+                let (_, reading) = &self.columns[k];
+                row.try_get_raw(k)
+                    .ok()
+                    .filter(|raw| !raw.is_null())
+                    .and_then(|raw| raw.as_bytes().ok().map(<[u8]>::to_vec))
+                    .and_then(|bytes| reading.to_text(&bytes, self.timezone).ok())
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        PostgresError::Value {
+            relation: self.relation.clone(),
+            column: self.columns[index].0.clone(),
+            line: self.line,
+            key: if self.keys.is_empty() {
+                "no key".to_owned()
+            } else {
+                format!("{}={key}", self.key_names.join(","))
+            },
+            reason: error.to_string(),
+        }
+    }
+
     fn finish(&self, pending: Pending) -> Result<Fetched, PostgresError> {
         let height = pending.lines.len();
-        let columns = self
-            .columns
-            .iter()
-            .zip(pending.cells)
-            .map(|((name, _), values)| Column::new(name.as_str().into(), values))
+        let columns = pending
+            .cells
+            .into_iter()
+            .map(|builder| builder.finish().into_column())
             .collect();
         let rows = RowBatch::from_columns(height, columns, pending.lines, Vec::new())
             .map_err(|e| self.other(e.to_string()))?;

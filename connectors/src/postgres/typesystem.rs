@@ -8,6 +8,8 @@
 
 use chrono::{DateTime, LocalResult, NaiveDate, NaiveDateTime, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
+use ledgersync_schemas::time_text;
+use std::fmt::Write as _;
 
 use crate::source::CanonicalType;
 
@@ -113,45 +115,72 @@ impl Reading {
     /// The canonical text of a non-NULL value. A naive timestamp is placed in
     /// `timezone` (and written as `TimestampTz`) when there is one.
     pub(crate) fn to_text(self, bytes: &[u8], timezone: Option<Tz>) -> Result<String, CellError> {
+        let mut text = String::new();
+        self.write_text(bytes, timezone, &mut text)?;
+        Ok(text)
+    }
+
+    /// [`Reading::to_text`], appended to `out` (a reader reuses one buffer for
+    /// every cell rather than allocating each).
+    pub(crate) fn write_text(
+        self,
+        bytes: &[u8],
+        timezone: Option<Tz>,
+        out: &mut String,
+    ) -> Result<(), CellError> {
+        let written = |result: std::fmt::Result| result.map_err(|_| CellError::Malformed("text"));
         match self {
-            Reading::Int2 => Ok(i16::from_be_bytes(fixed(bytes)?).to_string()),
-            Reading::Int4 => Ok(i32::from_be_bytes(fixed(bytes)?).to_string()),
-            Reading::Int8 => Ok(i64::from_be_bytes(fixed(bytes)?).to_string()),
-            Reading::Oid => Ok(u32::from_be_bytes(fixed(bytes)?).to_string()),
-            Reading::Numeric | Reading::MoneyAsNumeric => numeric_text(bytes),
-            Reading::Utf8 => utf8(bytes),
+            Reading::Int2 => written(write!(out, "{}", i16::from_be_bytes(fixed(bytes)?))),
+            Reading::Int4 => written(write!(out, "{}", i32::from_be_bytes(fixed(bytes)?))),
+            Reading::Int8 => written(write!(out, "{}", i64::from_be_bytes(fixed(bytes)?))),
+            Reading::Oid => written(write!(out, "{}", u32::from_be_bytes(fixed(bytes)?))),
+            Reading::Numeric | Reading::MoneyAsNumeric => push_numeric(bytes, out),
+            Reading::Utf8 => {
+                out.push_str(utf8(bytes)?);
+                Ok(())
+            }
             Reading::Jsonb => match bytes.split_first() {
-                Some((1, json)) => utf8(json),
+                Some((1, json)) => {
+                    out.push_str(utf8(json)?);
+                    Ok(())
+                }
                 _ => Err(CellError::Malformed("jsonb")),
             },
             Reading::Uuid => {
                 let b: [u8; 16] = fixed(bytes)?;
-                let hex: String = b.iter().map(|byte| format!("{byte:02x}")).collect();
-                Ok(format!(
-                    "{}-{}-{}-{}-{}",
-                    &hex[..8],
-                    &hex[8..12],
-                    &hex[12..16],
-                    &hex[16..20],
-                    &hex[20..]
-                ))
+                for (i, byte) in b.iter().enumerate() {
+                    if matches!(i, 4 | 6 | 8 | 10) {
+                        out.push('-');
+                    }
+                    written(write!(out, "{byte:02x}"))?;
+                }
+                Ok(())
             }
             Reading::Bool => match bytes {
-                [0] => Ok("false".into()),
-                [1] => Ok("true".into()),
+                [0] => {
+                    out.push_str("false");
+                    Ok(())
+                }
+                [1] => {
+                    out.push_str("true");
+                    Ok(())
+                }
                 _ => Err(CellError::Malformed("bool")),
             },
-            Reading::Date => date_text(i32::from_be_bytes(fixed(bytes)?)),
+            Reading::Date => {
+                let date = date(i32::from_be_bytes(fixed(bytes)?))?;
+                time_text::push_date(out, date).ok_or(CellError::OutOfRange("date"))
+            }
             Reading::Timestamp => {
                 let naive = timestamp(i64::from_be_bytes(fixed(bytes)?), "timestamp")?;
                 match timezone {
-                    None => Ok(naive_text(naive)),
-                    Some(tz) => Ok(instant_text(place(naive, tz)?)),
+                    None => push_naive(out, naive),
+                    Some(tz) => push_instant(out, place(naive, tz)?),
                 }
             }
             Reading::TimestampTz => {
                 let naive = timestamp(i64::from_be_bytes(fixed(bytes)?), "timestamptz")?;
-                Ok(instant_text(naive.and_utc()))
+                push_instant(out, naive.and_utc())
             }
             Reading::Refused(_) => Err(CellError::Malformed("unsupported type")),
         }
@@ -177,17 +206,23 @@ fn fixed<const N: usize>(bytes: &[u8]) -> Result<[u8; N], CellError> {
         .map_err(|_| CellError::Malformed("fixed-size"))
 }
 
-fn utf8(bytes: &[u8]) -> Result<String, CellError> {
-    std::str::from_utf8(bytes)
-        .map(str::to_owned)
-        .map_err(|_| CellError::Malformed("text (not UTF-8)"))
+fn utf8(bytes: &[u8]) -> Result<&str, CellError> {
+    std::str::from_utf8(bytes).map_err(|_| CellError::Malformed("text (not UTF-8)"))
 }
 
 /// NUMERIC's binary form: u16 ndigits, i16 weight, u16 sign, u16 dscale, then
 /// ndigits base-10000 digits, most significant first; the value is
 /// Σ dᵢ·10000^(weight−i). Written as a plain decimal with exactly dscale
 /// fractional digits, as Postgres itself prints it.
+#[cfg(test)]
 pub(crate) fn numeric_text(bytes: &[u8]) -> Result<String, CellError> {
+    let mut text = String::new();
+    push_numeric(bytes, &mut text)?;
+    Ok(text)
+}
+
+/// [`numeric_text`], appended to `text`.
+fn push_numeric(bytes: &[u8], text: &mut String) -> Result<(), CellError> {
     let malformed = CellError::Malformed("numeric");
     let word = |at: usize| -> Result<u16, CellError> {
         bytes
@@ -207,54 +242,51 @@ pub(crate) fn numeric_text(bytes: &[u8]) -> Result<String, CellError> {
     if bytes.len() != 8 + 2 * ndigits {
         return Err(malformed);
     }
-    let digits = (0..ndigits)
-        .map(|i| {
-            word(8 + 2 * i).and_then(|d| {
-                if d < 10_000 {
-                    Ok(d)
-                } else {
-                    Err(malformed.clone())
-                }
-            })
-        })
-        .collect::<Result<Vec<u16>, _>>()?;
+    let digit = |i: usize| u16::from_be_bytes([bytes[8 + 2 * i], bytes[9 + 2 * i]]);
+    if (0..ndigits).any(|i| digit(i) >= 10_000) {
+        return Err(malformed);
+    }
     // The digit group worth 10000^exponent, 0 where the form leaves it out.
     let group = |exponent: i64| -> u16 {
         usize::try_from(weight - exponent)
             .ok()
-            .and_then(|i| digits.get(i).copied())
-            .unwrap_or(0)
+            .filter(|&i| i < ndigits)
+            .map_or(0, digit)
     };
-    let mut text = String::with_capacity(4 * (ndigits + 2) + dscale);
-    if sign == 0x4000 && digits.iter().any(|&d| d != 0) {
+    let written = |result: std::fmt::Result| result.map_err(|_| CellError::Malformed("numeric"));
+    if sign == 0x4000 && (0..ndigits).any(|i| digit(i) != 0) {
         text.push('-');
     }
     if weight < 0 {
         text.push('0');
     } else {
-        text.push_str(&group(weight).to_string());
+        written(write!(text, "{}", group(weight)))?;
         for exponent in (0..weight).rev() {
-            text.push_str(&format!("{:04}", group(exponent)));
+            written(write!(text, "{:04}", group(exponent)))?;
         }
     }
     // Every fractional group the form holds, then at least dscale digits: those
     // beyond dscale must be zeros (the server rounds to dscale before sending).
     let lowest = weight - ndigits as i64 + 1;
-    let mut fraction = String::with_capacity(dscale + 4);
-    let mut exponent = -1;
-    while fraction.len() < dscale || exponent >= lowest {
-        fraction.push_str(&format!("{:04}", group(exponent)));
-        exponent -= 1;
-    }
-    let (kept, dropped) = fraction.split_at(dscale);
-    if dropped.bytes().any(|b| b != b'0') {
-        return Err(CellError::Malformed("numeric (digits beyond its scale)"));
-    }
     if dscale > 0 {
         text.push('.');
-        text.push_str(kept);
     }
-    Ok(text)
+    let mut position = 0;
+    let mut exponent = -1;
+    while position < dscale || exponent >= lowest {
+        let value = group(exponent);
+        for power in [1000, 100, 10, 1] {
+            let figure = (value / power) % 10;
+            if position < dscale {
+                text.push(char::from(b'0' + figure as u8));
+            } else if figure != 0 {
+                return Err(CellError::Malformed("numeric (digits beyond its scale)"));
+            }
+            position += 1;
+        }
+        exponent -= 1;
+    }
+    Ok(())
 }
 
 const POSTGRES_EPOCH_DAYS_FROM_CE: i32 = 730_120; // 2000-01-01
@@ -269,13 +301,11 @@ fn in_range(year: i32) -> bool {
     (1..=9999).contains(&year)
 }
 
-fn date_text(days: i32) -> Result<String, CellError> {
-    let date = days
-        .checked_add(POSTGRES_EPOCH_DAYS_FROM_CE)
+fn date(days: i32) -> Result<NaiveDate, CellError> {
+    days.checked_add(POSTGRES_EPOCH_DAYS_FROM_CE)
         .and_then(NaiveDate::from_num_days_from_ce_opt)
         .filter(|d| in_range(chrono::Datelike::year(d)))
-        .ok_or(CellError::OutOfRange("date"))?;
-    Ok(date.format("%Y-%m-%d").to_string())
+        .ok_or(CellError::OutOfRange("date"))
 }
 
 /// Microseconds since 2000-01-01 00:00:00; i64::MAX / i64::MIN are ±infinity.
@@ -288,19 +318,31 @@ fn timestamp(micros: i64, what: &'static str) -> Result<NaiveDateTime, CellError
 
 /// `YYYY-MM-DD HH:MM:SS[.ffffff]`.
 pub(crate) fn naive_text(time: NaiveDateTime) -> String {
-    let micros = chrono::Timelike::nanosecond(&time) / 1_000;
-    let base = time.format("%Y-%m-%d %H:%M:%S").to_string();
-    if micros == 0 {
-        base
-    } else {
-        format!("{base}.{micros:06}")
+    let mut text = String::with_capacity(26);
+    match push_naive(&mut text, time) {
+        Ok(()) => text,
+        Err(_) => time.format("%Y-%m-%d %H:%M:%S%.6f").to_string(),
     }
+}
+
+fn push_naive(out: &mut String, time: NaiveDateTime) -> Result<(), CellError> {
+    time_text::push_naive_micros(out, time, ' ').ok_or(CellError::OutOfRange("timestamp"))
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.ffffff]Z`.
 pub(crate) fn instant_text(time: DateTime<Utc>) -> String {
-    let naive = naive_text(time.naive_utc());
-    format!("{}Z", naive.replacen(' ', "T", 1))
+    let mut text = String::with_capacity(27);
+    match push_instant(&mut text, time) {
+        Ok(()) => text,
+        Err(_) => time.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+    }
+}
+
+fn push_instant(out: &mut String, time: DateTime<Utc>) -> Result<(), CellError> {
+    time_text::push_naive_micros(out, time.naive_utc(), 'T')
+        .ok_or(CellError::OutOfRange("timestamptz"))?;
+    out.push('Z');
+    Ok(())
 }
 
 /// A local time of `tz` as an instant; the repeated hour of a fall-back is read
