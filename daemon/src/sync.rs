@@ -534,14 +534,7 @@ async fn sync_stream(
             .remove_unseen(
                 tenant,
                 Unseen::LoadedBefore(first_load),
-                LoadRecord {
-                    source: ledger_source.clone(),
-                    fingerprint: format!("sync:{}:removed", uuid::Uuid::new_v4().simple()),
-                    stream: stream.name.clone(),
-                    origin: format!("connector {}", connector.name),
-                    rows_read: 0,
-                    cursor: None,
-                },
+                removal_record(&ledger_source, connector, stream, "removed", 0),
             )
             .await?;
         totals.removed += summary.counts.removed;
@@ -564,13 +557,32 @@ async fn sync_stream(
             database,
             stream,
             &mapper,
-            &ledger_source,
+            source.identity().clone(),
             options,
         )
         .await?;
         commits += 1;
     }
     Ok(commits)
+}
+
+/// The record of a commit that only removes `stream`'s transactions the source no
+/// longer holds: `removed` after a full refresh, `reconciled` after a key reconcile.
+fn removal_record(
+    ledger_source: &str,
+    connector: &StoredConnector,
+    stream: &DatabaseStream,
+    what: &str,
+    rows_read: i64,
+) -> LoadRecord {
+    LoadRecord {
+        source: ledger_source.to_owned(),
+        fingerprint: format!("sync:{}:{what}", uuid::Uuid::new_v4().simple()),
+        stream: stream.name.clone(),
+        origin: format!("connector {}", connector.name),
+        rows_read,
+        cursor: None,
+    }
 }
 
 /// Whether an incremental stream's keys are to be reconciled after this sync:
@@ -626,19 +638,16 @@ async fn reconcile_keys(
     database: &dyn Database,
     stream: &DatabaseStream,
     mapper: &Mapper,
-    ledger_source: &str,
+    identity: SourceIdentity,
     options: &SyncOptions,
 ) -> Result<i64, SyncError> {
     let whole = DatabaseStream {
         cursor: None,
         ..stream.clone()
     };
+    let ledger_source = identity.ledger_source();
     let request = ReadRequest {
-        identity: SourceIdentity {
-            tenant: tenant.id.clone(),
-            connector: connector.name.clone(),
-            stream: stream.name.clone(),
-        },
+        identity,
         key: mapper.key_columns().to_vec(),
         cursor: None,
         batch_rows: options.batch_rows,
@@ -659,14 +668,7 @@ async fn reconcile_keys(
         .remove_unseen(
             tenant,
             Unseen::KeysNotIn(present),
-            LoadRecord {
-                source: ledger_source.to_owned(),
-                fingerprint: format!("sync:{}:reconciled", uuid::Uuid::new_v4().simple()),
-                stream: stream.name.clone(),
-                origin: format!("connector {}", connector.name),
-                rows_read: held as i64,
-                cursor: None,
-            },
+            removal_record(&ledger_source, connector, stream, "reconciled", held as i64),
         )
         .await?;
     tracing::info!(

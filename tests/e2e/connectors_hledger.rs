@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 use ledgersync::demo::DemoTransaction;
-use ledgersync::sync::{sync_connector, SyncOptions};
+use ledgersync::sync::{sync_connector, StreamSynced, SyncOptions};
 use ledgersync_schemas::Amount;
 use ledgersync_store::{Store, Tenant};
 use rust_decimal::Decimal;
@@ -337,6 +337,14 @@ async fn assert_ledger_is_the_source(
     truth.len()
 }
 
+/// One figure of each stream's sync, by stream.
+fn by_stream(synced: &[StreamSynced], figure: fn(&StreamSynced) -> i64) -> Vec<(&str, i64)> {
+    synced
+        .iter()
+        .map(|s| (s.stream.as_str(), figure(s)))
+        .collect()
+}
+
 async fn back_office_matches_hledger(kind: SourceKind, test: &crate::helpers::TestStore) {
     let store: Arc<dyn Store> = test.store.clone();
     let source = SourceDb::create(kind).await;
@@ -349,25 +357,29 @@ async fn back_office_matches_hledger(kind: SourceKind, test: &crate::helpers::Te
     let secrets = test_secrets(store.as_ref(), test).await;
     let spec = connector_spec(&source, test.dir.path());
     let connector = add_connector(store.as_ref(), &secrets, &tenant, "back_office", &spec).await;
-    let options = SyncOptions::once(64, 20);
-    let sync = || {
-        sync_connector(
-            store.clone(),
-            &secrets,
-            &tenant,
-            &connector,
-            "manual",
-            &options,
-        )
+    // A manual sync; `reconcile_now` as `connector sync --reconcile` sets it.
+    let sync = |reconcile_now: bool| {
+        let (store, secrets, tenant, connector) = (&store, &secrets, &tenant, &connector);
+        async move {
+            let options = SyncOptions {
+                reconcile_now,
+                ..SyncOptions::once(64, 20)
+            };
+            sync_connector(
+                store.clone(),
+                secrets,
+                tenant,
+                connector,
+                "manual",
+                &options,
+            )
+            .await
+            .unwrap()
+        }
     };
-
-    let first = sync().await.unwrap();
-    let read: Vec<(&str, i64)> = first
-        .iter()
-        .map(|s| (s.stream.as_str(), s.rows_read))
-        .collect();
+    let first = sync(false).await;
     assert_eq!(
-        read,
+        by_stream(&first, |s| s.rows_read),
         [
             ("pos_sales", 300),
             ("settlements", 135),
@@ -419,7 +431,7 @@ async fn back_office_matches_hledger(kind: SourceKind, test: &crate::helpers::Te
         ))
         .await;
 
-    let second = sync().await.unwrap();
+    let second = sync(false).await;
     let purchases = second.iter().find(|s| s.stream == "purchases").unwrap();
     assert_eq!((purchases.rows_read, purchases.removed), (133, 4));
     // Never reconciled before: the settlements' keys are, after their sync.
@@ -437,28 +449,11 @@ async fn back_office_matches_hledger(kind: SourceKind, test: &crate::helpers::Te
     source
         .execute("DELETE FROM settlements WHERE settlement_id = 101")
         .await;
-    let third = sync().await.unwrap();
+    let third = sync(false).await;
     assert!(third.iter().all(|s| s.removed == 0), "{third:?}");
-    let options = SyncOptions {
-        reconcile_now: true,
-        ..SyncOptions::once(64, 20)
-    };
-    let fourth = sync_connector(
-        store.clone(),
-        &secrets,
-        &tenant,
-        &connector,
-        "manual",
-        &options,
-    )
-    .await
-    .unwrap();
-    let removed: Vec<(&str, i64)> = fourth
-        .iter()
-        .map(|s| (s.stream.as_str(), s.removed))
-        .collect();
+    let fourth = sync(true).await;
     assert_eq!(
-        removed,
+        by_stream(&fourth, |s| s.removed),
         [
             ("pos_sales", 0),
             ("settlements", 1),

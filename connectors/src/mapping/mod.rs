@@ -235,13 +235,6 @@ impl Mapper {
         columns
     }
 
-    /// Maps one batch. Row problems are returned as errors beside the postings of the
-    /// good rows; only a failure of the definition itself is an `Err`.
-    ///
-    /// polars evaluates every expression over the whole batch; one pass over the rows
-    /// then checks each row and notes, per posting, where its values are (row, account
-    /// column, date) and its amount. The posting columns are gathered from the
-    /// evaluated columns by those positions: no string is allocated per posting.
     /// The columns whose values, joined, are a row's transaction key.
     pub fn key_columns(&self) -> &[String] {
         &self.def.key
@@ -265,6 +258,13 @@ impl Mapper {
             .collect())
     }
 
+    /// Maps one batch. Row problems are returned as errors beside the postings of the
+    /// good rows; only a failure of the definition itself is an `Err`.
+    ///
+    /// polars evaluates every expression over the whole batch; one pass over the rows
+    /// then checks each row and notes, per posting, where its values are (row, account
+    /// column, date) and its amount. The posting columns are gathered from the
+    /// evaluated columns by those positions: no string is allocated per posting.
     pub fn map(&self, batch: RowBatch) -> Result<MappedBatch, MappingError> {
         let polars_error = |source| MappingError::Polars {
             stream: self.def.name.clone(),
