@@ -42,8 +42,14 @@ const CASH: &str = "cash";
 /// both cores well, small enough to keep a rebuild's memory flat.
 const BATCH_ROWS: usize = 1 << 20;
 
-/// Metrics of one (month, branch): `metric:key` → ten-thousandths.
+/// Metrics of one (month, branch): `metric:key` → ten-thousandths; and [`POSTINGS`].
 pub(crate) type Rollups = BTreeMap<(String, String), BTreeMap<String, i64>>;
+
+/// Among a rollup's metrics while it is computed: how many postings it sums. Stored
+/// apart (`month_rollups.postings`): a bucket is kept while it has postings, so that
+/// it is there whether its sums were recomputed or changed by loads since, and a
+/// metric at zero is not kept.
+const POSTINGS: &str = "postings";
 
 /// An aggregate whose sum does not fit in an amount.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -210,8 +216,9 @@ pub(crate) struct Partials {
     /// Account numbers in the chart, none for an account no longer in it.
     account_texts: ShortTexts<Option<u32>>,
     /// Summed as rows are read: there are few keys (months × branches × accounts),
-    /// which a hash map adds to faster than polars groups a frame per batch.
-    per_account: PlHashMap<u64, i64>,
+    /// which a hash map adds to faster than polars groups a frame per batch. Each
+    /// with how many postings it sums.
+    per_account: PlHashMap<u64, (i64, i64)>,
     /// Per transaction and section, of transactions that may continue elsewhere.
     open: Vec<DataFrame>,
     /// Finished cash flows by flow key: few (months × branches × sections × 2).
@@ -392,12 +399,13 @@ impl Partials {
             };
             let month = months.get(date)?;
             let bucket = month << NAME_BITS | u64::from(branch_number);
-            let sum = per_account
+            let (sum, count) = per_account
                 .entry(bucket << NAME_BITS | u64::from(number))
                 .or_default();
             *sum = sum.checked_add(amount).ok_or_else(|| {
                 overflow_in(bucket, branches, format!("account {}", chart.code(number)))
             })?;
+            *count += 1;
             let rows = match open {
                 true => &mut continuing,
                 false => &mut complete,
@@ -445,10 +453,12 @@ impl Partials {
                 self.branches.name(branch).to_string(),
             )
         };
-        for (&key, &amount) in &self.per_account {
+        for (&key, &(amount, count)) in &self.per_account {
             let account = (key & ((1 << NAME_BITS) - 1)) as usize;
             let bucket = key >> NAME_BITS;
             let metrics = rollups.entry(bucket_name(bucket)).or_default();
+            add_metric(metrics, POSTINGS.to_string(), count)
+                .ok_or_else(|| overflow_in(bucket, &self.branches, POSTINGS))?;
             let class = &chart.classes[account];
             let mut names = vec![format!("class:{class}")];
             if matches!(class.as_str(), "revenue" | "cogs" | "expense") {
@@ -775,10 +785,11 @@ pub(crate) async fn recompute(
     // Reducing a batch (polars, both cores) overlaps reading and decoding the next.
     let mut reducing: Option<tokio::task::JoinHandle<Result<Partials, AggregateError>>> = None;
     for id in ids {
-        let (load_id, bytes) = segments::read_bytes(tx, id).await?;
+        let stored = segments::read_bytes(tx, id).await?;
+        let load_id = stored.load_id;
         let (wanted, split) = (wanted.clone(), split.clone());
         let (frame, open) = segments::blocking("reading postings", move || {
-            prepared(bytes, load_id, wanted.as_deref(), split.get(&load_id))
+            prepared(stored, wanted.as_deref(), split.get(&load_id))
         })
         .await?;
         batch_rows += frame.height();
@@ -818,43 +829,77 @@ async fn finished(partials: Partials, chart: Chart) -> Result<Rollups, Recompute
     }
 }
 
-/// Adds a load's own aggregates to the stored ones. Right only for a load that
-/// replaced nothing and whose `partials` hold all its postings: every bucket it
-/// touches then grows by exactly its sums, and no other posting needs reading.
-pub(crate) async fn add_to_stored(
+/// A metric's name and what it changes by (see [`apply_to_stored`]).
+type MetricChange = (String, Option<i64>);
+
+/// A rollup as written: bucket, metrics (JSON), cash change, postings summed.
+type RollupRow<'a> = (&'a (String, String), String, i64, Option<i64>);
+
+/// Changes the stored aggregates by a load's own sums (`added`) less those of the
+/// transactions it replaced (`removed`). Right only when `added` holds all the load's
+/// postings and `removed` all the replaced ones': every bucket then changes by
+/// exactly their difference, and no other posting needs reading.
+pub(crate) async fn apply_to_stored(
     backend: &dyn Backend,
     tx: &mut Transaction<'static, Any>,
-    partials: Partials,
+    added: Partials,
+    removed: Partials,
     chart: Chart,
 ) -> Result<u64, RecomputeError> {
-    let rollups = finished(partials, chart).await?;
+    let added = finished(added, chart.clone()).await?;
+    let removed = finished(removed, chart).await?;
+    // Per bucket, each metric's change: none where a sum taken out has no negative.
+    let mut changes: BTreeMap<(String, String), Vec<MetricChange>> = BTreeMap::new();
+    for (bucket, metrics) in added {
+        let change = changes.entry(bucket).or_default();
+        change.extend(metrics.into_iter().map(|(name, units)| (name, Some(units))));
+    }
+    for (bucket, metrics) in removed {
+        let change = changes.entry(bucket).or_default();
+        change.extend(
+            metrics
+                .into_iter()
+                .map(|(name, units)| (name, units.checked_neg())),
+        );
+    }
     let mut merged = Rollups::new();
     // Branches before their total, so that a sum out of range is named by the
     // branch that crossed it.
-    let (totals, branches): (Vec<_>, Vec<_>) = rollups
+    let (totals, branches): (Vec<_>, Vec<_>) = changes
         .into_iter()
         .partition(|((_, branch), _)| branch == ledgersync_schemas::BRANCH_TOTAL);
-    for ((month, branch), metrics) in branches.into_iter().chain(totals) {
-        let stored: Option<String> = sqlx::query_scalar(
-            "SELECT metrics FROM month_rollups WHERE month = $1 AND branch = $2",
+    for ((month, branch), change) in branches.into_iter().chain(totals) {
+        let stored: Option<(String, Option<i64>)> = sqlx::query_as(
+            "SELECT metrics, postings FROM month_rollups WHERE month = $1 AND branch = $2",
         )
         .bind(&month)
         .bind(&branch)
         .fetch_optional(&mut **tx)
         .await
         .context("reading aggregates")?;
+        // Rollups written before postings were counted have no count: it stays unknown.
+        let uncounted = matches!(stored, Some((_, None)));
         let mut sums: BTreeMap<String, i64> = match stored {
-            Some(json) => serde_json::from_str(&json).map_err(|e| {
-                StoreError::Invalid(format!("the aggregates of {month} are unreadable: {e}"))
-            })?,
+            Some((json, count)) => {
+                let mut sums: BTreeMap<String, i64> = serde_json::from_str(&json).map_err(|e| {
+                    StoreError::Invalid(format!("the aggregates of {month} are unreadable: {e}"))
+                })?;
+                sums.extend(count.map(|count| (POSTINGS.to_string(), count)));
+                sums
+            }
             None => BTreeMap::new(),
         };
-        for (name, units) in metrics {
-            add_metric(&mut sums, name.clone(), units).ok_or_else(|| AggregateOverflow {
-                month: month.clone(),
-                branch: branch.clone(),
-                metric: name,
-            })?;
+        for (name, units) in change {
+            units
+                .and_then(|units| add_metric(&mut sums, name.clone(), units))
+                .ok_or_else(|| AggregateOverflow {
+                    month: month.clone(),
+                    branch: branch.clone(),
+                    metric: name,
+                })?;
+        }
+        if uncounted {
+            sums.remove(POSTINGS);
         }
         sqlx::query("DELETE FROM month_rollups WHERE month = $1 AND branch = $2")
             .bind(&month)
@@ -870,12 +915,12 @@ pub(crate) async fn add_to_stored(
 /// A decoded segment's postings in `wanted` months, with their transactions' ids and
 /// which of them are `open` (split across segments).
 fn prepared(
-    bytes: Vec<u8>,
-    load_id: i64,
+    stored: segments::Stored,
     wanted: Option<&HashSet<u64>>,
     open: Option<&HashSet<u32>>,
 ) -> PolarsResult<(DataFrame, Vec<bool>)> {
-    let mut frame = segments::decode(bytes, Some(&segments::AGGREGATED))?;
+    let load_id = stored.load_id;
+    let mut frame = stored.decode(Some(&segments::AGGREGATED))?;
     if let Some(wanted) = wanted {
         let mut months = MonthOfDate::default();
         let keep = frame
@@ -968,22 +1013,39 @@ async fn write_rollups(
             }
         }
     }
-    let rows: Vec<(&(String, String), String, i64)> = rollups
+    // A metric at zero is not kept, nor a bucket without postings (see [`POSTINGS`]).
+    let rows: Vec<RollupRow<'_>> = rollups
         .iter()
         .map(|(bucket, metrics)| {
-            let cash = metrics.get("class:cash").copied().unwrap_or_default();
-            let json = serde_json::to_string(metrics).unwrap_or_default();
-            (bucket, json, cash)
+            let count = metrics.get(POSTINGS).copied();
+            let metrics: BTreeMap<&String, &i64> = metrics
+                .iter()
+                .filter(|(name, &units)| units != 0 && name.as_str() != POSTINGS)
+                .collect();
+            (bucket, metrics, count)
+        })
+        .filter(|(_, _, count)| *count != Some(0))
+        .map(|(bucket, metrics, count)| {
+            let cash = metrics
+                .get(&"class:cash".to_string())
+                .map_or(0, |&&units| units);
+            let json = serde_json::to_string(&metrics).unwrap_or_default();
+            (bucket, json, cash, count)
         })
         .collect();
     for chunk in rows.chunks(backend.rows_per_insert()) {
         let sql = format!(
-            "INSERT INTO month_rollups (month, branch, metrics, cash) VALUES {}",
-            crate::ledger::placeholders(chunk.len(), 4, backend.anonymous_placeholders())
+            "INSERT INTO month_rollups (month, branch, metrics, cash, postings) VALUES {}",
+            crate::ledger::placeholders(chunk.len(), 5, backend.anonymous_placeholders())
         );
         let mut query = sqlx::query(&sql);
-        for ((month, branch), json, cash) in chunk {
-            query = query.bind(month).bind(branch).bind(json).bind(*cash);
+        for ((month, branch), json, cash, count) in chunk {
+            query = query
+                .bind(month)
+                .bind(branch)
+                .bind(json)
+                .bind(*cash)
+                .bind(*count);
         }
         query
             .execute(&mut **tx)

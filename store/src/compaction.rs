@@ -14,13 +14,16 @@
 //! so the CSV import's path is unchanged for large loads.
 //!
 //! A merged segment belongs to the committing load in the manifest: its transactions
-//! are renumbered after that load's own numbers, and each posting keeps the load it
-//! came from in a [`segments::LOAD`] column (format 2). The postings, their
-//! transactions (each whole in one segment) and so every aggregate are unchanged.
+//! are renumbered after that load's own numbers (each small segment's block of
+//! numbers shifted whole, so that the key index follows with one update per segment),
+//! and each posting keeps the load it came from in a [`segments::LOAD`] column
+//! (format 2). Replaced transactions are dropped from the merged segment; the live
+//! postings, their transactions (each whole in one segment) and so every aggregate
+//! are unchanged.
 //! Segments of loads with transactions split across segments are left out: their
 //! numbers tie segments together.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use polars::prelude::*;
 use sqlx::{Any, Row, Transaction};
@@ -100,7 +103,7 @@ pub(crate) async fn compact(
 }
 
 /// Replaces `group` by one segment of load `load_id`; returns the next free
-/// transaction number of that load.
+/// transaction number of that load. Replaced transactions are dropped for good.
 async fn merge(
     tx: &mut Transaction<'static, Any>,
     source: &str,
@@ -109,14 +112,29 @@ async fn merge(
     group: Vec<Small>,
 ) -> Result<u32, StoreError> {
     let failed = polars_error("compacting segments");
-    // Each transaction of the group, by its load and number, gets a new number.
-    let mut numbers: HashMap<(i64, u32), u32> = HashMap::new();
     let mut merged: Option<DataFrame> = None;
     let mut first_load = load_id;
     for small in &group {
         first_load = first_load.min(small.first_load.unwrap_or(small.load));
-        let frame = segments::read(tx, small.id, None).await?;
-        let frame = relabeled(frame, small.load, &mut numbers, &mut next_txn)?;
+        let stored = segments::read_bytes(tx, small.id).await?;
+        let (frame, replaced) =
+            segments::blocking("compacting segments", move || stored.decode_all()).await?;
+        // A segment's transactions are a block of its load's numbers (none is split
+        // across segments here): the block moves whole, shifted after `next_txn`.
+        let txns = segments::column::<UInt32Type>(&frame, TXN)?;
+        let (Some(first), Some(last)) = (txns.min(), txns.max()) else {
+            segments::remove(tx, small.id).await?;
+            continue;
+        };
+        let shift = i64::from(next_txn) - i64::from(first);
+        next_txn = next_txn.checked_add(last - first + 1).ok_or_else(|| {
+            StoreError::Invalid(format!(
+                "load {load_id} has more transactions than segments can number"
+            ))
+        })?;
+        let frame = replaced.remove_from(frame).map_err(&failed)?;
+        let frame = relabeled(frame, small.load, shift)?;
+        crate::keys::moved(tx, small.load, (first, last), load_id, shift).await?;
         match &mut merged {
             None => merged = Some(frame),
             Some(merged) => {
@@ -125,7 +143,7 @@ async fn merge(
         }
         segments::remove(tx, small.id).await?;
     }
-    let Some(mut merged) = merged else {
+    let Some(mut merged) = merged.filter(|merged| merged.height() > 0) else {
         return Ok(next_txn);
     };
     merged.rechunk_mut();
@@ -138,34 +156,16 @@ async fn merge(
     Ok(next_txn)
 }
 
-/// A segment of manifest load `load` with its transactions renumbered through
-/// `numbers` and each posting's load in a [`LOAD`] column, columns in the order every
-/// merged frame has.
-fn relabeled(
-    mut frame: DataFrame,
-    load: i64,
-    numbers: &mut HashMap<(i64, u32), u32>,
-    next_txn: &mut u32,
-) -> Result<DataFrame, StoreError> {
+/// A segment of manifest load `load` with its transactions' numbers moved by `shift`
+/// and each posting's load in a [`LOAD`] column, columns in the order every merged
+/// frame has.
+fn relabeled(mut frame: DataFrame, load: i64, shift: i64) -> Result<DataFrame, StoreError> {
     let failed = polars_error("compacting segments");
     let txns = segments::column::<UInt32Type>(&frame, TXN)?;
-    let mut renumbered = Vec::with_capacity(txns.len());
-    for txn in txns.into_no_null_iter() {
-        let number = match numbers.get(&(load, txn)) {
-            Some(&number) => number,
-            None => {
-                let number = *next_txn;
-                *next_txn = next_txn.checked_add(1).ok_or_else(|| {
-                    StoreError::Invalid(format!(
-                        "load {load} has more transactions than segments can number"
-                    ))
-                })?;
-                numbers.insert((load, txn), number);
-                number
-            }
-        };
-        renumbered.push(number);
-    }
+    let renumbered: Vec<u32> = txns
+        .into_no_null_iter()
+        .map(|txn| (i64::from(txn) + shift) as u32)
+        .collect();
     frame
         .with_column(UInt32Chunked::from_vec(TXN.into(), renumbered).into_column())
         .map_err(&failed)?;

@@ -48,12 +48,13 @@ pub(crate) async fn align(
         let mut first_of_split: HashMap<(i64, u32), DateTime<FixedOffset>> = HashMap::new();
         if !split.is_empty() {
             for &id in &ids {
-                let (load_id, bytes) = segments::read_bytes(tx, id).await?;
+                let stored = segments::read_bytes(tx, id).await?;
+                let load_id = stored.load_id;
                 let Some(numbers) = split.get(&load_id).cloned() else {
                     continue;
                 };
                 let firsts = segments::blocking("re-dating postings", move || {
-                    let frame = segments::decode(bytes, Some(&[TXN, OCCURRED_AT]))?;
+                    let frame = stored.decode(Some(&[TXN, OCCURRED_AT]))?;
                     Ok(first_instants(&frame, |txn| numbers.contains(&txn)))
                 })
                 .await?
@@ -67,24 +68,35 @@ pub(crate) async fn align(
         let first_of_split = Arc::new(first_of_split);
         let mut months = BTreeSet::new();
         for id in ids {
-            let (load_id, bytes) = segments::read_bytes(tx, id).await?;
+            let stored = segments::read_bytes(tx, id).await?;
+            let load_id = stored.load_id;
             let split = first_of_split.clone();
+            // Replaced transactions' rows are re-dated too and stay stored (their
+            // entries in `replaced_transactions` count them), but are not counted.
             let outcome = segments::blocking("re-dating postings", move || {
-                let frame = segments::decode(bytes, None)?;
-                redated(frame, tz, |txn| split.get(&(load_id, txn)).copied())
+                let (frame, replaced) = stored.decode_all()?;
+                let outcome = redated(frame, tz, |txn| split.get(&(load_id, txn)).copied())?;
+                Ok((outcome, replaced))
             })
-            .await?
-            .map_err(StoreError::Invalid)?;
-            let Some((frame, changed, touched)) = outcome else {
+            .await?;
+            let (outcome, replaced) = outcome;
+            let Some((frame, changed, touched)) = outcome.map_err(StoreError::Invalid)? else {
                 continue;
             };
-            moved.extend(changed.into_iter().map(|txn| (load_id, txn)));
+            moved.extend(
+                changed
+                    .into_iter()
+                    .filter(|&txn| !replaced.contains(txn))
+                    .map(|txn| (load_id, txn)),
+            );
             months.extend(touched);
             segments::rewrite(tx, id, frame).await?;
         }
         if !months.is_empty() {
             aggregates::recompute(backend, tx, Some(&months), None, Default::default(), None)
                 .await?;
+            // The key index holds each transaction's date: built again when next needed.
+            crate::keys::forget(tx, None).await?;
         }
     }
     tx.execute(

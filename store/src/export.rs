@@ -272,10 +272,11 @@ pub(crate) async fn export(
     let mut sink = Sink::new(format, out)?;
     let mut postings = 0u64;
     for listed in listed(tx, from, to).await? {
-        let (_, bytes) = segments::read_bytes(tx, listed.id).await?;
+        let stored = segments::read_bytes(tx, listed.id).await?;
         // Decoding and writing run off the async workers, the sink moving with them.
         let (returned, written) = tokio::task::spawn_blocking(move || {
-            let written = segments::decode(bytes, None)
+            let written = stored
+                .decode(None)
                 .and_then(|frame| with_loads(frame, listed.load, days))
                 .map_err(polars_error("reading postings to export"))
                 .and_then(|frame| {

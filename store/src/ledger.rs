@@ -12,7 +12,7 @@ use crate::backend::Backend;
 use crate::control::{now, SqlStore};
 use crate::error::{Context, StoreError};
 use crate::segments;
-use crate::{aggregates, dates};
+use crate::{aggregates, dates, keys};
 use crate::{
     ChartReplaced, ControlStore, ExportFormat, ExportSummary, LedgerStore, LedgerTotals,
     LoadCounts, LoadRecord, LoadSession, LoadSummary, PastLoad, Tenant, TransactionPage,
@@ -464,11 +464,17 @@ impl LedgerStore for SqlStore {
         let mut buckets: BTreeSet<(String, String)> = BTreeSet::new();
         let mut removed_keys: HashSet<String> = HashSet::new();
         for id in segments::ids(&mut tx, "source = $1", &[&record.source]).await? {
-            let (listed_load, bytes) = segments::read_bytes(&mut tx, id).await?;
-            let frame =
-                segments::blocking("decoding postings", move || segments::decode(bytes, None))
-                    .await?;
+            let stored = segments::read_bytes(&mut tx, id).await?;
+            let listed_load = stored.load_id;
+            // Replaced transactions' rows stay as they are (their entries in
+            // `replaced_transactions` count them); only live ones can be unseen.
+            let (frame, replaced) =
+                segments::blocking("decoding postings", move || stored.decode_all()).await?;
             let failed = segments::polars_error("removing deleted transactions");
+            let live: BooleanChunked = segments::column::<UInt32Type>(&frame, segments::TXN)?
+                .iter()
+                .map(|txn| txn.is_some_and(|txn| !replaced.contains(txn)))
+                .collect();
             let stale: BooleanChunked = match &unseen {
                 Unseen::LoadedBefore(since_load) => {
                     let since_load = since_load.unwrap_or(i64::MAX);
@@ -492,6 +498,7 @@ impl LedgerStore for SqlStore {
                         .collect()
                 }
             };
+            let stale = &stale & &live;
             if !stale.any() {
                 continue;
             }
@@ -501,6 +508,15 @@ impl LedgerStore for SqlStore {
             segments::add_buckets(&removed, &mut buckets)?;
             let kept = frame.filter(&!&stale).map_err(&failed)?;
             segments::rewrite(&mut tx, id, kept).await?;
+        }
+        if keys::is_indexed(&mut tx, &record.source).await? {
+            keys::remove(
+                self.backend.as_ref(),
+                &mut tx,
+                &record.source,
+                &removed_keys,
+            )
+            .await?;
         }
         let counts = LoadCounts {
             removed: removed_keys.len() as i64,
@@ -649,10 +665,14 @@ impl LedgerStore for SqlStore {
 
     async fn posting_count(&self, tenant: &Tenant) -> Result<i64, StoreError> {
         let mut tx = self.backend.begin(&tenant.id).await?;
-        sqlx::query_scalar("SELECT CAST(COALESCE(SUM(postings), 0) AS BIGINT) FROM ledger_segments")
-            .fetch_one(&mut *tx)
-            .await
-            .context("counting postings")
+        // Rows of replaced transactions are stored until compaction drops them.
+        sqlx::query_scalar(
+            "SELECT CAST((SELECT COALESCE(SUM(postings), 0) FROM ledger_segments) \
+             - (SELECT COALESCE(SUM(postings), 0) FROM replaced_transactions) AS BIGINT)",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .context("counting postings")
     }
 
     async fn segment_count(&self, tenant: &Tenant) -> Result<i64, StoreError> {

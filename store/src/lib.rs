@@ -19,6 +19,7 @@ mod control;
 mod dates;
 mod error;
 mod export;
+mod keys;
 mod ledger;
 mod legacy;
 mod load;

@@ -8,8 +8,8 @@
 //! Bloom filter of every key started catches a key that comes back after its
 //! transaction was complete; the commit confirms such keys and merges their rows from
 //! the load's own segments, exactly, at a cost only for files that scatter a
-//! transaction's rows. The same filter finds the candidates among the source's
-//! earlier postings that this load replaces.
+//! transaction's rows. Earlier versions of the load's transactions are found by key
+//! in the source's key index (see [`crate::keys`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -17,9 +17,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::NaiveDate;
 use fastbloom::BloomFilter;
-use ledgersync_schemas::{
-    posting_column, short_text_key, Amount, PostingFrame, RowError, ShortTexts,
-};
+use ledgersync_schemas::{short_text_key, Amount, PostingFrame, RowError, ShortTexts};
 use polars::prelude::*;
 use sqlx::{Any, Transaction};
 
@@ -28,7 +26,7 @@ use crate::backend::Backend;
 use crate::control::{now, Generations};
 use crate::error::{Context, LoadRejected, StoreError};
 use crate::segments::{self, polars_error};
-use crate::{aggregates, LoadCounts, LoadRecord, LoadSession, LoadSummary};
+use crate::{aggregates, keys, LoadCounts, LoadRecord, LoadSession, LoadSummary};
 
 /// The amounts of a load, as absolute values, must add up within [`Amount::MAX`]:
 /// then no sum within the load (a transaction's, an account's in a month, a cash
@@ -460,6 +458,7 @@ impl LayeredBloom {
         false
     }
 
+    #[cfg(test)]
     fn contains(&self, key: &str) -> bool {
         let hash = self.hash(key);
         self.layers.iter().any(|layer| layer.contains_hash(hash))
@@ -806,81 +805,112 @@ impl SqlLoad {
         Ok((errors, renumber.len() as u32))
     }
 
-    /// Removes from the source's earlier segments the transactions this load
-    /// replaces; returns the (month, branch) buckets they leave, and how many were
-    /// replaced and how many of those unchanged.
-    async fn replace_earlier(
+    /// Hides the earlier versions of this load's transactions, found by key in the
+    /// source's key index (built first if the source has earlier postings and no
+    /// index yet), and indexes this load's transactions in their place. Returns the
+    /// (month, branch) buckets the earlier versions leave, their sums to take out of
+    /// the aggregates, and how many were replaced and how many of those unchanged.
+    async fn replace_by_key(
         &mut self,
         source: &str,
         load_id: i64,
-    ) -> Result<(BTreeSet<(String, String)>, Replaced), StoreError> {
+    ) -> Result<(BTreeSet<(String, String)>, aggregates::Partials, Replaced), StoreError> {
         let mut left = BTreeSet::new();
-        let Some((first, last)) = self.index.key_range.clone() else {
-            return Ok((left, Replaced::default()));
-        };
-        let earlier =
-            segments::holding_keys(&mut self.tx, source, load_id, (&first, &last)).await?;
-        // Candidates: earlier keys the filter says this load may hold.
-        let mut candidates: HashSet<String> = HashSet::new();
-        let mut holders = Vec::new();
-        for &id in &earlier {
-            let frame = segments::read(&mut self.tx, id, Some(&[segments::KEY])).await?;
-            let keys = segments::column::<StringType>(&frame, segments::KEY)?;
-            let mut holds = false;
-            for key in keys.iter().flatten() {
-                if self.filter().seen.contains(key) {
-                    candidates.insert(key.to_string());
-                    holds = true;
-                }
+        let mut removed = aggregates::Partials::default();
+        let mut replaced = Replaced::default();
+        let backend = self.backend.clone();
+        if !keys::is_indexed(&mut self.tx, source).await? {
+            // Until a load's keys may meet earlier ones of its source (a first load,
+            // the batches of a first sync in key order), nothing is replaced and
+            // the source needs no index.
+            let Some((first, last)) = self.index.key_range.clone() else {
+                return Ok((left, removed, replaced));
+            };
+            let met =
+                segments::holding_keys(&mut self.tx, source, load_id, (&first, &last)).await?;
+            if met.is_empty() {
+                return Ok((left, removed, replaced));
             }
-            if holds {
-                holders.push(id);
-            }
+            keys::build(backend.as_ref(), &mut self.tx, source, load_id).await?;
         }
-        if candidates.is_empty() {
-            return Ok((left, Replaced::default()));
-        }
-        // Confirmed against the load's own keys, whose postings are kept to tell an
-        // unchanged transaction from a changed one. Keys new to the source cost
-        // nothing here.
-        let mut new_postings = PostingTexts::new();
+        let mut parts: HashMap<(i64, u32), keys::Entry> = HashMap::new();
         for id in segments::ids(&mut self.tx, &format!("load_id = {load_id}"), &[]).await? {
-            let frame = segments::read(&mut self.tx, id, Some(&COMPARED_READ)).await?;
-            posting_texts(&frame, |key| candidates.contains(key), &mut new_postings)?;
-        }
-        drop(candidates);
-        let mut old_postings = PostingTexts::new();
-        for id in holders {
-            let frame = segments::read(&mut self.tx, id, None).await?;
-            let failed = polars_error("replacing transactions");
-            let gone: BooleanChunked = segments::column::<StringType>(&frame, segments::KEY)?
-                .iter()
-                .map(|k| k.is_some_and(|k| new_postings.contains_key(k)))
-                .collect();
-            if !gone.any() {
-                continue;
+            let frame = segments::read(&mut self.tx, id, Some(&keys::INDEXED)).await?;
+            let found = segments::blocking("indexing transactions by key", move || {
+                keys::entries(&frame)
+            })
+            .await?;
+            let (split, whole): (Vec<_>, Vec<_>) = found
+                .into_iter()
+                .partition(|entry| self.index.split.contains(&entry.txn));
+            for entry in split {
+                keys::merge_part(&mut parts, load_id, entry);
             }
-            let removed = frame.filter(&gone).map_err(&failed)?;
-            posting_texts(&removed, |_| true, &mut old_postings)?;
-            segments::add_buckets(&removed, &mut left)?;
-            let kept = frame.filter(&!&gone).map_err(&failed)?;
-            segments::rewrite(&mut self.tx, id, kept).await?;
+            let batch = self
+                .replace_entries(source, load_id, whole, &mut left)
+                .await?;
+            self.reduce_replaced(batch, &mut removed, &mut replaced)?;
         }
-        let mut unchanged = 0i64;
-        for (key, postings) in &mut new_postings {
-            if let Some(old) = old_postings.get_mut(key.as_str()) {
-                postings.sort_unstable();
-                old.sort_unstable();
-                unchanged += i64::from(old == postings);
+        let split: Vec<keys::Entry> = parts.into_values().collect();
+        let batch = self
+            .replace_entries(source, load_id, split, &mut left)
+            .await?;
+        self.reduce_replaced(batch, &mut removed, &mut replaced)?;
+        Ok((left, removed, replaced))
+    }
+
+    /// Indexes `entries` of load `load_id` and hides the earlier versions the index
+    /// had of them; returns those earlier versions, each with whether the new one
+    /// holds the same.
+    async fn replace_entries(
+        &mut self,
+        source: &str,
+        load_id: i64,
+        entries: Vec<keys::Entry>,
+        left: &mut BTreeSet<(String, String)>,
+    ) -> Result<Vec<(keys::Held, bool)>, StoreError> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let backend = self.backend.clone();
+        let wanted: Vec<&str> = entries.iter().map(|entry| entry.key.as_str()).collect();
+        let mut earlier = keys::find(backend.as_ref(), &mut self.tx, source, &wanted).await?;
+        let mut hidden = Vec::with_capacity(earlier.len());
+        let mut versions = Vec::with_capacity(earlier.len());
+        for entry in &entries {
+            if let Some(old) = earlier.remove(&entry.key) {
+                hidden.push((old.load_id, old.txn, old.held.postings.len()));
+                left.insert(keys::bucket(&old.held));
+                let same = old.held == entry.held;
+                versions.push((old.held, same));
             }
         }
-        Ok((
-            left,
-            Replaced {
-                replaced: new_postings.len() as i64,
-                unchanged,
-            },
-        ))
+        keys::mark_replaced(backend.as_ref(), &mut self.tx, &hidden).await?;
+        keys::insert(backend.as_ref(), &mut self.tx, source, load_id, &entries).await?;
+        Ok(versions)
+    }
+
+    /// Counts replaced versions and adds their sums to `removed`.
+    fn reduce_replaced(
+        &self,
+        versions: Vec<(keys::Held, bool)>,
+        removed: &mut aggregates::Partials,
+        replaced: &mut Replaced,
+    ) -> Result<(), StoreError> {
+        if versions.is_empty() {
+            return Ok(());
+        }
+        replaced.replaced += versions.len() as i64;
+        replaced.unchanged += versions.iter().filter(|(_, same)| *same).count() as i64;
+        let held: Vec<keys::Held> = versions.into_iter().map(|(held, _)| held).collect();
+        let frame = keys::aggregated(&held).map_err(polars_error("replacing transactions"))?;
+        match removed.add(frame, 0, &HashSet::new(), &self.chart) {
+            Ok(()) => Ok(()),
+            Err(aggregates::AggregateError::Overflow(overflow)) => {
+                Err(self.index.too_large(overflow))
+            }
+            Err(error) => Err(error.into_store("replacing transactions")),
+        }
     }
 }
 
@@ -889,62 +919,6 @@ impl SqlLoad {
 struct Replaced {
     replaced: i64,
     unchanged: i64,
-}
-
-/// Each transaction's postings as text, one per posting (see [`posting_texts`]).
-type PostingTexts = HashMap<String, Vec<String>>;
-
-/// What makes a posting what it is: its line, occurrence time and key aside.
-const COMPARED: [&str; 6] = [
-    segments::BRANCH,
-    posting_column::MEMO,
-    segments::ACCOUNT,
-    segments::AMOUNT,
-    posting_column::CURRENCY,
-    segments::ORIGINAL_AMOUNT,
-];
-/// The columns read to compare a load's postings with those they replace.
-const COMPARED_READ: [&str; 8] = [
-    segments::KEY,
-    segments::DATE,
-    segments::BRANCH,
-    posting_column::MEMO,
-    segments::ACCOUNT,
-    segments::AMOUNT,
-    posting_column::CURRENCY,
-    segments::ORIGINAL_AMOUNT,
-];
-
-/// Adds the postings of the frame's transactions whose key is `wanted`, each as
-/// one text of its date and [`COMPARED`] columns (a missing column reads as empty,
-/// like an empty value), to their key's list.
-fn posting_texts(
-    frame: &DataFrame,
-    wanted: impl Fn(&str) -> bool,
-    into: &mut PostingTexts,
-) -> Result<(), StoreError> {
-    use std::fmt::Write as _;
-    let keys = segments::column::<StringType>(frame, segments::KEY)?;
-    let dates = segments::dates(frame)?;
-    let columns: Vec<Option<&Column>> = COMPARED
-        .iter()
-        .map(|name| frame.column(name).ok())
-        .collect();
-    for (row, key) in keys.iter().enumerate() {
-        let Some(key) = key.filter(|key| wanted(key)) else {
-            continue;
-        };
-        let mut text = dates.get(row).map(|d| d.to_string()).unwrap_or_default();
-        for column in &columns {
-            text.push('\u{1f}');
-            let value = column.and_then(|c| c.get(row).ok());
-            if let Some(value) = value.filter(|v| !v.is_null()) {
-                write!(text, "{value}").expect("writing to a String");
-            }
-        }
-        into.entry(key.to_string()).or_default().push(text);
-    }
-    Ok(())
 }
 
 #[async_trait]
@@ -1031,7 +1005,7 @@ impl LoadSession for SqlLoad {
                 )
             })
             .collect();
-        let (left, replaced) = self.replace_earlier(&record.source, load_id).await?;
+        let (left, removed, replaced) = self.replace_by_key(&record.source, load_id).await?;
         buckets.extend(left);
         let counts = LoadCounts {
             added: transactions - replaced.replaced,
@@ -1060,21 +1034,26 @@ impl LoadSession for SqlLoad {
                 "A transaction's rows were apart in the file; aggregating the load from storage."
             );
         }
-        let recomputed = if !self.index.reread && replaced.replaced == 0 {
-            // Nothing left any bucket: the buckets only grow by this load's sums.
-            aggregates::add_to_stored(backend.as_ref(), &mut self.tx, partials, self.chart.clone())
-                .await
+        let recomputed = if !self.index.reread {
+            // Every bucket changes by exactly this load's sums less those of the
+            // versions it replaced: no other posting needs reading.
+            aggregates::apply_to_stored(
+                backend.as_ref(),
+                &mut self.tx,
+                partials,
+                removed,
+                self.chart.clone(),
+            )
+            .await
         } else {
-            let (except, partials) = match self.index.reread {
-                true => (None, Default::default()),
-                false => (Some(load_id), partials),
-            };
+            // The load's own sums are not known batch by batch: its months are
+            // aggregated from storage, where the versions it replaced are hidden.
             aggregates::recompute(
                 backend.as_ref(),
                 &mut self.tx,
                 Some(&months),
-                except,
-                partials,
+                None,
+                Default::default(),
                 Some(self.chart.clone()),
             )
             .await

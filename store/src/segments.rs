@@ -192,12 +192,12 @@ pub(crate) fn encode(frame: &mut DataFrame) -> PolarsResult<Vec<u8>> {
 }
 
 /// Decodes a segment, only `columns` if given; empty columns get their types back.
-pub(crate) fn decode(bytes: Vec<u8>, columns: Option<&[&str]>) -> PolarsResult<DataFrame> {
+fn decode(bytes: Vec<u8>, columns: Option<&[&str]>) -> PolarsResult<DataFrame> {
     read_ipc(&unpacked(bytes)?, columns)
 }
 
 /// A segment's bytes as the IPC file they hold, to read columns of it more than once.
-pub(crate) fn unpacked(bytes: Vec<u8>) -> PolarsResult<Vec<u8>> {
+fn unpacked(bytes: Vec<u8>) -> PolarsResult<Vec<u8>> {
     if !bytes.starts_with(&LZ4_FRAME_MAGIC) {
         return Ok(bytes);
     }
@@ -207,7 +207,7 @@ pub(crate) fn unpacked(bytes: Vec<u8>) -> PolarsResult<Vec<u8>> {
 }
 
 /// [`decode`] of an [`unpacked`] segment.
-pub(crate) fn read_ipc(ipc: &[u8], columns: Option<&[&str]>) -> PolarsResult<DataFrame> {
+fn read_ipc(ipc: &[u8], columns: Option<&[&str]>) -> PolarsResult<DataFrame> {
     let mut reader = IpcReader::new(Cursor::new(ipc))
         .with_columns(columns.map(|c| c.iter().map(|s| s.to_string()).collect()));
     let metadata = reader.custom_metadata()?;
@@ -501,11 +501,96 @@ pub(crate) async fn ids(
     query.fetch_all(&mut **tx).await.context("listing postings")
 }
 
-/// A segment's load and encoded postings.
+/// A segment as stored: its manifest load, its bytes, and the transactions of that
+/// load replaced since by later versions (`replaced_transactions`), which every
+/// reader leaves out. Their rows stay until the segment is rewritten.
+pub(crate) struct Stored {
+    pub(crate) load_id: i64,
+    bytes: Vec<u8>,
+    replaced: Replaced,
+}
+
+/// Numbers of a load's replaced transactions, sorted.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Replaced(Vec<u32>);
+
+impl Replaced {
+    pub(crate) fn contains(&self, txn: u32) -> bool {
+        self.0.binary_search(&txn).is_ok()
+    }
+
+    /// The frame without the rows of replaced transactions. It must have [`TXN`].
+    pub(crate) fn remove_from(&self, frame: DataFrame) -> PolarsResult<DataFrame> {
+        if self.0.is_empty() {
+            return Ok(frame);
+        }
+        let keep: BooleanChunked = frame
+            .column(TXN)?
+            .u32()?
+            .iter()
+            .map(|txn| txn.is_none_or(|txn| !self.contains(txn)))
+            .collect();
+        frame.filter(&keep)
+    }
+
+    /// Reads `columns` of an unpacked segment, replaced transactions left out.
+    fn read(&self, ipc: &[u8], columns: Option<&[&str]>) -> PolarsResult<DataFrame> {
+        if self.0.is_empty() {
+            return read_ipc(ipc, columns);
+        }
+        match columns {
+            Some(wanted) if !wanted.contains(&TXN) => {
+                let mut with_txn = wanted.to_vec();
+                with_txn.push(TXN);
+                let frame = self.remove_from(read_ipc(ipc, Some(&with_txn))?)?;
+                frame.select(wanted.iter().copied())
+            }
+            _ => self.remove_from(read_ipc(ipc, columns)?),
+        }
+    }
+}
+
+impl Stored {
+    /// Decodes the segment's live postings, only `columns` if given.
+    pub(crate) fn decode(self, columns: Option<&[&str]>) -> PolarsResult<DataFrame> {
+        let ipc = unpacked(self.bytes)?;
+        self.replaced.read(&ipc, columns)
+    }
+
+    /// The segment unpacked, to read columns of it more than once.
+    pub(crate) fn unpacked(self) -> PolarsResult<Unpacked> {
+        Ok(Unpacked {
+            ipc: unpacked(self.bytes)?,
+            replaced: self.replaced,
+        })
+    }
+
+    /// Decodes every row, replaced transactions included, and tells which those are
+    /// (for compaction, which drops them for good).
+    pub(crate) fn decode_all(self) -> PolarsResult<(DataFrame, Replaced)> {
+        Ok((decode(self.bytes, None)?, self.replaced))
+    }
+}
+
+/// An unpacked segment (see [`Stored::unpacked`]).
+pub(crate) struct Unpacked {
+    ipc: Vec<u8>,
+    replaced: Replaced,
+}
+
+impl Unpacked {
+    /// Reads `columns` (all if `None`) of the live postings; every read leaves out the
+    /// same rows, so row numbers agree between reads.
+    pub(crate) fn read(&self, columns: Option<&[&str]>) -> PolarsResult<DataFrame> {
+        self.replaced.read(&self.ipc, columns)
+    }
+}
+
+/// A segment's manifest load, encoded postings and replaced transactions.
 pub(crate) async fn read_bytes(
     tx: &mut Transaction<'static, Any>,
     id: i64,
-) -> Result<(i64, Vec<u8>), StoreError> {
+) -> Result<Stored, StoreError> {
     let row = sqlx::query(
         "SELECT s.load_id, s.format, d.data FROM ledger_segments s \
          JOIN segment_data d ON d.segment_id = s.id WHERE s.id = $1",
@@ -520,17 +605,41 @@ pub(crate) async fn read_bytes(
         return Err(StoreError::Invalid(newer_format(Some(id), format)));
     }
     let bytes: Vec<u8> = row.try_get("data").context("reading postings")?;
-    Ok((load_id.unwrap_or(0), bytes))
+    let replaced = match load_id {
+        Some(load_id) => replaced_of(tx, load_id).await?,
+        // A segment being written: its load replaced nothing of its own.
+        None => Replaced::default(),
+    };
+    Ok(Stored {
+        load_id: load_id.unwrap_or(0),
+        bytes,
+        replaced,
+    })
 }
 
-/// A segment, decoded to `columns` (all if `None`).
+/// The replaced transactions of load `load_id`.
+pub(crate) async fn replaced_of(
+    tx: &mut Transaction<'static, Any>,
+    load_id: i64,
+) -> Result<Replaced, StoreError> {
+    let mut numbers: Vec<i64> =
+        sqlx::query_scalar("SELECT txn FROM replaced_transactions WHERE load_id = $1")
+            .bind(load_id)
+            .fetch_all(&mut **tx)
+            .await
+            .context("reading replaced transactions")?;
+    numbers.sort_unstable();
+    Ok(Replaced(numbers.into_iter().map(|n| n as u32).collect()))
+}
+
+/// A segment's live postings, decoded to `columns` (all if `None`).
 pub(crate) async fn read(
     tx: &mut Transaction<'static, Any>,
     id: i64,
     columns: Option<&'static [&'static str]>,
 ) -> Result<DataFrame, StoreError> {
-    let (_, bytes) = read_bytes(tx, id).await?;
-    blocking("decoding postings", move || decode(bytes, columns)).await
+    let stored = read_bytes(tx, id).await?;
+    blocking("decoding postings", move || stored.decode(columns)).await
 }
 
 #[cfg(test)]

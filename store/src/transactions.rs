@@ -170,7 +170,7 @@ pub(crate) async fn page(
                 found,
             );
         }
-        let (_, bytes) = segments::read_bytes(tx, segment.id).await?;
+        let stored = segments::read_bytes(tx, segment.id).await?;
         let shared = filter.clone();
         // Only places up to the page's current last can still make it.
         let before = (chosen.len() > filter.limit)
@@ -178,7 +178,7 @@ pub(crate) async fn page(
             .flatten();
         let (load, source) = (segment.load, segment.source.clone());
         let search = tokio::task::spawn_blocking(move || {
-            matching(bytes, load, &source, &shared, before.as_ref())
+            matching(stored, load, &source, &shared, before.as_ref())
         });
         searching.push_back((segment, search));
     }
@@ -213,10 +213,10 @@ pub(crate) async fn page(
         if wanted.is_empty() {
             continue;
         }
-        let (_, bytes) = segments::read_bytes(tx, segment.id).await?;
+        let stored = segments::read_bytes(tx, segment.id).await?;
         let (load, days) = (segment.load, filter.days);
         let found = segments::blocking("listing transactions", move || {
-            let frame = with_loads(segments::decode(bytes, None)?, load, days)?;
+            let frame = with_loads(stored.decode(None)?, load, days)?;
             postings_of(&frame, &wanted)
         })
         .await?;
@@ -279,18 +279,14 @@ const CHOOSING: [&str; 5] = [TXN, segments::DATE, BRANCH, ACCOUNT, KEY];
 /// They are chosen from the [`CHOOSING`] columns; the others are read only if some
 /// are.
 fn matching(
-    bytes: Vec<u8>,
+    stored: segments::Stored,
     load: i64,
     source: &str,
     filter: &Filter,
     before: Option<&Place>,
 ) -> PolarsResult<Found> {
-    let ipc = segments::unpacked(bytes)?;
-    let frame = with_loads(
-        segments::read_ipc(&ipc, Some(&CHOOSING))?,
-        load,
-        filter.days,
-    )?;
+    let ipc = stored.unpacked()?;
+    let frame = with_loads(ipc.read(Some(&CHOOSING))?, load, filter.days)?;
     let text = |name: &str| -> PolarsResult<StringChunked> {
         Ok(frame.column(name)?.str()?.rechunk().into_owned())
     };
@@ -344,7 +340,7 @@ fn matching(
         return Ok(Vec::new());
     }
     let wanted: HashSet<u32> = ordered.iter().map(|(_, t)| *t).collect();
-    let frame = with_loads(segments::read_ipc(&ipc, None)?, load, filter.days)?;
+    let frame = with_loads(ipc.read(None)?, load, filter.days)?;
     let mut postings = postings_of(&frame, &wanted)?;
     Ok(ordered
         .into_iter()

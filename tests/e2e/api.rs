@@ -1,13 +1,10 @@
 //! The HTTP API over real sockets.
 
-use std::path::Path;
-
 use ledgersync::import::import_csv;
 use ledgersync_config::StreamDef;
 use ledgersync_store::Tenant;
 use reqwest::StatusCode;
 use serde_json::Value;
-use sqlx::Connection;
 
 use crate::helpers::{
     new_key, options, postgres_store, provision, spawn_app, sqlite_store, write, TestApp, TestStore,
@@ -357,32 +354,17 @@ async fn the_api_describes_every_route() {
 /// Drops `tables` from the tenant's database behind the store's back: what a damaged
 /// database looks like to the server.
 async fn damage_tenant_database(test: &TestStore, tenant: &Tenant, tables: &[&str]) {
-    if let Some(dir) = test.url.strip_prefix("sqlite://") {
-        let file = Path::new(dir)
-            .join("tenants")
-            .join(format!("{}.db", tenant.id));
-        let mut connection =
-            sqlx::SqliteConnection::connect(&format!("sqlite://{}", file.display()))
-                .await
-                .unwrap();
-        for table in tables {
-            sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
-                .execute(&mut connection)
-                .await
-                .unwrap();
-        }
-    } else {
-        let schema: String = tenant.id.chars().filter(char::is_ascii_hexdigit).collect();
-        let mut connection = sqlx::PgConnection::connect(&test.url).await.unwrap();
-        for table in tables {
-            sqlx::query(&format!(
-                "DROP TABLE IF EXISTS tenant_{schema}.{table} CASCADE"
-            ))
-            .execute(&mut connection)
-            .await
-            .unwrap();
-        }
-    }
+    // SQLite has no CASCADE (nor anything depending on a table to cascade to).
+    let cascade = match test.url.starts_with("sqlite://") {
+        true => "",
+        false => " CASCADE",
+    };
+    let drops: Vec<String> = tables
+        .iter()
+        .map(|table| format!("DROP TABLE IF EXISTS {table}{cascade}"))
+        .collect();
+    let drops: Vec<&str> = drops.iter().map(String::as_str).collect();
+    crate::helpers::tenant_sql(test, tenant, &drops).await;
 }
 
 async fn upload(app: &TestApp, key: &str, name: &str, body: String) -> reqwest::Response {

@@ -52,6 +52,39 @@ impl Drop for TestStore {
     }
 }
 
+/// Runs `statements` in the tenant's own database (its SQLite file, or its schema),
+/// past the store, for tests that damage or inspect what the store keeps.
+pub async fn tenant_sql(test: &TestStore, tenant: &Tenant, statements: &[&str]) {
+    if let Some(dir) = test.url.strip_prefix("sqlite://") {
+        let file = Path::new(dir)
+            .join("tenants")
+            .join(format!("{}.db", tenant.id));
+        let mut connection =
+            sqlx::SqliteConnection::connect(&format!("sqlite://{}", file.display()))
+                .await
+                .unwrap();
+        for statement in statements {
+            sqlx::query(statement)
+                .execute(&mut connection)
+                .await
+                .unwrap();
+        }
+    } else {
+        let schema: String = tenant.id.chars().filter(char::is_ascii_hexdigit).collect();
+        let mut connection = sqlx::PgConnection::connect(&test.url).await.unwrap();
+        sqlx::query(&format!("SET search_path TO tenant_{schema}"))
+            .execute(&mut connection)
+            .await
+            .unwrap();
+        for statement in statements {
+            sqlx::query(statement)
+                .execute(&mut connection)
+                .await
+                .unwrap();
+        }
+    }
+}
+
 pub async fn sqlite_store() -> TestStore {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("data").display());

@@ -13,7 +13,7 @@ use ledgersync_store::{
     ExportFormat, LedgerTransaction, LoadRecord, Store, Tenant, TransactionQuery, EXPORT_COLUMNS,
 };
 
-use crate::helpers::{amount, options, posting, provision, write, TestStore};
+use crate::helpers::{amount, options, posting, provision, tenant_sql, write, TestStore};
 
 macro_rules! on_both_backends {
     ($($story:ident),* $(,)?) => {$(
@@ -32,6 +32,7 @@ macro_rules! on_both_backends {
 
 on_both_backends!(
     tiny_loads_are_compacted_and_change_nothing,
+    replacing_reads_the_key_index_not_the_segments,
     the_export_reads_back_as_imported,
     transactions_behind_a_report_over_http,
 );
@@ -211,6 +212,183 @@ async fn tiny_loads_are_compacted_and_change_nothing(test: TestStore) {
     }
     let last = store.load_totals(&tiny, loads[minutes].id).await.unwrap();
     assert_eq!(last.control_sum, amount("3"));
+}
+
+/// A key as many POS systems make them: random, so no key range narrows a search.
+fn random_key(i: usize) -> String {
+    let mixed = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    format!("{mixed:016x}-{:08x}", mixed.rotate_left(17) as u32)
+}
+
+/// A sale as (date, branch, amount), by key.
+type Sales = BTreeMap<String, (String, String, String)>;
+
+fn sale_postings(sales: &Sales) -> Vec<Posting> {
+    sales
+        .iter()
+        .flat_map(|(key, (date, branch, value))| {
+            [
+                posting(key, date, branch, "1000", value),
+                posting(key, date, branch, "4000", &format!("-{value}")),
+            ]
+        })
+        .collect()
+}
+
+async fn load_sales(store: &dyn Store, tenant: &Tenant, sales: &Sales, fingerprint: &str) -> i64 {
+    let mut session = store.begin_load(tenant).await.unwrap();
+    session.stage(&sale_postings(sales)).await.unwrap();
+    let summary = session.commit(record(fingerprint), 10).await.unwrap();
+    summary.load_id
+}
+
+/// A load that replaces transactions finds their earlier versions by key: it reads
+/// none of the source's earlier segments (made unreadable here while it runs), hides
+/// those versions and changes the aggregates by the difference. Tiny loads that
+/// replace each other's transactions are compacted. Every figure and transaction
+/// then equals a ledger loaded once with the final versions, and a rebuild.
+async fn replacing_reads_the_key_index_not_the_segments(test: TestStore) {
+    let store = test.store.as_ref();
+    let kept = provision(store, "pro").await;
+    let branches = ["Kemang", "Senopati", "Dago"];
+    let mut model = Sales::new();
+    let bulk: Sales = (0..300)
+        .map(|i| {
+            let date = format!("2025-0{}-{:02}", 1 + i % 2, 1 + i % 28);
+            let value = format!("{}.{:04}", 10_000 + i * 37, i % 10_000);
+            (random_key(i), (date, branches[i % 3].to_string(), value))
+        })
+        .collect();
+    let bulk_load = load_sales(store, &kept, &bulk, "bulk").await;
+    model.extend(bulk.clone());
+    let later: Sales = (300..320)
+        .map(|i| {
+            let sale = ("2025-02-14".to_string(), "Dago".to_string(), format!("{i}"));
+            (random_key(i), sale)
+        })
+        .collect();
+    load_sales(store, &kept, &later, "later").await;
+    model.extend(later);
+
+    // The bulk load's segments are made unreadable.
+    let garbage = match test.url.starts_with("sqlite://") {
+        true => "X'00'",
+        false => "'\\x00'::bytea",
+    };
+    tenant_sql(
+        &test,
+        &kept,
+        &[
+            &format!(
+                "CREATE TABLE kept_data AS SELECT segment_id, data FROM segment_data \
+                 WHERE segment_id IN (SELECT id FROM ledger_segments WHERE load_id = {bulk_load})"
+            ),
+            &format!(
+                "UPDATE segment_data SET data = {garbage} \
+                 WHERE segment_id IN (SELECT segment_id FROM kept_data)"
+            ),
+        ],
+    )
+    .await;
+    // Five changed amounts, one sale sent again as it was, one moved to another
+    // branch and month, one of the later load changed, and a new one.
+    let mut changes = Sales::new();
+    for i in 0..5 {
+        let (date, branch, _) = bulk[&random_key(i)].clone();
+        changes.insert(random_key(i), (date, branch, format!("{}.5", 7 + i)));
+    }
+    changes.insert(random_key(5), bulk[&random_key(5)].clone());
+    changes.insert(
+        random_key(6),
+        ("2025-01-31".into(), "Senopati".into(), "99".into()),
+    );
+    changes.insert(
+        random_key(307),
+        ("2025-02-14".into(), "Dago".into(), "1".into()),
+    );
+    changes.insert(
+        random_key(1000),
+        ("2025-01-09".into(), "Kemang".into(), "12.25".into()),
+    );
+    let mut session = store.begin_load(&kept).await.unwrap();
+    session.stage(&sale_postings(&changes)).await.unwrap();
+    let summary = session.commit(record("changes"), 10).await.unwrap();
+    assert_eq!(
+        (
+            summary.counts.added,
+            summary.counts.replaced,
+            summary.counts.unchanged
+        ),
+        (1, 8, 1)
+    );
+    model.extend(changes);
+    // A version replaced again.
+    let again: Sales = [(
+        random_key(0),
+        (
+            "2025-02-02".to_string(),
+            "Kemang".to_string(),
+            "3".to_string(),
+        ),
+    )]
+    .into();
+    load_sales(store, &kept, &again, "again").await;
+    model.extend(again);
+    // The segments were unreadable indeed: a rebuild has to read them, and fails.
+    assert!(store.rebuild_aggregates(&kept).await.is_err());
+    tenant_sql(
+        &test,
+        &kept,
+        &[
+            "UPDATE segment_data SET data = (SELECT data FROM kept_data \
+             WHERE kept_data.segment_id = segment_data.segment_id) \
+             WHERE segment_id IN (SELECT segment_id FROM kept_data)",
+            "DROP TABLE kept_data",
+        ],
+    )
+    .await;
+
+    // A minute at a time: each load corrects a bulk sale and the previous minute's
+    // own sale, and adds one, all in January.
+    for minute in 0..40 {
+        let mut sales = Sales::new();
+        let sale = |value: String| ("2025-01-10".to_string(), "Kemang".to_string(), value);
+        sales.insert(random_key(20 + minute), sale(format!("{minute}.1")));
+        if minute > 0 {
+            sales.insert(random_key(2000 + minute - 1), sale(format!("{minute}.2")));
+        }
+        sales.insert(random_key(2000 + minute), sale(format!("{minute}.3")));
+        load_sales(store, &kept, &sales, &format!("minute-{minute}")).await;
+        model.extend(sales);
+    }
+    let segments = store.segment_count(&kept).await.unwrap();
+    assert!(segments < 30, "{segments} segments after 44 loads");
+
+    let reference = provision(store, "pro").await;
+    load_sales(store, &reference, &model, "final").await;
+    let listed = transactions_by_key(store, &kept, 100).await;
+    assert_eq!(listed.len(), model.len());
+    assert_eq!(listed, transactions_by_key(store, &reference, 100).await);
+    for branch in [BRANCH_TOTAL, "Kemang", "Senopati", "Dago"] {
+        let metrics =
+            |tenant| store.month_metrics(tenant, branch, month("2025-01"), month("2025-02"));
+        let (incremental, whole) = (
+            metrics(&kept).await.unwrap(),
+            metrics(&reference).await.unwrap(),
+        );
+        assert_eq!(incremental, whole, "{branch}");
+        assert!(!incremental[&month("2025-02")].revenue().unwrap().is_zero());
+    }
+    let before = store
+        .month_metrics(&kept, BRANCH_TOTAL, month("2025-01"), month("2025-02"))
+        .await
+        .unwrap();
+    store.rebuild_aggregates(&kept).await.unwrap();
+    let rebuilt = store
+        .month_metrics(&kept, BRANCH_TOTAL, month("2025-01"), month("2025-02"))
+        .await
+        .unwrap();
+    assert_eq!(before, rebuilt);
 }
 
 const JOURNAL: &str = "date,txn_id,account,amount,branch,memo

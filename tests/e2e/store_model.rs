@@ -839,8 +839,10 @@ struct Backend {
     _sqlite: Option<TestStore>,
 }
 
-const SEGMENTS: &str = "SELECT s.source, d.data FROM {schema}ledger_segments s \
+const SEGMENTS: &str = "SELECT s.source, s.load_id, d.data FROM {schema}ledger_segments s \
      JOIN {schema}segment_data d ON d.segment_id = s.id ORDER BY s.id";
+/// Transactions a later version replaced: no longer in the ledger (docs/segments.md).
+const REPLACED: &str = "SELECT load_id, txn FROM {schema}replaced_transactions";
 
 impl Backend {
     async fn sqlite() -> Backend {
@@ -895,7 +897,8 @@ impl Backend {
 
     /// Every stored posting, by source and key, decoded from the segments.
     async fn transactions(&self, tenant: &Tenant) -> anyhow::Result<Transactions> {
-        let segments: Vec<(Option<String>, Vec<u8>)> = match &self.ledgers {
+        type Segment = (Option<String>, Option<i64>, Vec<u8>);
+        let (segments, replaced): (Vec<Segment>, Vec<(i64, i64)>) = match &self.ledgers {
             Ledgers::Sqlite(dir) => {
                 let file = dir.join("tenants").join(format!("{}.db", tenant.id));
                 let mut ledger = sqlx::SqliteConnection::connect(&format!(
@@ -904,27 +907,43 @@ impl Backend {
                 ))
                 .await
                 .context("opening the tenant's ledger")?;
-                sqlx::query_as(&SEGMENTS.replace("{schema}", ""))
+                let segments = sqlx::query_as(&SEGMENTS.replace("{schema}", ""))
                     .fetch_all(&mut ledger)
                     .await
-                    .context("reading segments")?
+                    .context("reading segments")?;
+                let replaced = sqlx::query_as(&REPLACED.replace("{schema}", ""))
+                    .fetch_all(&mut ledger)
+                    .await
+                    .context("reading replaced transactions")?;
+                (segments, replaced)
             }
             Ledgers::Postgres { url, .. } => {
                 let mut ledger = sqlx::PgConnection::connect(url)
                     .await
                     .context("connecting to the test's database")?;
                 let hex: String = tenant.id.chars().filter(char::is_ascii_hexdigit).collect();
-                sqlx::query_as(&SEGMENTS.replace("{schema}", &format!("tenant_{hex}.")))
+                let schema = format!("tenant_{hex}.");
+                let segments = sqlx::query_as(&SEGMENTS.replace("{schema}", &schema))
                     .fetch_all(&mut ledger)
                     .await
-                    .context("reading segments")?
+                    .context("reading segments")?;
+                let replaced = sqlx::query_as(&REPLACED.replace("{schema}", &schema))
+                    .fetch_all(&mut ledger)
+                    .await
+                    .context("reading replaced transactions")?;
+                (segments, replaced)
             }
         };
+        let replaced: HashSet<(i64, i64)> = replaced.into_iter().collect();
         let mut transactions = Transactions::new();
-        for (source, bytes) in segments {
+        for (source, load_id, bytes) in segments {
             // A segment of no source would be postings of no committed load.
             let source = source.unwrap_or_else(|| "<none>".to_string());
-            for (key, leg) in decode_segment(&bytes)? {
+            let load_id = load_id.unwrap_or_default();
+            for (txn, key, leg) in decode_segment(&bytes)? {
+                if replaced.contains(&(load_id, i64::from(txn))) {
+                    continue;
+                }
                 transactions
                     .entry((source.clone(), key))
                     .or_default()
@@ -940,20 +959,22 @@ impl Backend {
 
 /// A segment's postings: an Arrow IPC file in one LZ4 frame (README, "How the
 /// ledger is stored"), read with polars' own IPC reader.
-fn decode_segment(bytes: &[u8]) -> anyhow::Result<Vec<(String, Leg)>> {
+fn decode_segment(bytes: &[u8]) -> anyhow::Result<Vec<(u32, String, Leg)>> {
     use posting_column::{ACCOUNT, AMOUNT, BRANCH, DATE, KEY, OCCURRED_AT};
+    const TXN: &str = "txn";
     let mut ipc = Vec::new();
     lz4::Decoder::new(bytes)
         .and_then(|mut decoder| decoder.read_to_end(&mut ipc))
         .context("decompressing a segment")?;
     let frame: DataFrame = IpcReader::new(Cursor::new(ipc))
         .with_columns(Some(
-            [KEY, DATE, BRANCH, OCCURRED_AT, ACCOUNT, AMOUNT]
+            [TXN, KEY, DATE, BRANCH, OCCURRED_AT, ACCOUNT, AMOUNT]
                 .map(String::from)
                 .to_vec(),
         ))
         .finish()
         .context("reading a segment")?;
+    let txns = frame.column(TXN)?.u32()?;
     let keys = frame.column(KEY)?.str()?;
     let dates = frame.column(DATE)?.date()?.physical();
     let branches = frame.column(BRANCH)?.str()?;
@@ -975,6 +996,7 @@ fn decode_segment(bytes: &[u8]) -> anyhow::Result<Vec<(String, Leg)>> {
             })
             .transpose()?;
         postings.push((
+            txns.get(row).ok_or_else(|| missing(TXN))?,
             keys.get(row).ok_or_else(|| missing(KEY))?.to_string(),
             Leg {
                 date: NaiveDate::from_epoch_days(days)
