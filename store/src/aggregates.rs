@@ -829,9 +829,6 @@ async fn finished(partials: Partials, chart: Chart) -> Result<Rollups, Recompute
     }
 }
 
-/// A metric's name and what it changes by (see [`apply_to_stored`]).
-type MetricChange = (String, Option<i64>);
-
 /// A rollup as written: bucket, metrics (JSON), cash change, postings summed.
 type RollupRow<'a> = (&'a (String, String), String, i64, Option<i64>);
 
@@ -848,19 +845,16 @@ pub(crate) async fn apply_to_stored(
 ) -> Result<u64, RecomputeError> {
     let added = finished(added, chart.clone()).await?;
     let removed = finished(removed, chart).await?;
-    // Per bucket, each metric's change: none where a sum taken out has no negative.
-    let mut changes: BTreeMap<(String, String), Vec<MetricChange>> = BTreeMap::new();
-    for (bucket, metrics) in added {
-        let change = changes.entry(bucket).or_default();
-        change.extend(metrics.into_iter().map(|(name, units)| (name, Some(units))));
-    }
-    for (bucket, metrics) in removed {
-        let change = changes.entry(bucket).or_default();
-        change.extend(
-            metrics
-                .into_iter()
-                .map(|(name, units)| (name, units.checked_neg())),
-        );
+    // Per bucket, each metric's net change: what the load adds less what it takes
+    // out, so that a sum is checked once, not in between.
+    let mut changes: BTreeMap<(String, String), BTreeMap<String, i128>> = BTreeMap::new();
+    for (sign, rollups) in [(1i128, added), (-1, removed)] {
+        for (bucket, metrics) in rollups {
+            let change = changes.entry(bucket).or_default();
+            for (name, units) in metrics {
+                *change.entry(name).or_default() += sign * i128::from(units);
+            }
+        }
     }
     let mut merged = Rollups::new();
     // Branches before their total, so that a sum out of range is named by the
@@ -868,15 +862,26 @@ pub(crate) async fn apply_to_stored(
     let (totals, branches): (Vec<_>, Vec<_>) = changes
         .into_iter()
         .partition(|((_, branch), _)| branch == ledgersync_schemas::BRANCH_TOTAL);
+    // The stored rollups of the months changed, read in one statement per month.
+    let months: BTreeSet<String> = branches
+        .iter()
+        .chain(&totals)
+        .map(|((month, _), _)| month.clone())
+        .collect();
+    let mut stored: HashMap<(String, String), (String, Option<i64>)> = HashMap::new();
+    for month in &months {
+        let rows: Vec<(String, String, Option<i64>)> =
+            sqlx::query_as("SELECT branch, metrics, postings FROM month_rollups WHERE month = $1")
+                .bind(month)
+                .fetch_all(&mut **tx)
+                .await
+                .context("reading aggregates")?;
+        for (branch, json, count) in rows {
+            stored.insert((month.clone(), branch), (json, count));
+        }
+    }
     for ((month, branch), change) in branches.into_iter().chain(totals) {
-        let stored: Option<(String, Option<i64>)> = sqlx::query_as(
-            "SELECT metrics, postings FROM month_rollups WHERE month = $1 AND branch = $2",
-        )
-        .bind(&month)
-        .bind(&branch)
-        .fetch_optional(&mut **tx)
-        .await
-        .context("reading aggregates")?;
+        let stored = stored.remove(&(month.clone(), branch.clone()));
         // Rollups written before postings were counted have no count: it stays unknown.
         let uncounted = matches!(stored, Some((_, None)));
         let mut sums: BTreeMap<String, i64> = match stored {
@@ -890,7 +895,8 @@ pub(crate) async fn apply_to_stored(
             None => BTreeMap::new(),
         };
         for (name, units) in change {
-            units
+            i64::try_from(units)
+                .ok()
                 .and_then(|units| add_metric(&mut sums, name.clone(), units))
                 .ok_or_else(|| AggregateOverflow {
                     month: month.clone(),
@@ -901,13 +907,32 @@ pub(crate) async fn apply_to_stored(
         if uncounted {
             sums.remove(POSTINGS);
         }
-        sqlx::query("DELETE FROM month_rollups WHERE month = $1 AND branch = $2")
-            .bind(&month)
-            .bind(&branch)
-            .execute(&mut **tx)
-            .await
-            .context("replacing aggregates")?;
         merged.insert((month, branch), sums);
+    }
+    // The changed buckets are written again: the rest of each month stays as it is.
+    for month in months {
+        let changed: Vec<&String> = merged
+            .keys()
+            .filter(|(of, _)| *of == month)
+            .map(|(_, branch)| branch)
+            .collect();
+        for chunk in changed.chunks(backend.rows_per_insert()) {
+            let sql = format!(
+                "DELETE FROM month_rollups WHERE month = $1 AND branch IN ({})",
+                (2..chunk.len() + 2)
+                    .map(|at| format!("${at}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+            let mut query = sqlx::query(&sql).bind(&month);
+            for branch in chunk {
+                query = query.bind(*branch);
+            }
+            query
+                .execute(&mut **tx)
+                .await
+                .context("replacing aggregates")?;
+        }
     }
     Ok(write_rollups(backend, tx, Some(&BTreeSet::new()), &merged).await?)
 }

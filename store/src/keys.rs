@@ -223,6 +223,12 @@ pub(crate) async fn build(
         .execute(&mut **tx)
         .await
         .context("recording the key index")?;
+    if let Some(analyze) = backend.analyze_keys_statement() {
+        sqlx::query(analyze)
+            .execute(&mut **tx)
+            .await
+            .context("updating the key index's statistics")?;
+    }
     log::info!(
         "Indexed the transactions of a source by key; loads replacing them no longer read its segments. \
          source={source} transactions={indexed} took={:?}",

@@ -466,8 +466,10 @@ impl LedgerStore for SqlStore {
         for id in segments::ids(&mut tx, "source = $1", &[&record.source]).await? {
             let stored = segments::read_bytes(&mut tx, id).await?;
             let listed_load = stored.load_id;
-            // Replaced transactions' rows stay as they are (their entries in
-            // `replaced_transactions` count them); only live ones can be unseen.
+            // Only live transactions can be unseen. Every segment of the source is
+            // read here, so the rows of replaced ones go too (their entries in
+            // `replaced_transactions` are dropped below): a refresh leaves no
+            // earlier copy of the source behind.
             let (frame, replaced) =
                 segments::blocking("decoding postings", move || stored.decode_all()).await?;
             let failed = segments::polars_error("removing deleted transactions");
@@ -499,16 +501,26 @@ impl LedgerStore for SqlStore {
                 }
             };
             let stale = &stale & &live;
-            if !stale.any() {
+            let hidden = !&live;
+            if !stale.any() && !hidden.any() {
                 continue;
             }
             let removed = frame.filter(&stale).map_err(&failed)?;
             let keys = segments::column::<StringType>(&removed, segments::KEY)?;
             removed_keys.extend(keys.iter().flatten().map(str::to_string));
             segments::add_buckets(&removed, &mut buckets)?;
-            let kept = frame.filter(&!&stale).map_err(&failed)?;
+            let kept = frame.filter(&(&live & &!&stale)).map_err(&failed)?;
             segments::rewrite(&mut tx, id, kept).await?;
         }
+        // No row of the source's replaced transactions is left in any segment.
+        sqlx::query(
+            "DELETE FROM replaced_transactions \
+             WHERE load_id IN (SELECT id FROM loads WHERE source = $1)",
+        )
+        .bind(&record.source)
+        .execute(&mut *tx)
+        .await
+        .context("dropping removed replaced transactions")?;
         if keys::is_indexed(&mut tx, &record.source).await? {
             keys::remove(
                 self.backend.as_ref(),

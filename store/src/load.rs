@@ -1034,7 +1034,14 @@ impl LoadSession for SqlLoad {
                 "A transaction's rows were apart in the file; aggregating the load from storage."
             );
         }
-        let recomputed = if !self.index.reread {
+        // Rollups written before they counted their postings cannot tell when a
+        // change leaves them empty: their months are recomputed (and counted) instead.
+        let uncounted: Option<String> =
+            sqlx::query_scalar("SELECT month FROM month_rollups WHERE postings IS NULL LIMIT 1")
+                .fetch_optional(&mut *self.tx)
+                .await
+                .context("reading aggregates")?;
+        let recomputed = if !self.index.reread && uncounted.is_none() {
             // Every bucket changes by exactly this load's sums less those of the
             // versions it replaced: no other posting needs reading.
             aggregates::apply_to_stored(
@@ -1046,8 +1053,9 @@ impl LoadSession for SqlLoad {
             )
             .await
         } else {
-            // The load's own sums are not known batch by batch: its months are
-            // aggregated from storage, where the versions it replaced are hidden.
+            // The load's own sums are not known batch by batch (or the rollups are
+            // uncounted): its months are aggregated from storage, where the
+            // versions it replaced are hidden.
             aggregates::recompute(
                 backend.as_ref(),
                 &mut self.tx,

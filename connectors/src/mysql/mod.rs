@@ -31,7 +31,7 @@ use futures_util::TryStreamExt;
 use ledgersync_config::{ConnectorSpec, DatabaseKind, DatabaseStream, Lookback, TlsMode};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Column, Conn, DriverError, Opts, OptsBuilder, Params, Row, SslOpts, Value};
-use polars::prelude::Column as FrameColumn;
+use polars::prelude::{IntoColumn, StringChunkedBuilder};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::mpsc;
 
@@ -672,72 +672,55 @@ async fn send(
 /// Rows of one batch, column by column, as canonical text.
 struct BatchBuilder<'a> {
     plan: &'a ReadPlan,
-    cells: Vec<Vec<Option<String>>>,
+    cells: Vec<StringChunkedBuilder>,
     lines: Vec<u64>,
     keys: Vec<String>,
     cursor: Option<String>,
+    /// The cell being written, reused for every cell.
+    cell: String,
 }
 
 impl<'a> BatchBuilder<'a> {
     fn new(plan: &'a ReadPlan) -> Self {
         BatchBuilder {
             plan,
-            cells: vec![Vec::with_capacity(plan.batch_rows); plan.names.len()],
+            cells: plan
+                .names
+                .iter()
+                .map(|name| StringChunkedBuilder::new(name.as_str().into(), plan.batch_rows))
+                .collect(),
             lines: Vec::with_capacity(plan.batch_rows),
             keys: Vec::with_capacity(plan.batch_rows),
             cursor: None,
+            cell: String::new(),
         }
     }
 
+    /// Appends a row. Each cell is written into one reused buffer and copied into
+    /// its column from there; a row with a bad value fails the read, so a
+    /// half-appended row never reaches a batch.
     fn push(&mut self, values: Vec<Value>, line: u64) -> Result<(), MysqlError> {
         let plan = self.plan;
-        let texts: Vec<Result<Option<String>, CellError>> = values
-            .iter()
-            .zip(&plan.readings)
-            .map(|(value, reading)| typesystem::to_text(reading, value))
-            .collect();
-        let key = plan
-            .keys
-            .iter()
-            .map(|&k| match &texts[k] {
-                Ok(text) => text.clone().unwrap_or_default(),
-                Err(_) => "?".to_string(),
-            })
-            .collect::<Vec<_>>()
-            .join(",");
-        for (index, text) in texts.into_iter().enumerate() {
-            let text = text.map_err(|error| {
-                let column = &plan.names[index];
-                let problem = match error {
-                    CellError::ZeroDate(value) => format!(
-                        "'{value}' is not a date (a zero date or zero month or day); fix the row, or read the stream from a query with NULLIF({}, '{value}')",
-                        quote(column)
-                    ),
-                    CellError::NoSuchLocalTime(why) => {
-                        format!("{why}; check the connector's source_timezone")
-                    }
-                    CellError::NotText => {
-                        "the value is not text in the column's character set".to_string()
-                    }
-                    CellError::Unexpected(why) => why,
-                };
-                MysqlError::Value {
-                    relation: plan.relation.clone(),
-                    line,
-                    key: if plan.key_columns.is_empty() {
-                        "no key".to_string()
-                    } else {
-                        format!("{}={key}", plan.key_columns.join(","))
-                    },
-                    column: column.clone(),
-                    problem,
-                }
-            })?;
-            if Some(index) == plan.cursor && text.is_some() {
-                // Rows come ordered by the cursor: the last one seen is the greatest.
-                self.cursor = text.clone();
+        let mut key = String::new();
+        for (index, (value, reading)) in values.iter().zip(&plan.readings).enumerate() {
+            self.cell.clear();
+            let present = typesystem::write_text(reading, value, &mut self.cell)
+                .map_err(|error| bad_value(plan, &values, index, line, error))?;
+            let column = &mut self.cells[index];
+            match present {
+                true => column.append_value(&self.cell),
+                false => column.append_null(),
             }
-            self.cells[index].push(text);
+            if Some(index) == plan.cursor && present {
+                // Rows come ordered by the cursor: the last one seen is the greatest.
+                self.cursor = Some(self.cell.clone());
+            }
+            if let Some(part) = plan.keys.iter().position(|&k| k == index) {
+                if part > 0 {
+                    key.push(',');
+                }
+                key.push_str(&self.cell);
+            }
         }
         self.lines.push(line);
         self.keys.push(key);
@@ -747,11 +730,9 @@ impl<'a> BatchBuilder<'a> {
     fn finish(self) -> Result<Message, MysqlError> {
         let height = self.lines.len();
         let columns = self
-            .plan
-            .names
-            .iter()
-            .zip(self.cells)
-            .map(|(name, values)| FrameColumn::new(name.as_str().into(), values))
+            .cells
+            .into_iter()
+            .map(|builder| builder.finish().into_column())
             .collect();
         let rows = RowBatch::from_columns(height, columns, self.lines, Vec::new())
             .map_err(|e| MysqlError::Definition(format!("{}: {e}", self.plan.relation)))?;
@@ -766,6 +747,49 @@ impl<'a> BatchBuilder<'a> {
             },
             cursor: self.cursor,
         })
+    }
+}
+
+/// The error of row `line` whose column `index` holds a value without a canonical
+/// text, naming the row by its key as far as it can be read.
+fn bad_value(
+    plan: &ReadPlan,
+    values: &[Value],
+    index: usize,
+    line: u64,
+    error: CellError,
+) -> MysqlError {
+    let column = &plan.names[index];
+    let key = plan
+        .keys
+        .iter()
+        .map(
+            |&k| match typesystem::to_text(&plan.readings[k], &values[k]) {
+                Ok(text) => text.unwrap_or_default(),
+                Err(_) => "?".to_string(),
+            },
+        )
+        .collect::<Vec<_>>()
+        .join(",");
+    let problem = match error {
+        CellError::ZeroDate(value) => format!(
+            "'{value}' is not a date (a zero date or zero month or day); fix the row, or read the stream from a query with NULLIF({}, '{value}')",
+            quote(column)
+        ),
+        CellError::NoSuchLocalTime(why) => format!("{why}; check the connector's source_timezone"),
+        CellError::NotText => "the value is not text in the column's character set".to_string(),
+        CellError::Unexpected(why) => why,
+    };
+    MysqlError::Value {
+        relation: plan.relation.clone(),
+        line,
+        key: if plan.key_columns.is_empty() {
+            "no key".to_string()
+        } else {
+            format!("{}={key}", plan.key_columns.join(","))
+        },
+        column: column.clone(),
+        problem,
     }
 }
 

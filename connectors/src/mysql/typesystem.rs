@@ -12,6 +12,7 @@
 
 use chrono::{NaiveDate, NaiveDateTime, TimeZone};
 use chrono_tz::Tz;
+use ledgersync_schemas::time_text;
 use mysql_async::consts::ColumnType::{self, *};
 use mysql_async::Value;
 
@@ -172,36 +173,53 @@ pub enum CellError {
     Unexpected(String),
 }
 
-/// The canonical text of a value; `None` for NULL.
+/// A value's canonical text, or `None` for NULL.
 pub fn to_text(reading: &ColumnReading, value: &Value) -> Result<Option<String>, CellError> {
-    if matches!(value, Value::NULL) {
-        return Ok(None);
-    }
-    let text = match (reading.decode, value) {
-        (Decode::Integer, Value::Int(v)) => v.to_string(),
-        (Decode::Integer, Value::UInt(v)) => v.to_string(),
-        // The text protocol (never used for reads, but harmless) sends digits.
+    let mut out = String::new();
+    Ok(write_text(reading, value, &mut out)?.then_some(out))
+}
+
+/// Appends a value's canonical text to `out`; false (and nothing written) for NULL.
+/// A read writes every cell into one reused buffer this way.
+pub fn write_text(
+    reading: &ColumnReading,
+    value: &Value,
+    out: &mut String,
+) -> Result<bool, CellError> {
+    use std::fmt::Write as _;
+    match (reading.decode, value) {
+        (_, Value::NULL) => return Ok(false),
+        (Decode::Integer, Value::Int(v)) => write!(out, "{v}").expect("writing to a String"),
+        (Decode::Integer, Value::UInt(v)) => write!(out, "{v}").expect("writing to a String"),
+        // DECIMAL comes as its digits; the text protocol (never used for reads, but
+        // harmless) sends integers so too.
         (Decode::Integer | Decode::Decimal, Value::Bytes(b)) if is_plain_number(b) => {
-            String::from_utf8_lossy(b).into_owned()
+            // Plain numbers are ASCII.
+            out.push_str(std::str::from_utf8(b).map_err(|_| CellError::NotText)?)
         }
-        (Decode::Bits, Value::Bytes(b)) if b.len() <= 8 => b
-            .iter()
-            .fold(0u64, |acc, byte| (acc << 8) | u64::from(*byte))
-            .to_string(),
-        (Decode::Bits, Value::Int(v)) => v.to_string(),
-        (Decode::Bits, Value::UInt(v)) => v.to_string(),
-        (Decode::Text, Value::Bytes(b)) => decode_text(b, reading.charset)?,
+        (Decode::Bits, Value::Bytes(b)) if b.len() <= 8 => {
+            let bits = b
+                .iter()
+                .fold(0u64, |acc, byte| (acc << 8) | u64::from(*byte));
+            write!(out, "{bits}").expect("writing to a String")
+        }
+        (Decode::Bits, Value::Int(v)) => write!(out, "{v}").expect("writing to a String"),
+        (Decode::Bits, Value::UInt(v)) => write!(out, "{v}").expect("writing to a String"),
+        (Decode::Text, Value::Bytes(b)) => push_text(out, b, reading.charset)?,
         (Decode::Date, Value::Date(y, m, d, ..)) => {
-            date(*y, *m, *d)?.format("%Y-%m-%d").to_string()
+            let day = date(*y, *m, *d)?;
+            if time_text::push_date(out, day).is_none() {
+                out.push_str(&day.format("%Y-%m-%d").to_string());
+            }
         }
         (Decode::Naive, Value::Date(..)) => {
             let naive = date_time(value)?;
             match reading.zone {
-                None => naive_text(&naive),
+                None => push_naive(out, &naive),
                 Some(zone) => match zone.from_local_datetime(&naive) {
                     // At a DST fall-back hour the earlier instant is taken.
                     chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => {
-                        utc_text(&t.naive_utc())
+                        push_utc(out, &t.naive_utc())
                     }
                     chrono::LocalResult::None => {
                         return Err(CellError::NoSuchLocalTime(format!(
@@ -212,14 +230,14 @@ pub fn to_text(reading: &ColumnReading, value: &Value) -> Result<Option<String>,
                 },
             }
         }
-        (Decode::Utc, Value::Date(..)) => utc_text(&date_time(value)?),
+        (Decode::Utc, Value::Date(..)) => push_utc(out, &date_time(value)?),
         (decode, value) => {
             return Err(CellError::Unexpected(format!(
                 "a {decode:?} column sent {value:?}"
             )))
         }
-    };
-    Ok(Some(text))
+    }
+    Ok(true)
 }
 
 /// Digits with an optional sign and point: MySQL writes DECIMAL without exponent.
@@ -240,20 +258,19 @@ const CP1252_HIGH: [char; 32] = [
     '\u{90}', '‘', '’', '“', '”', '•', '–', '—', '˜', '™', 'š', '›', 'œ', '\u{9D}', 'ž', 'Ÿ',
 ];
 
-/// Text in the result's character set. The handshake asks for utf8mb4 results, so
-/// the server converts latin1 and other columns itself; latin1 is decoded here too
-/// for servers whose `character_set_results` says otherwise.
-pub fn decode_text(bytes: &[u8], charset: u16) -> Result<String, CellError> {
+/// Appends text in the result's character set to `out`. The handshake asks for
+/// utf8mb4 results, so the server converts latin1 and other columns itself; latin1
+/// is decoded here too for servers whose `character_set_results` says otherwise.
+fn push_text(out: &mut String, bytes: &[u8], charset: u16) -> Result<(), CellError> {
     if LATIN1.contains(&charset) {
-        return Ok(bytes
-            .iter()
-            .map(|&b| match b {
-                0x80..=0x9F => CP1252_HIGH[usize::from(b - 0x80)],
-                _ => char::from(b),
-            })
-            .collect());
+        out.extend(bytes.iter().map(|&b| match b {
+            0x80..=0x9F => CP1252_HIGH[usize::from(b - 0x80)],
+            _ => char::from(b),
+        }));
+        return Ok(());
     }
-    String::from_utf8(bytes.to_vec()).map_err(|_| CellError::NotText)
+    out.push_str(simdutf8::basic::from_utf8(bytes).map_err(|_| CellError::NotText)?);
+    Ok(())
 }
 
 fn date(y: u16, m: u8, d: u8) -> Result<NaiveDate, CellError> {
@@ -275,20 +292,23 @@ fn date_time(value: &Value) -> Result<NaiveDateTime, CellError> {
 
 /// `YYYY-MM-DD HH:MM:SS[.ffffff]`: the fraction only when there is one.
 pub fn naive_text(t: &NaiveDateTime) -> String {
-    if t.and_utc().timestamp_subsec_micros() == 0 {
-        t.format("%Y-%m-%d %H:%M:%S").to_string()
-    } else {
-        t.format("%Y-%m-%d %H:%M:%S%.6f").to_string()
+    let mut out = String::with_capacity(26);
+    push_naive(&mut out, t);
+    out
+}
+
+fn push_naive(out: &mut String, t: &NaiveDateTime) {
+    if time_text::push_naive_micros(out, *t, ' ').is_none() {
+        out.push_str(&t.format("%Y-%m-%d %H:%M:%S%.f").to_string());
     }
 }
 
 /// RFC 3339 in UTC: `YYYY-MM-DDTHH:MM:SS[.ffffff]Z`.
-pub fn utc_text(t: &NaiveDateTime) -> String {
-    if t.and_utc().timestamp_subsec_micros() == 0 {
-        t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
-    } else {
-        t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+fn push_utc(out: &mut String, t: &NaiveDateTime) {
+    if time_text::push_naive_micros(out, *t, 'T').is_none() {
+        out.push_str(&t.format("%Y-%m-%dT%H:%M:%S%.f").to_string());
     }
+    out.push('Z');
 }
 
 /// The value bound for a time cursor: the session's `time_zone` is `+00:00`, so a

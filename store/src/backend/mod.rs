@@ -40,6 +40,10 @@ pub(crate) trait Backend: Send + Sync {
     /// … and a statement run first inside it, bound to the tenant id (PostgreSQL:
     /// an advisory lock that also holds across replicas), if any.
     fn load_lock_statement(&self) -> Option<&'static str>;
+    /// A statement that refreshes the planner's statistics of the key index after
+    /// it is built in bulk, if the backend needs one (PostgreSQL: without them an
+    /// `IN` list of keys is planned as a scan of the whole index).
+    fn analyze_keys_statement(&self) -> Option<&'static str>;
 }
 
 /// Connection options for a URL. Statements slower than a second are logged at debug

@@ -180,6 +180,10 @@ impl Backend for PostgresBackend {
     fn load_lock_statement(&self) -> Option<&'static str> {
         Some("SELECT pg_advisory_xact_lock(hashtext($1))")
     }
+
+    fn analyze_keys_statement(&self) -> Option<&'static str> {
+        Some("ANALYZE transaction_keys")
+    }
 }
 
 #[cfg(test)]

@@ -164,4 +164,9 @@ impl Backend for SqliteBackend {
     fn load_lock_statement(&self) -> Option<&'static str> {
         None
     }
+
+    fn analyze_keys_statement(&self) -> Option<&'static str> {
+        // SQLite plans an `IN` list over the primary key as lookups without them.
+        None
+    }
 }

@@ -2,7 +2,8 @@
 -- stored (its segment's manifest load and number) and what it holds, so that a load
 -- replacing it finds it, undoes its sums and hides it without reading segments.
 -- `postings` is JSON: date (days since 1970-01-01), branch, and the postings'
--- (account, amount, memo, currency, original amount), sorted.
+-- (account, amount, memo, currency, original amount), sorted. Without a rowid, an
+-- entry is one row of one B-tree: a replacement touches one page, not three.
 CREATE TABLE transaction_keys (
     source   TEXT NOT NULL,
     key      TEXT NOT NULL,
@@ -10,7 +11,7 @@ CREATE TABLE transaction_keys (
     txn      BIGINT NOT NULL,
     postings TEXT NOT NULL,
     PRIMARY KEY (source, key)
-);
+) WITHOUT ROWID;
 CREATE INDEX transaction_keys_stored ON transaction_keys (load_id, txn);
 
 -- Sources whose transactions are all in `transaction_keys`. A source's index is built
