@@ -834,8 +834,10 @@ type RollupRow<'a> = (&'a (String, String), String, i64, Option<i64>);
 
 /// Changes the stored aggregates by a load's own sums (`added`) less those of the
 /// transactions it replaced (`removed`). Right only when `added` holds all the load's
-/// postings and `removed` all the replaced ones': every bucket then changes by
-/// exactly their difference, and no other posting needs reading.
+/// postings and `removed` all the replaced ones', and every stored rollup counts its
+/// postings (the commit recomputes instead while one written before counts does not):
+/// every bucket then changes by exactly their difference, and no other posting needs
+/// reading.
 pub(crate) async fn apply_to_stored(
     backend: &dyn Backend,
     tx: &mut Transaction<'static, Any>,
@@ -882,8 +884,6 @@ pub(crate) async fn apply_to_stored(
     }
     for ((month, branch), change) in branches.into_iter().chain(totals) {
         let stored = stored.remove(&(month.clone(), branch.clone()));
-        // Rollups written before postings were counted have no count: it stays unknown.
-        let uncounted = matches!(stored, Some((_, None)));
         let mut sums: BTreeMap<String, i64> = match stored {
             Some((json, count)) => {
                 let mut sums: BTreeMap<String, i64> = serde_json::from_str(&json).map_err(|e| {
@@ -904,9 +904,6 @@ pub(crate) async fn apply_to_stored(
                     metric: name,
                 })?;
         }
-        if uncounted {
-            sums.remove(POSTINGS);
-        }
         merged.insert((month, branch), sums);
     }
     // The changed buckets are written again: the rest of each month stays as it is.
@@ -917,12 +914,11 @@ pub(crate) async fn apply_to_stored(
             .map(|(_, branch)| branch)
             .collect();
         for chunk in changed.chunks(backend.rows_per_insert()) {
+            let anonymous = backend.anonymous_placeholders();
             let sql = format!(
-                "DELETE FROM month_rollups WHERE month = $1 AND branch IN ({})",
-                (2..chunk.len() + 2)
-                    .map(|at| format!("${at}"))
-                    .collect::<Vec<_>>()
-                    .join(",")
+                "DELETE FROM month_rollups WHERE month = {} AND branch IN ({})",
+                crate::ledger::parameters(1, 1, anonymous),
+                crate::ledger::parameters(chunk.len(), 2, anonymous)
             );
             let mut query = sqlx::query(&sql).bind(&month);
             for branch in chunk {

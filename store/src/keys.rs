@@ -150,17 +150,6 @@ pub(crate) fn bucket(held: &Held) -> (String, String) {
     )
 }
 
-/// `count` parameters from number `first` on: `$2,$3,…`, or `?,?,…`.
-fn parameters(count: usize, first: usize, anonymous: bool) -> String {
-    (0..count)
-        .map(|i| match anonymous {
-            true => "?".to_string(),
-            false => format!("${}", first + i),
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 pub(crate) async fn is_indexed(
     tx: &mut Transaction<'static, Any>,
     source: &str,
@@ -298,8 +287,8 @@ pub(crate) async fn find(
     for chunk in keys.chunks(backend.rows_per_insert()) {
         let sql = format!(
             "SELECT key, load_id, txn, postings FROM transaction_keys WHERE source = {} AND key IN ({})",
-            parameters(1, 1, anonymous),
-            parameters(chunk.len(), 2, anonymous)
+            crate::ledger::parameters(1, 1, anonymous),
+            crate::ledger::parameters(chunk.len(), 2, anonymous)
         );
         let mut query = sqlx::query(&sql).bind(source);
         for key in chunk {
@@ -364,8 +353,8 @@ pub(crate) async fn remove(
     for chunk in keys.chunks(backend.rows_per_insert()) {
         let sql = format!(
             "DELETE FROM transaction_keys WHERE source = {} AND key IN ({})",
-            parameters(1, 1, anonymous),
-            parameters(chunk.len(), 2, anonymous)
+            crate::ledger::parameters(1, 1, anonymous),
+            crate::ledger::parameters(chunk.len(), 2, anonymous)
         );
         let mut query = sqlx::query(&sql).bind(source);
         for key in chunk {

@@ -23,6 +23,18 @@ use polars::prelude::{BooleanChunked, Int64Type, StringType, UInt32Type};
 /// Characters of a failed load's problem kept in its record.
 const FAILED_LOAD_PROBLEM_CHARS: usize = 2000;
 
+/// `count` parameters from number `first` on, for an `IN` list: `$2,$3,…`, or
+/// `?,?,…` (see [`placeholders`]).
+pub(crate) fn parameters(count: usize, first: usize, anonymous: bool) -> String {
+    (0..count)
+        .map(|i| match anonymous {
+            true => "?".to_string(),
+            false => format!("${}", first + i),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// `($1, …, $width), ($width+1, …)` for `rows` rows, or `(?, …)` when `anonymous`.
 pub(crate) fn placeholders(rows: usize, width: usize, anonymous: bool) -> String {
     let mut sql = String::with_capacity(rows * width * 5);

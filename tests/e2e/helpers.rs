@@ -55,33 +55,32 @@ impl Drop for TestStore {
 /// Runs `statements` in the tenant's own database (its SQLite file, or its schema),
 /// past the store, for tests that damage or inspect what the store keeps.
 pub async fn tenant_sql(test: &TestStore, tenant: &Tenant, statements: &[&str]) {
-    if let Some(dir) = test.url.strip_prefix("sqlite://") {
-        let file = Path::new(dir)
-            .join("tenants")
-            .join(format!("{}.db", tenant.id));
-        let mut connection =
-            sqlx::SqliteConnection::connect(&format!("sqlite://{}", file.display()))
-                .await
-                .unwrap();
-        for statement in statements {
-            sqlx::query(statement)
-                .execute(&mut connection)
-                .await
-                .unwrap();
+    sqlx::any::install_default_drivers();
+    let (url, schema) = match test.url.strip_prefix("sqlite://") {
+        Some(dir) => {
+            let file = Path::new(dir)
+                .join("tenants")
+                .join(format!("{}.db", tenant.id));
+            (format!("sqlite://{}", file.display()), None)
         }
-    } else {
-        let schema: String = tenant.id.chars().filter(char::is_ascii_hexdigit).collect();
-        let mut connection = sqlx::PgConnection::connect(&test.url).await.unwrap();
-        sqlx::query(&format!("SET search_path TO tenant_{schema}"))
+        None => {
+            let hex: String = tenant.id.chars().filter(char::is_ascii_hexdigit).collect();
+            (
+                test.url.clone(),
+                Some(format!("SET search_path TO tenant_{hex}")),
+            )
+        }
+    };
+    let mut connection = sqlx::AnyConnection::connect(&url).await.unwrap();
+    for statement in schema
+        .iter()
+        .map(String::as_str)
+        .chain(statements.iter().copied())
+    {
+        sqlx::query(statement)
             .execute(&mut connection)
             .await
             .unwrap();
-        for statement in statements {
-            sqlx::query(statement)
-                .execute(&mut connection)
-                .await
-                .unwrap();
-        }
     }
 }
 
