@@ -3,7 +3,9 @@
 //!
 //! A sync reads a batch from the customer's database with no store transaction
 //! open, maps it, and only then commits it as one short load that carries the
-//! postings, the stream's cursor and the recomputed aggregates together. A crash
+//! postings, the stream's cursor and the recomputed aggregates together. The next
+//! batch is read and mapped while one commits (`ReadAhead`), never inside its
+//! transaction. A crash
 //! loses at most the batch in flight; the next sync starts again from the last
 //! committed cursor (less the stream's look-back), and rows read twice replace
 //! themselves by key.
@@ -14,12 +16,14 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use ledgersync_config::{ConnectorSpec, DatabaseKind, DatabaseStream, StreamDef};
 use ledgersync_connectors::{
-    Database, Mapper, ReadRequest, RowNames, Source, SourceError, SourceIdentity,
+    Database, MappedBatch, Mapper, ReadRequest, RowBatch, RowNames, Source, SourceError,
+    SourceIdentity,
 };
 use ledgersync_credentials::SecretString;
 use ledgersync_schemas::{Amount, RowError};
 use ledgersync_store::{LoadRecord, RunTotals, Store, StoreError, StoredConnector, Tenant, Unseen};
 use serde::{Deserialize, Serialize};
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::import::map_context;
 use crate::secrets::Secrets;
@@ -461,35 +465,23 @@ async fn sync_stream(
         columns: None,
     };
     let had_cursor = request.cursor.is_some();
-    let mut source: Box<dyn Source> = database.open(stream, request).await?;
-    let ledger_source = source.identity().ledger_source();
+    let source: Box<dyn Source> = database.open(stream, request).await?;
+    let identity = source.identity().clone();
+    let ledger_source = identity.ledger_source();
+    let mut reading = ReadAhead::start(source, mapper.clone());
     let mut commits = 0;
     let mut first_load = None;
     let mut stopped = false;
-    let mut checked_columns = false;
-    while let Some(batch) = source.next_batch().await? {
-        if !checked_columns {
-            let columns: Vec<String> = batch
-                .rows
-                .frame
-                .get_column_names()
-                .into_iter()
-                .map(|name| name.to_string())
-                .collect();
-            mapper.check_columns(&columns)?;
-            checked_columns = true;
-        }
-        let rows = batch.rows.len() as i64;
+    while let Some(batch) = reading.batches.recv().await {
+        let ReadBatch {
+            mapped,
+            names,
+            rows,
+            bytes,
+            cursor,
+        } = batch?;
         totals.rows_read += rows;
-        totals.bytes_read += batch.rows.frame.estimated_size() as i64;
-        let (rows_batch, names) = batch.into_parts();
-        let mapped = {
-            let mapper = mapper.clone();
-            tokio::task::spawn_blocking(move || mapper.map(rows_batch))
-                .await
-                .context("the mapping task failed")?
-        };
-        let mapped = mapped.map_err(anyhow::Error::from)?;
+        totals.bytes_read += bytes;
         if !mapped.errors.is_empty() {
             totals.rows_rejected += mapped.errors.len() as i64;
             return Err(rejected_rows(&names, &mapped.errors, options));
@@ -503,7 +495,7 @@ async fn sync_stream(
             stream: stream.name.clone(),
             origin: format!("connector {}", connector.name),
             rows_read: rows,
-            cursor: source.cursor(),
+            cursor: cursor.clone(),
         };
         let summary = match session.commit(record, options.max_reported_errors).await {
             Ok(summary) => summary,
@@ -520,14 +512,17 @@ async fn sync_stream(
             .control_sum
             .checked_add(summary.control_sum)
             .context("the run's control sum is beyond the amount range")?;
-        totals.cursor_after = source.cursor();
+        totals.cursor_after = cursor;
         if options.stop.is_cancelled() {
             // Shutting down: what is committed stays, the rest is read next time.
             stopped = true;
             break;
         }
     }
-    if source.is_complete_read() && !stopped {
+    // Every batch is committed: whether the read was whole is asked of the source
+    // once its task has ended (a task that failed ends the sync instead).
+    let complete = !stopped && reading.finish().await?.is_complete_read();
+    if complete {
         // Every row the source holds was read: what the ledger holds beyond it was
         // deleted at the source.
         let summary = store
@@ -557,13 +552,109 @@ async fn sync_stream(
             database,
             stream,
             &mapper,
-            source.identity().clone(),
+            identity,
             options,
         )
         .await?;
         commits += 1;
     }
     Ok(commits)
+}
+
+/// A batch read and mapped, with what the source said of it.
+struct ReadBatch {
+    mapped: MappedBatch,
+    names: RowNames,
+    rows: i64,
+    bytes: i64,
+    /// The source's cursor once this batch was read: committed with it.
+    cursor: Option<String>,
+}
+
+/// A stream read and mapped ahead of its commits: the source is read on a task of
+/// its own and each batch mapped on a thread, one batch apart, so that the customer's
+/// database, the mapping and the store's commits work at the same time. At most a
+/// batch per stage is in memory, and one waiting between stages. Neither stage
+/// touches the store. Dropping it stops the reading (and so the mapping).
+struct ReadAhead {
+    batches: tokio::sync::mpsc::Receiver<Result<ReadBatch, SyncError>>,
+    reader: AbortOnDropHandle<Box<dyn Source>>,
+    mapping: tokio::task::JoinHandle<()>,
+}
+
+impl ReadAhead {
+    fn start(mut source: Box<dyn Source>, mapper: Arc<Mapper>) -> ReadAhead {
+        type Read = Result<(RowBatch, RowNames, i64, Option<String>), SyncError>;
+        let (read_sender, mut read_receiver) = tokio::sync::mpsc::channel::<Read>(1);
+        let checking = mapper.clone();
+        let reader = AbortOnDropHandle::new(tokio::spawn(async move {
+            let mut checked_columns = false;
+            loop {
+                let item = match source.next_batch().await {
+                    Ok(None) => break,
+                    Ok(Some(batch)) => {
+                        let checked = match checked_columns {
+                            true => Ok(()),
+                            false => checking.check_columns(&column_names(&batch.rows)),
+                        };
+                        checked_columns = true;
+                        checked.map_err(SyncError::from).map(|()| {
+                            let bytes = batch.rows.frame.estimated_size() as i64;
+                            let (rows, names) = batch.into_parts();
+                            (rows, names, bytes, source.cursor())
+                        })
+                    }
+                    Err(error) => Err(SyncError::from(error)),
+                };
+                let failed = item.is_err();
+                // A closed channel means the sync stopped: stop reading.
+                if read_sender.send(item).await.is_err() || failed {
+                    break;
+                }
+            }
+            source
+        }));
+        let (sender, batches) = tokio::sync::mpsc::channel(1);
+        let mapping = tokio::task::spawn_blocking(move || {
+            while let Some(read) = read_receiver.blocking_recv() {
+                let item = read.and_then(|(rows, names, bytes, cursor)| {
+                    let count = rows.len() as i64;
+                    let mapped = mapper.map(rows).map_err(anyhow::Error::from)?;
+                    Ok(ReadBatch {
+                        mapped,
+                        names,
+                        rows: count,
+                        bytes,
+                        cursor,
+                    })
+                });
+                let failed = item.is_err();
+                if sender.blocking_send(item).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        ReadAhead {
+            batches,
+            reader,
+            mapping,
+        }
+    }
+
+    /// The source, once every batch was taken: a reading or mapping task that
+    /// ended without saying why (a panic) is an error here, never a short read.
+    async fn finish(self) -> Result<Box<dyn Source>, SyncError> {
+        self.mapping.await.context("the mapping task failed")?;
+        Ok(self.reader.await.context("the reading task failed")?)
+    }
+}
+
+fn column_names(rows: &RowBatch) -> Vec<String> {
+    rows.frame
+        .get_column_names()
+        .into_iter()
+        .map(|name| name.to_string())
+        .collect()
 }
 
 /// The record of a commit that only removes `stream`'s transactions the source no

@@ -1,35 +1,57 @@
 //! Dates and times written as text without chrono's `format`, which reads its
-//! format string again for every value: a sync writes millions of them.
-
-use std::fmt::Write as _;
+//! format string again for every value, nor `std::fmt`, whose padding machinery
+//! costs more than the digits: a sync writes millions of them.
 
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Timelike, Utc};
 
+/// The last `WIDTH` decimal digits of `value`, zero-padded: `{value:0WIDTH$}` for a
+/// value below 10^WIDTH, which every caller passes.
+fn push_padded<const WIDTH: usize>(out: &mut String, value: u32) {
+    let mut digits = [b'0'; WIDTH];
+    let mut rest = value;
+    for digit in digits.iter_mut().rev() {
+        *digit = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    debug_assert_eq!(rest, 0, "{value} has more than {WIDTH} digits");
+    out.extend(digits.iter().map(|&digit| char::from(digit)));
+}
+
 /// `YYYY-MM-DD`; `None` for a year outside 0000-9999, which has no such form.
 pub fn push_date(out: &mut String, date: NaiveDate) -> Option<()> {
-    let year = date.year();
-    if !(0..=9999).contains(&year) {
-        return None;
-    }
-    write!(out, "{year:04}-{:02}-{:02}", date.month(), date.day()).ok()
+    let year = u32::try_from(date.year())
+        .ok()
+        .filter(|year| *year <= 9999)?;
+    push_padded::<4>(out, year);
+    out.push('-');
+    push_padded::<2>(out, date.month());
+    out.push('-');
+    push_padded::<2>(out, date.day());
+    Some(())
+}
+
+/// `HH:MM:SS`.
+fn push_time(out: &mut String, time: NaiveDateTime) {
+    push_padded::<2>(out, time.hour());
+    out.push(':');
+    push_padded::<2>(out, time.minute());
+    out.push(':');
+    push_padded::<2>(out, time.second());
 }
 
 /// `YYYY-MM-DD HH:MM:SS`, then `.ffffff` when the time has microseconds;
-/// `None` for a year outside 0000-9999.
+/// `None` for a year outside 0000-9999 or a leap second.
 pub fn push_naive_micros(out: &mut String, time: NaiveDateTime, separator: char) -> Option<()> {
+    let micros = time.nanosecond() / 1_000;
+    if micros >= 1_000_000 {
+        return None;
+    }
     push_date(out, time.date())?;
     out.push(separator);
-    write!(
-        out,
-        "{:02}:{:02}:{:02}",
-        time.hour(),
-        time.minute(),
-        time.second()
-    )
-    .ok()?;
-    let micros = time.nanosecond() / 1_000;
+    push_time(out, time);
     if micros != 0 {
-        write!(out, ".{micros:06}").ok()?;
+        out.push('.');
+        push_padded::<6>(out, micros);
     }
     Some(())
 }
@@ -45,42 +67,49 @@ pub fn date_text(date: NaiveDate) -> String {
 
 /// `YYYY-MM` of a date.
 pub fn month_text(date: NaiveDate) -> String {
-    let mut out = String::with_capacity(7);
-    if (0..=9999).contains(&date.year()) {
-        let _ = write!(out, "{:04}-{:02}", date.year(), date.month());
-        return out;
+    match u32::try_from(date.year()).ok().filter(|year| *year <= 9999) {
+        Some(year) => {
+            let mut out = String::with_capacity(7);
+            push_padded::<4>(&mut out, year);
+            out.push('-');
+            push_padded::<2>(&mut out, date.month());
+            out
+        }
+        None => date.format("%Y-%m").to_string(),
     }
-    date.format("%Y-%m").to_string()
 }
 
 /// Exactly what [`DateTime::to_rfc3339`] writes for a UTC instant
 /// (`2025-01-31T17:30:00+00:00`, with 3, 6 or 9 fractional digits when needed).
 pub fn rfc3339_utc(instant: DateTime<Utc>) -> String {
+    let mut out = String::with_capacity(32);
+    push_rfc3339_utc(&mut out, instant);
+    out
+}
+
+/// [`rfc3339_utc`], written at the end of `out`.
+pub fn push_rfc3339_utc(out: &mut String, instant: DateTime<Utc>) {
     let time = instant.naive_utc();
     let nanos = time.nanosecond();
-    if nanos >= 1_000_000_000 || !(0..=9999).contains(&time.year()) {
+    if nanos >= 1_000_000_000 || push_date(out, time.date()).is_none() {
         // A leap second, or a year RFC 3339 has no four digits for: chrono's own.
-        return instant.to_rfc3339();
+        out.push_str(&instant.to_rfc3339());
+        return;
     }
-    let mut out = String::with_capacity(32);
-    let _ = push_date(&mut out, time.date());
-    let _ = write!(
-        out,
-        "T{:02}:{:02}:{:02}",
-        time.hour(),
-        time.minute(),
-        time.second()
-    );
+    out.push('T');
+    push_time(out, time);
     if nanos == 0 {
     } else if nanos.is_multiple_of(1_000_000) {
-        let _ = write!(out, ".{:03}", nanos / 1_000_000);
+        out.push('.');
+        push_padded::<3>(out, nanos / 1_000_000);
     } else if nanos.is_multiple_of(1_000) {
-        let _ = write!(out, ".{:06}", nanos / 1_000);
+        out.push('.');
+        push_padded::<6>(out, nanos / 1_000);
     } else {
-        let _ = write!(out, ".{nanos:09}");
+        out.push('.');
+        push_padded::<9>(out, nanos);
     }
     out.push_str("+00:00");
-    out
 }
 
 #[cfg(test)]

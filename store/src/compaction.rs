@@ -15,7 +15,7 @@
 //!
 //! A merged segment belongs to the committing load in the manifest: its transactions
 //! are renumbered after that load's own numbers (each small segment's block of
-//! numbers shifted whole, so that the key index follows with one update per segment),
+//! numbers shifted whole, so that the key index follows with one noted move per segment),
 //! and each posting keeps the load it came from in a [`segments::LOAD`] column
 //! (format 2). Replaced transactions are dropped from the merged segment; the live
 //! postings, their transactions (each whole in one segment) and so every aggregate
@@ -88,14 +88,17 @@ pub(crate) async fn compact(
             first_load: row.try_get("first_load").context(LISTING)?,
         });
     }
+    groups.retain(|_, group| group.len() >= COMPACT_AT);
+    if groups.is_empty() {
+        return Ok(0);
+    }
+    // Moves matter only to index entries, which only an indexed source has.
+    let indexed = crate::keys::is_indexed(tx, source).await?;
     let mut next_txn = next_txn;
     let mut merged_away = 0;
     for ((first, last), group) in groups {
-        if group.len() < COMPACT_AT {
-            continue;
-        }
         let count = group.len() as u64;
-        next_txn = merge(tx, source, load_id, next_txn, group).await?;
+        next_txn = merge(tx, source, load_id, next_txn, group, indexed).await?;
         merged_away += count - 1;
         log::debug!("Compacted {count} small segments of {source} for {first} to {last} into one.");
     }
@@ -103,13 +106,15 @@ pub(crate) async fn compact(
 }
 
 /// Replaces `group` by one segment of load `load_id`; returns the next free
-/// transaction number of that load. Replaced transactions are dropped for good.
+/// transaction number of that load. Replaced transactions are dropped for good. The
+/// moves are noted for the key index if the source is `indexed`.
 async fn merge(
     tx: &mut Transaction<'static, Any>,
     source: &str,
     load_id: i64,
     mut next_txn: u32,
     group: Vec<Small>,
+    indexed: bool,
 ) -> Result<u32, StoreError> {
     let failed = polars_error("compacting segments");
     let mut merged: Option<DataFrame> = None;
@@ -134,7 +139,18 @@ async fn merge(
         })?;
         let frame = replaced.remove_from(frame).map_err(&failed)?;
         let frame = relabeled(frame, small.load, shift)?;
-        crate::keys::moved(tx, small.load, (first, last), load_id, shift).await?;
+        if indexed {
+            crate::keys::moved(tx, small.load, (first, last), load_id, shift).await?;
+        }
+        sqlx::query(
+            "DELETE FROM replaced_transactions WHERE load_id = $1 AND txn >= $2 AND txn <= $3",
+        )
+        .bind(small.load)
+        .bind(i64::from(first))
+        .bind(i64::from(last))
+        .execute(&mut **tx)
+        .await
+        .context("dropping compacted replaced transactions")?;
         match &mut merged {
             None => merged = Some(frame),
             Some(merged) => {

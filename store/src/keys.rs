@@ -12,6 +12,13 @@
 //! nothing until the source's transactions start to change. Anything that rewrites
 //! what the index holds (re-dating the ledger) drops the index, to be built again
 //! when next needed.
+//!
+//! Entries keep the place a transaction was indexed at; compaction, which moves
+//! blocks of transactions, notes each move (`moved_transactions`) and a lookup
+//! follows them. Every transaction that writes the index stamps it and the ledger
+//! alike: on SQLite the index is a file of its own (see `backend/sqlite.rs`), committed
+//! apart from the ledger's, and an index whose stamp is not the ledger's (a crash
+//! between the two commits) is dropped, to be built again.
 
 use std::collections::{HashMap, HashSet};
 
@@ -150,17 +157,65 @@ pub(crate) fn bucket(held: &Held) -> (String, String) {
     )
 }
 
+/// Whether `source` is indexed. An index not stamped as the ledger is (see the
+/// module's documentation) is dropped first.
 pub(crate) async fn is_indexed(
     tx: &mut Transaction<'static, Any>,
     source: &str,
 ) -> Result<bool, StoreError> {
+    const READING: &str = "reading the key index";
+    let ledger: Option<String> = sqlx::query_scalar("SELECT value FROM ledger_meta WHERE key = $1")
+        .bind(STAMP)
+        .fetch_optional(&mut **tx)
+        .await
+        .context(READING)?;
+    let index: Option<i64> = sqlx::query_scalar("SELECT stamp FROM index_state WHERE id = 1")
+        .fetch_optional(&mut **tx)
+        .await
+        .context(READING)?;
+    if ledger != index.map(|stamp| stamp.to_string()) {
+        log::warn!(
+            "The key index was not committed with the ledger (a crash between the two); \
+             it is dropped and will be built again from the segments."
+        );
+        forget(tx, None).await?;
+        return Ok(false);
+    }
     let found: Option<String> =
         sqlx::query_scalar("SELECT source FROM indexed_sources WHERE source = $1")
             .bind(source)
             .fetch_optional(&mut **tx)
             .await
-            .context("reading the key index")?;
+            .context(READING)?;
     Ok(found.is_some())
+}
+
+/// `ledger_meta`'s key for the stamp of the last transaction that wrote the index.
+const STAMP: &str = "key_index_stamp";
+
+/// Stamps the index and the ledger as written together by this transaction.
+async fn stamp(tx: &mut Transaction<'static, Any>) -> Result<(), StoreError> {
+    const STAMPING: &str = "stamping the key index";
+    // Unique per transaction, so that no two commits leave equal stamps by chance.
+    let stamp = (uuid::Uuid::new_v4().as_u64_pair().0 >> 1) as i64;
+    sqlx::query(
+        "INSERT INTO ledger_meta (key, value) VALUES ($1, $2) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )
+    .bind(STAMP)
+    .bind(stamp.to_string())
+    .execute(&mut **tx)
+    .await
+    .context(STAMPING)?;
+    sqlx::query(
+        "INSERT INTO index_state (id, stamp) VALUES (1, $1) \
+         ON CONFLICT (id) DO UPDATE SET stamp = excluded.stamp",
+    )
+    .bind(stamp)
+    .execute(&mut **tx)
+    .await
+    .context(STAMPING)?;
+    Ok(())
 }
 
 /// Indexes every transaction of `source` in segments of loads other than `except`
@@ -212,6 +267,7 @@ pub(crate) async fn build(
         .execute(&mut **tx)
         .await
         .context("recording the key index")?;
+    stamp(tx).await?;
     if let Some(analyze) = backend.analyze_keys_statement() {
         sqlx::query(analyze)
             .execute(&mut **tx)
@@ -271,7 +327,7 @@ pub(crate) async fn insert(
             .await
             .context("writing the key index")?;
     }
-    Ok(())
+    stamp(tx).await
 }
 
 /// What the index holds for those of `keys` it has.
@@ -311,7 +367,80 @@ pub(crate) async fn find(
             );
         }
     }
+    follow_moves(backend, tx, found.values_mut().collect()).await?;
     Ok(found)
+}
+
+/// Where compaction moved a block of a load's transactions.
+struct Move {
+    first: u32,
+    last: u32,
+    to_load: i64,
+    shift: i64,
+}
+
+/// Moves `entries` from where they were indexed to where compaction has since put
+/// them. Each move is into a later load or later numbers of the same load, so
+/// following them ends.
+async fn follow_moves(
+    backend: &dyn Backend,
+    tx: &mut Transaction<'static, Any>,
+    mut entries: Vec<&mut Indexed>,
+) -> Result<(), StoreError> {
+    const READING: &str = "reading where compaction moved transactions";
+    let anonymous = backend.anonymous_placeholders();
+    while !entries.is_empty() {
+        let loads: Vec<i64> = entries
+            .iter()
+            .map(|entry| entry.load_id)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut moves: HashMap<i64, Vec<Move>> = HashMap::new();
+        for chunk in loads.chunks(backend.rows_per_insert()) {
+            let sql = format!(
+                "SELECT from_load, first_txn, last_txn, to_load, shift FROM moved_transactions \
+                 WHERE from_load IN ({})",
+                crate::ledger::parameters(chunk.len(), 1, anonymous)
+            );
+            let mut query = sqlx::query(&sql);
+            for load in chunk {
+                query = query.bind(*load);
+            }
+            for row in query.fetch_all(&mut **tx).await.context(READING)? {
+                let number = |column: &str| -> Result<u32, StoreError> {
+                    let value: i64 = row.try_get(column).context(READING)?;
+                    Ok(value as u32)
+                };
+                let from_load: i64 = row.try_get("from_load").context(READING)?;
+                moves.entry(from_load).or_default().push(Move {
+                    first: number("first_txn")?,
+                    last: number("last_txn")?,
+                    to_load: row.try_get("to_load").context(READING)?,
+                    shift: row.try_get("shift").context(READING)?,
+                });
+            }
+        }
+        if moves.is_empty() {
+            break;
+        }
+        entries.retain_mut(|entry| {
+            let found = moves.get(&entry.load_id).and_then(|moves| {
+                moves
+                    .iter()
+                    .find(|m| m.first <= entry.txn && entry.txn <= m.last)
+            });
+            match found {
+                Some(found) => {
+                    entry.load_id = found.to_load;
+                    entry.txn = (i64::from(entry.txn) + found.shift) as u32;
+                    true
+                }
+                None => false,
+            }
+        });
+    }
+    Ok(())
 }
 
 /// Hides transactions from every reader: (manifest load, number, posting rows).
@@ -365,7 +494,7 @@ pub(crate) async fn remove(
             .await
             .context("removing keys from the key index")?;
     }
-    Ok(())
+    stamp(tx).await
 }
 
 /// Drops the index of `source` (of every source if `None`).
@@ -389,12 +518,19 @@ pub(crate) async fn forget(
         }
         .context("dropping the key index")?;
     }
-    Ok(())
+    if source.is_none() {
+        // No entry is left to follow a move. (A source's index built again starts
+        // from where its transactions are; other sources' moves stay theirs.)
+        sqlx::query("DELETE FROM moved_transactions")
+            .execute(&mut **tx)
+            .await
+            .context("dropping the key index")?;
+    }
+    stamp(tx).await
 }
 
 /// Notes that compaction moved load `from`'s transactions `first..=last` to load `to`,
-/// each renumbered by `shift`: their index entries follow them, and those of them
-/// that were replaced are gone from storage.
+/// each renumbered by `shift`: lookups of their index entries follow them there.
 pub(crate) async fn moved(
     tx: &mut Transaction<'static, Any>,
     from: i64,
@@ -403,23 +539,16 @@ pub(crate) async fn moved(
     shift: i64,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "UPDATE transaction_keys SET load_id = $1, txn = txn + $2 \
-         WHERE load_id = $3 AND txn >= $4 AND txn <= $5",
+        "INSERT INTO moved_transactions (from_load, first_txn, last_txn, to_load, shift) \
+         VALUES ($1, $2, $3, $4, $5)",
     )
-    .bind(to)
-    .bind(shift)
     .bind(from)
     .bind(i64::from(first))
     .bind(i64::from(last))
+    .bind(to)
+    .bind(shift)
     .execute(&mut **tx)
     .await
-    .context("moving key index entries")?;
-    sqlx::query("DELETE FROM replaced_transactions WHERE load_id = $1 AND txn >= $2 AND txn <= $3")
-        .bind(from)
-        .bind(i64::from(first))
-        .bind(i64::from(last))
-        .execute(&mut **tx)
-        .await
-        .context("dropping compacted replaced transactions")?;
-    Ok(())
+    .context("noting where compaction moved transactions")?;
+    stamp(tx).await
 }

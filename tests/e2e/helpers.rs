@@ -54,13 +54,20 @@ impl Drop for TestStore {
 
 /// Runs `statements` in the tenant's own database (its SQLite file, or its schema),
 /// past the store, for tests that damage or inspect what the store keeps.
-pub async fn tenant_sql(test: &TestStore, tenant: &Tenant, statements: &[&str]) {
+/// A connection to `tenant`'s own tables (its SQLite file, or its PostgreSQL schema),
+/// or with `key_index` to those of its key index (a file of its own on SQLite).
+async fn tenant_connection(
+    test: &TestStore,
+    tenant: &Tenant,
+    key_index: bool,
+) -> sqlx::AnyConnection {
     sqlx::any::install_default_drivers();
     let (url, schema) = match test.url.strip_prefix("sqlite://") {
         Some(dir) => {
+            let extension = if key_index { "keys.db" } else { "db" };
             let file = Path::new(dir)
                 .join("tenants")
-                .join(format!("{}.db", tenant.id));
+                .join(format!("{}.{extension}", tenant.id));
             (format!("sqlite://{}", file.display()), None)
         }
         None => {
@@ -72,16 +79,37 @@ pub async fn tenant_sql(test: &TestStore, tenant: &Tenant, statements: &[&str]) 
         }
     };
     let mut connection = sqlx::AnyConnection::connect(&url).await.unwrap();
-    for statement in schema
-        .iter()
-        .map(String::as_str)
-        .chain(statements.iter().copied())
-    {
+    if let Some(schema) = schema {
+        sqlx::query(&schema).execute(&mut connection).await.unwrap();
+    }
+    connection
+}
+
+pub async fn tenant_sql(test: &TestStore, tenant: &Tenant, statements: &[&str]) {
+    run_sql(tenant_connection(test, tenant, false).await, statements).await;
+}
+
+/// Runs `statements` on the tables of `tenant`'s key index.
+pub async fn key_index_sql(test: &TestStore, tenant: &Tenant, statements: &[&str]) {
+    run_sql(tenant_connection(test, tenant, true).await, statements).await;
+}
+
+async fn run_sql(mut connection: sqlx::AnyConnection, statements: &[&str]) {
+    for statement in statements {
         sqlx::query(statement)
             .execute(&mut connection)
             .await
             .unwrap();
     }
+}
+
+/// The one number `query` selects from the tables of `tenant`'s key index.
+pub async fn key_index_count(test: &TestStore, tenant: &Tenant, query: &str) -> i64 {
+    let mut connection = tenant_connection(test, tenant, true).await;
+    sqlx::query_scalar(query)
+        .fetch_one(&mut connection)
+        .await
+        .unwrap()
 }
 
 pub async fn sqlite_store() -> TestStore {

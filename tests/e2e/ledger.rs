@@ -13,7 +13,10 @@ use ledgersync_store::{
     ExportFormat, LedgerTransaction, LoadRecord, Store, Tenant, TransactionQuery, EXPORT_COLUMNS,
 };
 
-use crate::helpers::{amount, options, posting, provision, tenant_sql, write, TestStore};
+use crate::helpers::{
+    amount, key_index_count, key_index_sql, options, posting, provision, tenant_sql, write,
+    TestStore,
+};
 
 macro_rules! on_both_backends {
     ($($story:ident),* $(,)?) => {$(
@@ -33,6 +36,7 @@ macro_rules! on_both_backends {
 on_both_backends!(
     tiny_loads_are_compacted_and_change_nothing,
     replacing_reads_the_key_index_not_the_segments,
+    an_index_not_committed_with_the_ledger_is_built_again,
     the_export_reads_back_as_imported,
     transactions_behind_a_report_over_http,
 );
@@ -245,7 +249,8 @@ async fn load_sales(store: &dyn Store, tenant: &Tenant, sales: &Sales, fingerpri
 /// A load that replaces transactions finds their earlier versions by key: it reads
 /// none of the source's earlier segments (made unreadable here while it runs), hides
 /// those versions and changes the aggregates by the difference. Tiny loads that
-/// replace each other's transactions are compacted. Every figure and transaction
+/// replace each other's transactions are compacted, and their transactions replaced
+/// again where compaction moved them. Every figure and transaction
 /// then equals a ledger loaded once with the final versions, and a rebuild.
 async fn replacing_reads_the_key_index_not_the_segments(test: TestStore) {
     let store = test.store.as_ref();
@@ -363,6 +368,23 @@ async fn replacing_reads_the_key_index_not_the_segments(test: TestStore) {
     }
     let segments = store.segment_count(&kept).await.unwrap();
     assert!(segments < 30, "{segments} segments after 44 loads");
+    // Each minute's sale once more: most were compacted since they were indexed, the
+    // earliest twice (the first merged segment was small, and merged again), so their
+    // index entries are followed through compaction's moves to where they are now.
+    let last_word: Sales = (0..40)
+        .map(|minute| {
+            let sale = (
+                "2025-01-11".to_string(),
+                "Dago".to_string(),
+                format!("{minute}.4"),
+            );
+            (random_key(2000 + minute), sale)
+        })
+        .collect();
+    let moves = key_index_count(&test, &kept, "SELECT COUNT(*) FROM moved_transactions").await;
+    assert!(moves >= 30, "{moves} blocks moved by compaction");
+    load_sales(store, &kept, &last_word, "last word").await;
+    model.extend(last_word);
 
     let reference = provision(store, "pro").await;
     load_sales(store, &reference, &model, "final").await;
@@ -389,6 +411,61 @@ async fn replacing_reads_the_key_index_not_the_segments(test: TestStore) {
         .await
         .unwrap();
     assert_eq!(before, rebuilt);
+}
+
+/// On SQLite the key index is a file of its own, committed apart from the ledger's:
+/// an index a crash left out of step (here: entries unreadable, and its stamp not the
+/// ledger's) is dropped and built again from the segments, never used.
+async fn an_index_not_committed_with_the_ledger_is_built_again(test: TestStore) {
+    let store = test.store.as_ref();
+    let tenant = provision(store, "pro").await;
+    let sale = |value: &str| {
+        (
+            "2025-03-05".to_string(),
+            "Kemang".to_string(),
+            value.to_string(),
+        )
+    };
+    let mut model: Sales = (0..50)
+        .map(|i| (random_key(i), sale(&format!("{i}.5"))))
+        .collect();
+    load_sales(store, &tenant, &model, "first").await;
+    // A change: the source is indexed from here on.
+    let change: Sales = [(random_key(3), sale("7"))].into();
+    load_sales(store, &tenant, &change, "change").await;
+    model.extend(change);
+    key_index_sql(
+        &test,
+        &tenant,
+        &[
+            "UPDATE transaction_keys SET postings = 'lost'",
+            "UPDATE index_state SET stamp = stamp + 1",
+        ],
+    )
+    .await;
+    let again: Sales = [(random_key(3), sale("8")), (random_key(4), sale("9"))].into();
+    let mut session = store.begin_load(&tenant).await.unwrap();
+    session.stage(&sale_postings(&again)).await.unwrap();
+    let summary = session.commit(record("again"), 10).await.unwrap();
+    assert_eq!((summary.counts.added, summary.counts.replaced), (0, 2));
+    model.extend(again);
+    assert_eq!(
+        key_index_count(&test, &tenant, "SELECT COUNT(*) FROM transaction_keys").await,
+        50
+    );
+
+    let reference = provision(store, "pro").await;
+    load_sales(store, &reference, &model, "final").await;
+    assert_eq!(
+        transactions_by_key(store, &tenant, 100).await,
+        transactions_by_key(store, &reference, 100).await
+    );
+    let metrics =
+        |tenant| store.month_metrics(tenant, BRANCH_TOTAL, month("2025-03"), month("2025-03"));
+    assert_eq!(
+        metrics(&tenant).await.unwrap(),
+        metrics(&reference).await.unwrap()
+    );
 }
 
 const JOURNAL: &str = "date,txn_id,account,amount,branch,memo

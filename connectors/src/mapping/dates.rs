@@ -4,7 +4,10 @@
 //! timezone the source writes naive times in) and only then given a date in the
 //! tenant's timezone: 2025-01-31 17:30 UTC is 1 February in Jakarta.
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use std::sync::LazyLock;
+
+use chrono::format::{parse, Item, Parsed as Fields, StrftimeItems};
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use ledgersync_schemas::excerpt;
 
@@ -15,8 +18,29 @@ const NAIVE_FORMATS: [&str; 4] = [
     "%Y-%m-%dT%H:%M",
 ];
 
+/// Formats read once: chrono's `parse_from_str` reads its format string again for
+/// every value, and a sync parses millions.
+static DATE_ITEMS: LazyLock<Vec<Item<'static>>> =
+    LazyLock::new(|| StrftimeItems::new("%Y-%m-%d").collect());
+static NAIVE_ITEMS: LazyLock<Vec<Vec<Item<'static>>>> = LazyLock::new(|| {
+    NAIVE_FORMATS
+        .iter()
+        .map(|format| StrftimeItems::new(format).collect())
+        .collect()
+});
+
+/// `text` read by `items` into its fields, as `parse_from_str` does.
+fn fields(text: &str, items: &[Item<'_>]) -> Option<Fields> {
+    let mut fields = Fields::new();
+    parse(&mut fields, text, items.iter()).ok()?;
+    Some(fields)
+}
+
 pub(crate) struct DateParser {
     format: Option<String>,
+    /// `format` read once; `None` if it is not a format chrono reads (no text
+    /// matches it then).
+    items: Option<Vec<Item<'static>>>,
     source_tz: Tz,
     tenant_tz: Tz,
 }
@@ -34,17 +58,22 @@ enum Parsed {
 
 impl DateParser {
     pub(crate) fn new(format: Option<String>, source_tz: Tz, tenant_tz: Tz) -> DateParser {
+        let items = format
+            .as_deref()
+            .and_then(|format| StrftimeItems::new(format).parse_to_owned().ok());
         DateParser {
             format,
+            items,
             source_tz,
             tenant_tz,
         }
     }
 
     pub(crate) fn parse(&self, text: &str) -> Result<LocalDate, String> {
-        let parsed = match &self.format {
-            Some(format) => self.parse_with(text, format),
-            None => self.parse_guessing(text),
+        let parsed = match (&self.format, &self.items) {
+            (Some(_), Some(items)) => self.parse_with(text, items),
+            (Some(_), None) => None,
+            (None, _) => self.parse_guessing(text),
         };
         let naive = match parsed {
             Some(Parsed::Placed(date)) => return Ok(date),
@@ -77,14 +106,20 @@ impl DateParser {
         }
     }
 
-    fn parse_with(&self, text: &str, format: &str) -> Option<Parsed> {
-        if let Ok(instant) = DateTime::parse_from_str(text, format) {
-            return Some(Parsed::Placed(self.localize(instant.with_timezone(&Utc))));
+    /// As `DateTime`, `NaiveDateTime` and then `NaiveDate::parse_from_str` read
+    /// `text` by the format of `items`.
+    fn parse_with(&self, text: &str, items: &[Item<'_>]) -> Option<Parsed> {
+        let fields = fields(text, items)?;
+        if let Ok(instant) = fields.to_datetime() {
+            return Some(Parsed::Placed(
+                self.localize(DateTime::<FixedOffset>::with_timezone(&instant, &Utc)),
+            ));
         }
-        if let Ok(naive) = NaiveDateTime::parse_from_str(text, format) {
+        if let Ok(naive) = fields.to_naive_datetime_with_offset(0) {
             return Some(Parsed::Naive(naive));
         }
-        NaiveDate::parse_from_str(text, format)
+        fields
+            .to_naive_date()
             .ok()
             .map(|d| Parsed::Placed((d, None)))
     }
@@ -92,15 +127,15 @@ impl DateParser {
     fn parse_guessing(&self, text: &str) -> Option<Parsed> {
         // Plain dates first: they are what most exports hold, and a date followed by
         // a time does not read as one (the text must end with the date).
-        if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        if let Some(date) = fields(text, &DATE_ITEMS).and_then(|f| f.to_naive_date().ok()) {
             return Some(Parsed::Placed((date, None)));
         }
         if let Ok(instant) = DateTime::parse_from_rfc3339(text) {
             return Some(Parsed::Placed(self.localize(instant.with_timezone(&Utc))));
         }
-        NAIVE_FORMATS
+        NAIVE_ITEMS
             .iter()
-            .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
+            .find_map(|items| fields(text, items)?.to_naive_datetime_with_offset(0).ok())
             .map(Parsed::Naive)
     }
 
@@ -145,6 +180,47 @@ mod tests {
     fn plain_dates_stay_as_written() {
         let (local, instant) = jakarta_from_utc().parse("2025-01-31").unwrap();
         assert_eq!((local, instant), (date("2025-01-31"), None));
+    }
+
+    /// Formats read once read every text as chrono's `parse_from_str` does.
+    #[test]
+    fn formats_read_once_read_as_chrono_does() {
+        let texts = [
+            "2025-01-31",
+            "2025-01-31 17:30:05",
+            "2025-01-31T17:30:05.25",
+            "2025-01-31 17:30",
+            "2025-01-31T17:30",
+            "2025-01-31 17:30:05+07:00",
+            "31/01/2025",
+            "2025-13-01",
+            "2025-01-31 25:00",
+            "2025-01-31 17:30:05 trailing",
+            "",
+        ];
+        for text in texts {
+            let date = fields(text, &DATE_ITEMS).and_then(|f| f.to_naive_date().ok());
+            assert_eq!(
+                date,
+                NaiveDate::parse_from_str(text, "%Y-%m-%d").ok(),
+                "{text}"
+            );
+            for (format, items) in NAIVE_FORMATS.iter().zip(NAIVE_ITEMS.iter()) {
+                let naive =
+                    fields(text, items).and_then(|f| f.to_naive_datetime_with_offset(0).ok());
+                let chronos = NaiveDateTime::parse_from_str(text, format).ok();
+                assert_eq!(naive, chronos, "{text} by {format}");
+            }
+        }
+        // An explicit format with an offset places the time by it.
+        let parser = DateParser::new(
+            Some("%Y-%m-%d %H:%M:%S%z".into()),
+            chrono_tz::Asia::Tokyo,
+            chrono_tz::Asia::Jakarta,
+        );
+        let (local, instant) = parser.parse("2025-01-31 17:30:00+0000").unwrap();
+        assert_eq!(local, date("2025-02-01"));
+        assert_eq!(instant.unwrap().to_rfc3339(), "2025-01-31T17:30:00+00:00");
     }
 
     #[test]

@@ -617,14 +617,31 @@ fn lookup_expr(
 
 /// The distinct date texts of a batch, parsed once each, as the posting columns
 /// they become.
-#[derive(Default)]
 struct DateTable<'a> {
     parsed: PlHashMap<&'a str, Result<IdxSize, String>>,
     /// Short texts that parsed, by view.
     short: ShortTexts<IdxSize>,
     /// Days since 1970-01-01, as a polars `Date`.
     dates: Vec<i32>,
-    occurred: Vec<Option<String>>,
+    /// The instant of each date, when the source gave one, as RFC 3339 text.
+    occurred: StringChunkedBuilder,
+    /// The instant being written, reused for each.
+    instant_text: String,
+}
+
+impl Default for DateTable<'_> {
+    fn default() -> Self {
+        DateTable {
+            parsed: PlHashMap::default(),
+            short: ShortTexts::default(),
+            dates: Vec::new(),
+            occurred: StringChunkedBuilder::new(
+                ledgersync_schemas::posting_column::OCCURRED_AT.into(),
+                0,
+            ),
+            instant_text: String::new(),
+        }
+    }
 }
 
 impl<'a> DateTable<'a> {
@@ -642,13 +659,21 @@ impl<'a> DateTable<'a> {
             short,
             dates,
             occurred,
+            instant_text,
         } = self;
         short.try_get(texts, row, |_| match parsed.get(text) {
             Some(known) => known.clone(),
             None => {
                 let found = parser.parse(text).map(|(date, instant)| {
                     dates.push(date.to_epoch_days());
-                    occurred.push(instant.map(ledgersync_schemas::time_text::rfc3339_utc));
+                    match instant {
+                        Some(instant) => {
+                            instant_text.clear();
+                            ledgersync_schemas::time_text::push_rfc3339_utc(instant_text, instant);
+                            occurred.append_value(instant_text.as_str());
+                        }
+                        None => occurred.append_null(),
+                    }
                     (dates.len() - 1) as IdxSize
                 });
                 parsed.insert(text, found.clone());
@@ -721,12 +746,7 @@ impl Found {
         };
         let date_at = IdxCa::from_vec("dates".into(), self.dates);
         let date_table = Int32Chunked::from_vec(DATE.into(), dates.dates);
-        let occurred_table: StringChunked = dates
-            .occurred
-            .iter()
-            .map(Option::as_deref)
-            .collect::<StringChunked>()
-            .with_name(OCCURRED_AT.into());
+        let occurred_table: StringChunked = dates.occurred.finish();
         let frame = DataFrame::new(
             len,
             vec![

@@ -678,6 +678,8 @@ struct BatchBuilder<'a> {
     cursor: Option<String>,
     /// The cell being written, reused for every cell.
     cell: String,
+    /// The key columns' texts of the row being read, reused for every row.
+    key_parts: Vec<String>,
 }
 
 impl<'a> BatchBuilder<'a> {
@@ -693,6 +695,7 @@ impl<'a> BatchBuilder<'a> {
             keys: Vec::with_capacity(plan.batch_rows),
             cursor: None,
             cell: String::new(),
+            key_parts: Vec::new(),
         }
     }
 
@@ -701,7 +704,9 @@ impl<'a> BatchBuilder<'a> {
     /// half-appended row never reaches a batch.
     fn push(&mut self, values: Vec<Value>, line: u64) -> Result<(), MysqlError> {
         let plan = self.plan;
-        let mut key = String::new();
+        let mut key_parts = std::mem::take(&mut self.key_parts);
+        key_parts.resize_with(plan.keys.len(), String::new);
+        key_parts.iter_mut().for_each(String::clear);
         for (index, (value, reading)) in values.iter().zip(&plan.readings).enumerate() {
             self.cell.clear();
             let present = typesystem::write_text(reading, value, &mut self.cell)
@@ -713,17 +718,21 @@ impl<'a> BatchBuilder<'a> {
             }
             if Some(index) == plan.cursor && present {
                 // Rows come ordered by the cursor: the last one seen is the greatest.
-                self.cursor = Some(self.cell.clone());
+                let cursor = self.cursor.get_or_insert_with(String::new);
+                cursor.clear();
+                cursor.push_str(&self.cell);
             }
             if let Some(part) = plan.keys.iter().position(|&k| k == index) {
-                if part > 0 {
-                    key.push(',');
-                }
-                key.push_str(&self.cell);
+                key_parts[part].push_str(&self.cell);
             }
         }
         self.lines.push(line);
-        self.keys.push(key);
+        // The key columns in the key's order, whatever their order in the relation.
+        self.keys.push(match key_parts.as_slice() {
+            [single] => single.clone(),
+            parts => parts.join(","),
+        });
+        self.key_parts = key_parts;
         Ok(())
     }
 

@@ -370,6 +370,7 @@ impl PostgresDatabase {
             context,
             line: 0,
             cell: String::new(),
+            key_parts: Vec::new(),
         };
         Ok((sql, bound, reader))
     }
@@ -612,6 +613,8 @@ struct Reader {
     line: u64,
     /// The cell being written, reused for every cell.
     cell: String,
+    /// The key columns' texts of the row being read, reused for every row.
+    key_parts: Vec<String>,
 }
 
 /// A batch being filled, column by column.
@@ -648,7 +651,9 @@ impl Reader {
     /// so a half-appended row never reaches a batch.
     fn push(&mut self, row: &PgRow, pending: &mut Pending) -> Result<(), PostgresError> {
         self.line += 1;
-        let mut key_parts = vec![String::new(); self.keys.len()];
+        let mut key_parts = std::mem::take(&mut self.key_parts);
+        key_parts.resize_with(self.keys.len(), String::new);
+        key_parts.iter_mut().for_each(String::clear);
         for (index, (_, reading)) in self.columns.iter().enumerate() {
             let raw = row
                 .try_get_raw(index)
@@ -670,19 +675,28 @@ impl Reader {
                 if self.cursor == Some(index) {
                     // The cursor stays in the column's own terms (a naive
                     // time stays naive) so the next read compares like with like.
-                    pending.cursor = Some(match (reading, self.timezone) {
-                        (Reading::Timestamp, Some(_)) => reading
-                            .to_text(bytes, None)
-                            .map_err(|e| self.other(e.to_string()))?,
-                        _ => self.cell.clone(),
-                    });
+                    // Kept in one buffer: only the batch's last row's counts.
+                    let cursor = pending.cursor.get_or_insert_with(String::new);
+                    cursor.clear();
+                    match (reading, self.timezone) {
+                        (Reading::Timestamp, Some(_)) => cursor.push_str(
+                            &reading
+                                .to_text(bytes, None)
+                                .map_err(|e| self.other(e.to_string()))?,
+                        ),
+                        _ => cursor.push_str(&self.cell),
+                    }
                 }
             }
             if let (Some(part), false) = (key_part, raw.is_null()) {
                 key_parts[part].push_str(&self.cell);
             }
         }
-        pending.keys.push(key_parts.join(","));
+        pending.keys.push(match key_parts.as_slice() {
+            [single] => single.clone(),
+            parts => parts.join(","),
+        });
+        self.key_parts = key_parts;
         pending.lines.push(self.line);
         Ok(())
     }

@@ -222,6 +222,16 @@ pub(crate) fn numeric_text(bytes: &[u8]) -> Result<String, CellError> {
 }
 
 /// [`numeric_text`], appended to `text`.
+/// A digit group (below 10,000) as its four figures, or without leading zeros.
+fn push_group(text: &mut String, value: u16, padded: bool) {
+    let figures = [value / 1000, value / 100 % 10, value / 10 % 10, value % 10];
+    let skip = match padded {
+        true => 0,
+        false => figures[..3].iter().take_while(|&&f| f == 0).count(),
+    };
+    text.extend(figures[skip..].iter().map(|&f| char::from(b'0' + f as u8)));
+}
+
 fn push_numeric(bytes: &[u8], text: &mut String) -> Result<(), CellError> {
     let malformed = CellError::Malformed("numeric");
     let word = |at: usize| -> Result<u16, CellError> {
@@ -253,16 +263,15 @@ fn push_numeric(bytes: &[u8], text: &mut String) -> Result<(), CellError> {
             .filter(|&i| i < ndigits)
             .map_or(0, digit)
     };
-    let written = |result: std::fmt::Result| result.map_err(|_| CellError::Malformed("numeric"));
     if sign == 0x4000 && (0..ndigits).any(|i| digit(i) != 0) {
         text.push('-');
     }
     if weight < 0 {
         text.push('0');
     } else {
-        written(write!(text, "{}", group(weight)))?;
+        push_group(text, group(weight), false);
         for exponent in (0..weight).rev() {
-            written(write!(text, "{:04}", group(exponent)))?;
+            push_group(text, group(exponent), true);
         }
     }
     // Every fractional group the form holds, then at least dscale digits: those

@@ -1,5 +1,6 @@
 //! Embedded backend: `DIR/control.db` and one SQLite file per tenant in
-//! `DIR/tenants/`, so a tenant's export or deletion is one file.
+//! `DIR/tenants/`, so a tenant's export or deletion is one file, beside its key index
+//! (`<tenant>.keys.db`: derived data, built again from the tenant's file when missing).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -36,7 +37,7 @@ impl SqliteBackend {
         let dir = dir
             .canonicalize()
             .map_err(|e| StoreError::Invalid(e.to_string()))?;
-        let control = pool(&dir.join("control.db")).await?;
+        let control = pool(&dir.join("control.db"), None).await?;
         CONTROL
             .run(&control)
             .await
@@ -61,7 +62,8 @@ impl SqliteBackend {
         if let Some(pool) = tenants.get(tenant_id) {
             return Ok(pool.clone());
         }
-        let pool = pool(&self.tenant_file(tenant_id)).await?;
+        let file = self.tenant_file(tenant_id);
+        let pool = pool(&file, Some(file.with_extension("keys.db"))).await?;
         TENANT
             .run(&pool)
             .await
@@ -80,11 +82,31 @@ impl SqliteBackend {
     }
 }
 
-async fn pool(file: &Path) -> Result<AnyPool, StoreError> {
+/// The key index's tables (`keys.rs`), in a file of their own: a replacement writes
+/// index entries at random places, and each page it dirties is written whole to the
+/// WAL, so the index takes 4 KiB pages while the tenant's file keeps 64 KiB ones for
+/// its blobs. SQLite commits the two files each atomically but not together:
+/// `index_state` and `ledger_meta` carry the stamp of the last transaction that wrote
+/// the index, and an index whose stamp differs is dropped (`keys::is_indexed`).
+const KEY_INDEX: &str = "PRAGMA key_index.page_size = 4096; PRAGMA key_index.journal_mode = WAL; \
+    PRAGMA key_index.synchronous = NORMAL; PRAGMA key_index.cache_size = -16384; \
+    CREATE TABLE IF NOT EXISTS key_index.transaction_keys ( \
+        source TEXT NOT NULL, key TEXT NOT NULL, load_id BIGINT NOT NULL, txn BIGINT NOT NULL, \
+        postings TEXT NOT NULL, PRIMARY KEY (source, key)) WITHOUT ROWID; \
+    CREATE TABLE IF NOT EXISTS key_index.indexed_sources (source TEXT PRIMARY KEY); \
+    CREATE TABLE IF NOT EXISTS key_index.moved_transactions ( \
+        from_load BIGINT NOT NULL, first_txn BIGINT NOT NULL, last_txn BIGINT NOT NULL, \
+        to_load BIGINT NOT NULL, shift BIGINT NOT NULL, PRIMARY KEY (from_load, first_txn)) WITHOUT ROWID; \
+    CREATE TABLE IF NOT EXISTS key_index.index_state ( \
+        id INTEGER PRIMARY KEY CHECK (id = 1), stamp BIGINT NOT NULL);";
+
+/// A pool on `file`, with `key_index` attached to every connection when given.
+async fn pool(file: &Path, key_index: Option<PathBuf>) -> Result<AnyPool, StoreError> {
     let url = format!("sqlite://{}?mode=rwc", file.display());
     AnyPoolOptions::new()
         .max_connections(4)
-        .after_connect(|conn, _| {
+        .after_connect(move |conn, _| {
+            let key_index = key_index.clone();
             Box::pin(async move {
                 // WAL lets dashboards read while a load writes; NORMAL sync is still
                 // crash-safe in WAL mode (a power cut may lose the last commit only).
@@ -99,6 +121,13 @@ async fn pool(file: &Path) -> Result<AnyPool, StoreError> {
                      PRAGMA cache_size = -16384;",
                 )
                 .await?;
+                if let Some(key_index) = key_index {
+                    sqlx::query("ATTACH DATABASE $1 AS key_index")
+                        .bind(key_index.display().to_string())
+                        .execute(&mut *conn)
+                        .await?;
+                    conn.execute(KEY_INDEX).await?;
+                }
                 Ok(())
             })
         })
