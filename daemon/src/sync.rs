@@ -482,6 +482,7 @@ async fn sync_stream(
         } = batch?;
         totals.rows_read += rows;
         totals.bytes_read += bytes;
+        let mapped = mapped?;
         if !mapped.errors.is_empty() {
             totals.rows_rejected += mapped.errors.len() as i64;
             return Err(rejected_rows(&names, &mapped.errors, options));
@@ -563,7 +564,8 @@ async fn sync_stream(
 
 /// A batch read and mapped, with what the source said of it.
 struct ReadBatch {
-    mapped: MappedBatch,
+    /// A batch the mapping failed on is still counted as read.
+    mapped: Result<MappedBatch, SyncError>,
     names: RowNames,
     rows: i64,
     bytes: i64,
@@ -617,18 +619,20 @@ impl ReadAhead {
         let (sender, batches) = tokio::sync::mpsc::channel(1);
         let mapping = tokio::task::spawn_blocking(move || {
             while let Some(read) = read_receiver.blocking_recv() {
-                let item = read.and_then(|(rows, names, bytes, cursor)| {
+                let item = read.map(|(rows, names, bytes, cursor)| {
                     let count = rows.len() as i64;
-                    let mapped = mapper.map(rows).map_err(anyhow::Error::from)?;
-                    Ok(ReadBatch {
+                    let mapped = mapper
+                        .map(rows)
+                        .map_err(|e| SyncError::from(anyhow::Error::from(e)));
+                    ReadBatch {
                         mapped,
                         names,
                         rows: count,
                         bytes,
                         cursor,
-                    })
+                    }
                 });
-                let failed = item.is_err();
+                let failed = matches!(&item, Err(_) | Ok(ReadBatch { mapped: Err(_), .. }));
                 if sender.blocking_send(item).is_err() || failed {
                     break;
                 }

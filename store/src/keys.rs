@@ -413,12 +413,22 @@ async fn follow_moves(
                     Ok(value as u32)
                 };
                 let from_load: i64 = row.try_get("from_load").context(READING)?;
-                moves.entry(from_load).or_default().push(Move {
+                let found = Move {
                     first: number("first_txn")?,
                     last: number("last_txn")?,
                     to_load: row.try_get("to_load").context(READING)?,
                     shift: row.try_get("shift").context(READING)?,
-                });
+                };
+                // Following ends because every move goes forward; a row that does not
+                // is damage, refused rather than followed round in circles.
+                if found.to_load < from_load || (found.to_load == from_load && found.shift <= 0) {
+                    return Err(StoreError::Invalid(format!(
+                        "the key index is damaged: a move of load {from_load}'s transactions \
+                         does not go forward; emptying indexed_sources and moved_transactions \
+                         makes the next load build the index again from the segments"
+                    )));
+                }
+                moves.entry(from_load).or_default().push(found);
             }
         }
         if moves.is_empty() {

@@ -221,7 +221,6 @@ pub(crate) fn numeric_text(bytes: &[u8]) -> Result<String, CellError> {
     Ok(text)
 }
 
-/// [`numeric_text`], appended to `text`.
 /// A digit group (below 10,000) as its four figures, or without leading zeros.
 fn push_group(text: &mut String, value: u16, padded: bool) {
     let figures = [value / 1000, value / 100 % 10, value / 10 % 10, value % 10];
@@ -232,6 +231,7 @@ fn push_group(text: &mut String, value: u16, padded: bool) {
     text.extend(figures[skip..].iter().map(|&f| char::from(b'0' + f as u8)));
 }
 
+/// [`numeric_text`], appended to `text`.
 fn push_numeric(bytes: &[u8], text: &mut String) -> Result<(), CellError> {
     let malformed = CellError::Malformed("numeric");
     let word = |at: usize| -> Result<u16, CellError> {

@@ -96,7 +96,8 @@ const KEY_INDEX: &str = "PRAGMA key_index.page_size = 4096; PRAGMA key_index.jou
     CREATE TABLE IF NOT EXISTS key_index.indexed_sources (source TEXT PRIMARY KEY); \
     CREATE TABLE IF NOT EXISTS key_index.moved_transactions ( \
         from_load BIGINT NOT NULL, first_txn BIGINT NOT NULL, last_txn BIGINT NOT NULL, \
-        to_load BIGINT NOT NULL, shift BIGINT NOT NULL, PRIMARY KEY (from_load, first_txn)) WITHOUT ROWID; \
+        to_load BIGINT NOT NULL, shift BIGINT NOT NULL, PRIMARY KEY (from_load, first_txn), \
+        CHECK (to_load > from_load OR (to_load = from_load AND shift > 0))) WITHOUT ROWID; \
     CREATE TABLE IF NOT EXISTS key_index.index_state ( \
         id INTEGER PRIMARY KEY CHECK (id = 1), stamp BIGINT NOT NULL);";
 

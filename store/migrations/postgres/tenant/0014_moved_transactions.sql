@@ -9,7 +9,9 @@ CREATE TABLE moved_transactions (
     last_txn  BIGINT NOT NULL,
     to_load   BIGINT NOT NULL,
     shift     BIGINT NOT NULL,
-    PRIMARY KEY (from_load, first_txn)
+    PRIMARY KEY (from_load, first_txn),
+    -- Forward only, so that following moves ends.
+    CHECK (to_load > from_load OR (to_load = from_load AND shift > 0))
 );
 DROP INDEX transaction_keys_stored;
 -- With no index on what a replacement changes (place and postings), the new version of
