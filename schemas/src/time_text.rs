@@ -17,12 +17,14 @@ fn push_padded<const WIDTH: usize>(out: &mut String, value: u32) {
     out.extend(digits.iter().map(|&digit| char::from(digit)));
 }
 
+/// The year of `date` if it has four digits (0000-9999).
+fn four_digit_year(date: NaiveDate) -> Option<u32> {
+    u32::try_from(date.year()).ok().filter(|year| *year <= 9999)
+}
+
 /// `YYYY-MM-DD`; `None` for a year outside 0000-9999, which has no such form.
 pub fn push_date(out: &mut String, date: NaiveDate) -> Option<()> {
-    let year = u32::try_from(date.year())
-        .ok()
-        .filter(|year| *year <= 9999)?;
-    push_padded::<4>(out, year);
+    push_padded::<4>(out, four_digit_year(date)?);
     out.push('-');
     push_padded::<2>(out, date.month());
     out.push('-');
@@ -67,7 +69,7 @@ pub fn date_text(date: NaiveDate) -> String {
 
 /// `YYYY-MM` of a date.
 pub fn month_text(date: NaiveDate) -> String {
-    match u32::try_from(date.year()).ok().filter(|year| *year <= 9999) {
+    match four_digit_year(date) {
         Some(year) => {
             let mut out = String::with_capacity(7);
             push_padded::<4>(&mut out, year);

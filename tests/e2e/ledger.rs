@@ -184,27 +184,10 @@ async fn tiny_loads_are_compacted_and_change_nothing(test: TestStore) {
         tiny_transactions,
         transactions_by_key(store, &tiny, 7).await
     );
-    for branch in [BRANCH_TOTAL, "Kemang", "Senopati"] {
-        let metrics =
-            |tenant| store.month_metrics(tenant, branch, month("2025-01"), month("2025-02"));
-        let (compacted, reference) = (
-            metrics(&tiny).await.unwrap(),
-            metrics(&whole).await.unwrap(),
-        );
-        assert_eq!(compacted, reference, "{branch}");
-        assert!(!compacted[&month("2025-01")].revenue().unwrap().is_zero());
-    }
+    let branches = [BRANCH_TOTAL, "Kemang", "Senopati"];
+    assert_same_figures(store, &tiny, &whole, &branches, "2025-01").await;
     // A rebuild from the compacted segments agrees with the rollups kept so far.
-    let kept = store
-        .month_metrics(&tiny, BRANCH_TOTAL, month("2025-01"), month("2025-02"))
-        .await
-        .unwrap();
-    store.rebuild_aggregates(&tiny).await.unwrap();
-    let rebuilt = store
-        .month_metrics(&tiny, BRANCH_TOTAL, month("2025-01"), month("2025-02"))
-        .await
-        .unwrap();
-    assert_eq!(kept, rebuilt);
+    assert_rebuild_agrees(store, &tiny).await;
 
     // Each load still accounts for what it brought, wherever its postings now are.
     let loads = store.loads(&tiny).await.unwrap();
@@ -422,26 +405,38 @@ async fn replacing_reads_the_key_index_not_the_segments(test: TestStore) {
     let listed = transactions_by_key(store, &kept, 100).await;
     assert_eq!(listed.len(), model.len());
     assert_eq!(listed, transactions_by_key(store, &reference, 100).await);
-    for branch in [BRANCH_TOTAL, "Kemang", "Senopati", "Dago"] {
+    let branches = [BRANCH_TOTAL, "Kemang", "Senopati", "Dago"];
+    assert_same_figures(store, &kept, &reference, &branches, "2025-02").await;
+    assert_rebuild_agrees(store, &kept).await;
+}
+
+/// Each of `branches` has the same figures for January and February 2025 in `tenant`
+/// as in `reference`, with revenue in `with_revenue`.
+async fn assert_same_figures(
+    store: &dyn Store,
+    tenant: &Tenant,
+    reference: &Tenant,
+    branches: &[&str],
+    with_revenue: &str,
+) {
+    for branch in branches {
         let metrics =
             |tenant| store.month_metrics(tenant, branch, month("2025-01"), month("2025-02"));
-        let (incremental, whole) = (
-            metrics(&kept).await.unwrap(),
-            metrics(&reference).await.unwrap(),
+        let (figures, expected) = (
+            metrics(tenant).await.unwrap(),
+            metrics(reference).await.unwrap(),
         );
-        assert_eq!(incremental, whole, "{branch}");
-        assert!(!incremental[&month("2025-02")].revenue().unwrap().is_zero());
+        assert_eq!(figures, expected, "{branch}");
+        assert!(!figures[&month(with_revenue)].revenue().unwrap().is_zero());
     }
-    let before = store
-        .month_metrics(&kept, BRANCH_TOTAL, month("2025-01"), month("2025-02"))
-        .await
-        .unwrap();
-    store.rebuild_aggregates(&kept).await.unwrap();
-    let rebuilt = store
-        .month_metrics(&kept, BRANCH_TOTAL, month("2025-01"), month("2025-02"))
-        .await
-        .unwrap();
-    assert_eq!(before, rebuilt);
+}
+
+/// Recomputing every aggregate from the stored postings changes no figure.
+async fn assert_rebuild_agrees(store: &dyn Store, tenant: &Tenant) {
+    let figures = || store.month_metrics(tenant, BRANCH_TOTAL, month("2025-01"), month("2025-02"));
+    let kept = figures().await.unwrap();
+    store.rebuild_aggregates(tenant).await.unwrap();
+    assert_eq!(kept, figures().await.unwrap());
 }
 
 /// On SQLite the key index is a file of its own, committed apart from the ledger's:
