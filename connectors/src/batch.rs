@@ -5,6 +5,8 @@ use polars::prelude::*;
 
 /// Up to a batch's worth of source rows as text columns (`None` for empty cells),
 /// with the origin line of each row and the rows the reader itself could not read.
+/// A database read may hand the columns named in `ReadRequest::instant_columns`
+/// over as `Datetime(µs, UTC)` instead.
 #[derive(Debug, Clone)]
 pub struct RowBatch {
     pub frame: DataFrame,
@@ -62,5 +64,32 @@ impl RowBatch {
 
     pub fn is_empty(&self) -> bool {
         self.origin_lines.is_empty()
+    }
+}
+
+/// One column of a batch a database read is filling.
+pub(crate) enum CellColumn {
+    Text(StringChunkedBuilder),
+    /// Microseconds since 1970, UTC: no text written here, none parsed in the
+    /// mapping.
+    Instants(PrimitiveChunkedBuilder<Int64Type>),
+}
+
+impl CellColumn {
+    pub(crate) fn new(name: &str, capacity: usize, instants: bool) -> CellColumn {
+        match instants {
+            true => CellColumn::Instants(PrimitiveChunkedBuilder::new(name.into(), capacity)),
+            false => CellColumn::Text(StringChunkedBuilder::new(name.into(), capacity)),
+        }
+    }
+
+    pub(crate) fn finish(self) -> Column {
+        match self {
+            CellColumn::Text(builder) => builder.finish().into_column(),
+            CellColumn::Instants(builder) => builder
+                .finish()
+                .into_datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))
+                .into_column(),
+        }
     }
 }

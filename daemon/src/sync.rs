@@ -463,6 +463,7 @@ async fn sync_stream(
         cursor,
         batch_rows: options.batch_rows,
         columns: None,
+        instant_columns: mapper.instant_columns(),
     };
     let had_cursor = request.cursor.is_some();
     let source: Box<dyn Source> = database.open(stream, request).await?;
@@ -747,6 +748,7 @@ async fn reconcile_keys(
         cursor: None,
         batch_rows: options.batch_rows,
         columns: Some(mapper.key_columns().to_vec()),
+        instant_columns: Vec::new(),
     };
     let mut source = database.open(&whole, request).await?;
     let mut present = std::collections::HashSet::new();

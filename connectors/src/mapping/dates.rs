@@ -139,7 +139,8 @@ impl DateParser {
             .map(Parsed::Naive)
     }
 
-    fn localize(&self, instant: DateTime<Utc>) -> LocalDate {
+    /// An instant's date in the tenant's timezone.
+    pub(crate) fn localize(&self, instant: DateTime<Utc>) -> LocalDate {
         (
             instant.with_timezone(&self.tenant_tz).date_naive(),
             Some(instant),

@@ -235,6 +235,38 @@ impl Mapper {
         columns
     }
 
+    /// The date column, if the mapping reads it only as the date: a database read
+    /// may then hand its instants over typed (see `ReadRequest::instant_columns`).
+    /// A date column also used as a key, branch, memo, account or in an expression
+    /// is read as text, as files give it.
+    pub fn instant_columns(&self) -> Vec<String> {
+        let def = &self.def;
+        let date = &def.date.column;
+        let mut named = def
+            .key
+            .iter()
+            .chain(&def.branch)
+            .chain(&def.memo)
+            .chain(&def.currency)
+            .chain(&def.numeric);
+        if named.any(|column| column == date) {
+            return Vec::new();
+        }
+        let expressions = self.templates.iter().flat_map(|template| {
+            template.when.iter().chain(
+                template
+                    .postings
+                    .iter()
+                    .flat_map(|posting| [&posting.account, &posting.amount]),
+            )
+        });
+        let mut leaves = expressions.flat_map(|expr| expr.into_iter());
+        if leaves.any(|node| matches!(node, Expr::Column(name) if name.as_str() == date)) {
+            return Vec::new();
+        }
+        vec![date.clone()]
+    }
+
     /// The columns whose values, joined, are a row's transaction key.
     pub fn key_columns(&self) -> &[String] {
         &self.def.key
@@ -441,11 +473,17 @@ impl Mapper {
                 return Err(format!("key column '{column}' is empty"));
             }
         }
-        let date_text = view
-            .date
-            .get(row)
-            .ok_or_else(|| format!("date column '{}' is empty", def.date.column))?;
-        let date = dates.index(view.date, row, date_text, &self.dates)?;
+        let empty = || format!("date column '{}' is empty", def.date.column);
+        let date = match view.date {
+            DateColumn::Texts(texts) => {
+                let text = texts.get(row).ok_or_else(empty)?;
+                dates.index(texts, row, text, &self.dates)?
+            }
+            DateColumn::Instants(micros) => {
+                let micros = micros.get(row).ok_or_else(empty)?;
+                dates.instant(micros, &self.dates, &def.date.column)?
+            }
+        };
         if view.branch.and_then(|b| b.get(row)) == Some(ledgersync_schemas::BRANCH_TOTAL) {
             return Err(format!(
                 "branch '{}' is reserved for all-branch totals",
@@ -627,6 +665,8 @@ struct DateTable<'a> {
     occurred: StringChunkedBuilder,
     /// The instant being written, reused for each.
     instant_text: String,
+    /// The last instant of [`DateTable::instant`] and its entry.
+    last_instant: Option<(i64, IdxSize)>,
 }
 
 impl Default for DateTable<'_> {
@@ -640,11 +680,42 @@ impl Default for DateTable<'_> {
                 0,
             ),
             instant_text: String::new(),
+            last_instant: None,
         }
     }
 }
 
 impl<'a> DateTable<'a> {
+    /// The date of an instant given as microseconds since 1970 (UTC) by a database
+    /// read; rows in a row with the same instant share one entry.
+    fn instant(
+        &mut self,
+        micros: i64,
+        parser: &DateParser,
+        column: &str,
+    ) -> Result<IdxSize, String> {
+        if let Some((last, index)) = self.last_instant {
+            if last == micros {
+                return Ok(index);
+            }
+        }
+        let instant = chrono::DateTime::from_timestamp_micros(micros)
+            .ok_or_else(|| format!("date column '{column}' holds an instant out of range"))?;
+        let (date, instant) = parser.localize(instant);
+        self.dates.push(date.to_epoch_days());
+        match instant {
+            Some(instant) => {
+                self.instant_text.clear();
+                ledgersync_schemas::time_text::push_rfc3339_utc(&mut self.instant_text, instant);
+                self.occurred.append_value(self.instant_text.as_str());
+            }
+            None => self.occurred.append_null(),
+        }
+        let index = (self.dates.len() - 1) as IdxSize;
+        self.last_instant = Some((micros, index));
+        Ok(index)
+    }
+
     /// The date of row `row` of `texts`, whose text is `text`. A short text is
     /// looked up by its view (one integer) first.
     fn index(
@@ -660,6 +731,7 @@ impl<'a> DateTable<'a> {
             dates,
             occurred,
             instant_text,
+            ..
         } = self;
         short.try_get(texts, row, |_| match parsed.get(text) {
             Some(known) => known.clone(),
@@ -780,6 +852,27 @@ fn one_chunk<T: PolarsDataType>(column: &ChunkedArray<T>) -> PolarsResult<&T::Ar
 /// A text column of an evaluated batch, read row by row without copying.
 type Texts<'a> = &'a ledgersync_schemas::TextArray;
 
+/// The date column of an evaluated batch: text, or instants a database read typed.
+#[derive(Clone, Copy)]
+enum DateColumn<'a> {
+    Texts(Texts<'a>),
+    /// Microseconds since 1970, UTC.
+    Instants(&'a <Int64Type as PolarsDataType>::Array),
+}
+
+impl<'a> DateColumn<'a> {
+    fn of(column: &'a Column) -> PolarsResult<DateColumn<'a>> {
+        match column.dtype() {
+            DataType::Datetime(TimeUnit::Microseconds, Some(zone)) if zone.eq(&TimeZone::UTC) => {
+                Ok(DateColumn::Instants(one_chunk(
+                    column.datetime()?.physical(),
+                )?))
+            }
+            _ => Ok(DateColumn::Texts(one_chunk(column.str()?)?)),
+        }
+    }
+}
+
 /// An account column of an evaluated batch: the account of each row, and where the
 /// column starts in [`FrameView::stacked_accounts`].
 struct AccountColumn<'a> {
@@ -822,7 +915,7 @@ struct FrameView<'a> {
     /// The transaction key: the key column, or the key columns joined by `|`.
     key: StringChunked,
     key_parts: Vec<(&'a str, Texts<'a>)>,
-    date: Texts<'a>,
+    date: DateColumn<'a>,
     /// None when the stream has no such column.
     branch: Option<Texts<'a>>,
     currency: Option<Texts<'a>>,
@@ -943,7 +1036,7 @@ impl<'a> FrameView<'a> {
             height: frame.height(),
             key,
             key_parts,
-            date: one_chunk(text(&def.date.column)?)?,
+            date: DateColumn::of(frame.column(&def.date.column)?)?,
             branch: optional_values(&def.branch)?,
             currency: optional_values(&def.currency)?,
             branch_column,

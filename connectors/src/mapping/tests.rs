@@ -512,3 +512,81 @@ fn a_retired_account_is_refused_by_name_and_an_unknown_one_as_unknown() {
         .collect();
     assert_eq!(keys, ["S3", "S3", "S3"]);
 }
+
+/// A database read hands the date column over as instants: the postings are those
+/// of the same rows as text, dates in Jakarta included (one of them past midnight
+/// there, one a NULL refused by name).
+#[test]
+fn instants_map_as_their_text_does() {
+    let mapper = Mapper::compile(StreamDef::from_toml(POS).unwrap(), ctx()).unwrap();
+    assert_eq!(mapper.instant_columns(), vec!["sold_at".to_string()]);
+    let header = "sale_id,sold_at,outlet,category,payment_method,net_amount,tax";
+    let rows = [
+        "S1,2025-01-31T17:30:00Z,Kemang,coffee,QRIS,45900.9,4590.09",
+        "S2,2025-01-31T16:59:59.25Z,Kemang,pastry,cash,-755.0125,0",
+        "S3,2025-01-31T16:59:59.25Z,Dago,coffee,cash,1000,100",
+        "S4,,Dago,coffee,cash,1000,100",
+    ];
+    let texts = batch(header, &rows);
+    let mut typed = texts.clone();
+    let instants: Int64Chunked = texts
+        .frame
+        .column("sold_at")
+        .unwrap()
+        .str()
+        .unwrap()
+        .iter()
+        .map(|text| {
+            text.map(|t| {
+                chrono::DateTime::parse_from_rfc3339(t)
+                    .unwrap()
+                    .timestamp_micros()
+            })
+        })
+        .collect();
+    typed
+        .frame
+        .with_column(
+            instants
+                .with_name("sold_at".into())
+                .into_datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))
+                .into_column(),
+        )
+        .unwrap();
+    let from_texts = mapper.map(texts).unwrap();
+    let from_instants = mapper.map(typed).unwrap();
+    let postings = |mapped: &MappedBatch| mapped.postings.to_postings().unwrap();
+    assert_eq!(postings(&from_instants), postings(&from_texts));
+    assert_eq!(postings(&from_instants).len(), 8);
+    assert_eq!(postings(&from_instants)[0].date.to_string(), "2025-02-01");
+    assert_eq!(
+        from_instants
+            .postings
+            .frame()
+            .column("occurred_at")
+            .unwrap(),
+        from_texts.postings.frame().column("occurred_at").unwrap()
+    );
+    assert_eq!(from_instants.errors, from_texts.errors);
+    assert_eq!(from_instants.errors.len(), 1, "{:?}", from_instants.errors);
+    assert!(from_instants.errors[0]
+        .reason
+        .contains("date column 'sold_at' is empty"));
+}
+
+/// A date column the mapping also reads otherwise stays text.
+#[test]
+fn a_date_column_read_otherwise_is_not_asked_for_as_instants() {
+    let when = POS.replace(
+        "[[templates]]\n",
+        "[[templates]]\nwhen = \"sold_at >= '2025-01-01'\"\n",
+    );
+    let mapper = Mapper::compile(StreamDef::from_toml(&when).unwrap(), ctx()).unwrap();
+    assert!(mapper.instant_columns().is_empty());
+    let memo = POS.replace(
+        "branch = \"outlet\"",
+        "branch = \"outlet\"\nmemo = \"sold_at\"",
+    );
+    let mapper = Mapper::compile(StreamDef::from_toml(&memo).unwrap(), ctx()).unwrap();
+    assert!(mapper.instant_columns().is_empty());
+}

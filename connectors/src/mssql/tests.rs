@@ -233,6 +233,7 @@ fn request(key: &[&str], cursor: Option<&str>, batch_rows: usize) -> ReadRequest
         cursor: cursor.map(str::to_owned),
         batch_rows,
         columns: None,
+        instant_columns: Vec::new(),
     }
 }
 

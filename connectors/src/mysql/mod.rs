@@ -31,14 +31,14 @@ use futures_util::TryStreamExt;
 use ledgersync_config::{ConnectorSpec, DatabaseKind, DatabaseStream, Lookback, TlsMode};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Column, Conn, DriverError, Opts, OptsBuilder, Params, Row, SslOpts, Value};
-use polars::prelude::{IntoColumn, StringChunkedBuilder};
+use polars::prelude::ChunkedBuilder;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::mpsc;
 
 pub use errors::MysqlError;
 use typesystem::{CellError, ColumnReading, Decode};
 
-use crate::batch::RowBatch;
+use crate::batch::{CellColumn, RowBatch};
 use crate::source::{
     ColumnInfo, ConnectionCheck, Database, ReadRequest, RowOrigin, Source, SourceBatch,
     SourceError, SourceErrorKind, SourceIdentity, TableInfo,
@@ -464,10 +464,20 @@ impl Database for MysqlDatabase {
             }
             _ => Params::Empty,
         };
+        let instants = readings
+            .iter()
+            .enumerate()
+            .map(|(index, reading)| {
+                typesystem::is_instant(reading)
+                    && request.instant_columns.contains(&names[index])
+                    && !keys.contains(&index)
+            })
+            .collect();
         let plan = ReadPlan {
             relation: relation.clone(),
             names,
             readings,
+            instants,
             keys,
             key_columns: request.key.clone(),
             cursor: cursor_index,
@@ -574,6 +584,8 @@ struct ReadPlan {
     relation: String,
     names: Vec<String>,
     readings: Vec<ColumnReading>,
+    /// Per column: handed over as instants (UTC microseconds), not text.
+    instants: Vec<bool>,
     keys: Vec<usize>,
     key_columns: Vec<String>,
     cursor: Option<usize>,
@@ -669,13 +681,17 @@ async fn send(
     sender.send(Ok(message)).await.map_err(|_| Stop::Closed)
 }
 
-/// Rows of one batch, column by column, as canonical text.
+/// Rows of one batch, column by column: instants as UTC microseconds, every other
+/// value as canonical text.
 struct BatchBuilder<'a> {
     plan: &'a ReadPlan,
-    cells: Vec<StringChunkedBuilder>,
+    cells: Vec<CellColumn>,
     lines: Vec<u64>,
     keys: Vec<String>,
     cursor: Option<String>,
+    /// The last instant of a cursor column handed over as instants: written as
+    /// text once, when the batch is finished.
+    cursor_micros: Option<i64>,
     /// The cell being written, reused for every cell.
     cell: String,
     /// The key columns' texts of the row being read, reused for every row.
@@ -689,18 +705,20 @@ impl<'a> BatchBuilder<'a> {
             cells: plan
                 .names
                 .iter()
-                .map(|name| StringChunkedBuilder::new(name.as_str().into(), plan.batch_rows))
+                .zip(&plan.instants)
+                .map(|(name, &instants)| CellColumn::new(name, plan.batch_rows, instants))
                 .collect(),
             lines: Vec::with_capacity(plan.batch_rows),
             keys: Vec::with_capacity(plan.batch_rows),
             cursor: None,
+            cursor_micros: None,
             cell: String::new(),
             key_parts: Vec::new(),
         }
     }
 
-    /// Appends a row. Each cell is written into one reused buffer and copied into
-    /// its column from there; a row with a bad value fails the read, so a
+    /// Appends a row. Text cells are written into one reused buffer and copied into
+    /// their column from there; a row with a bad value fails the read, so a
     /// half-appended row never reaches a batch.
     fn push(&mut self, values: Vec<Value>, line: u64) -> Result<(), MysqlError> {
         let plan = self.plan;
@@ -708,10 +726,22 @@ impl<'a> BatchBuilder<'a> {
         key_parts.resize_with(plan.keys.len(), String::new);
         key_parts.iter_mut().for_each(String::clear);
         for (index, (value, reading)) in values.iter().zip(&plan.readings).enumerate() {
+            let column = match &mut self.cells[index] {
+                CellColumn::Text(column) => column,
+                CellColumn::Instants(column) => {
+                    // Never a key column (see `ReadPlan::instants`).
+                    let micros = typesystem::instant_micros(reading, value)
+                        .map_err(|error| bad_value(plan, &values, index, line, error))?;
+                    column.append_option(micros);
+                    if Some(index) == plan.cursor && micros.is_some() {
+                        self.cursor_micros = micros;
+                    }
+                    continue;
+                }
+            };
             self.cell.clear();
             let present = typesystem::write_text(reading, value, &mut self.cell)
                 .map_err(|error| bad_value(plan, &values, index, line, error))?;
-            let column = &mut self.cells[index];
             match present {
                 true => column.append_value(&self.cell),
                 false => column.append_null(),
@@ -738,11 +768,11 @@ impl<'a> BatchBuilder<'a> {
 
     fn finish(self) -> Result<Message, MysqlError> {
         let height = self.lines.len();
-        let columns = self
-            .cells
-            .into_iter()
-            .map(|builder| builder.finish().into_column())
-            .collect();
+        let cursor = match self.cursor_micros {
+            Some(micros) => Some(typesystem::instant_text(micros)),
+            None => self.cursor,
+        };
+        let columns = self.cells.into_iter().map(CellColumn::finish).collect();
         let rows = RowBatch::from_columns(height, columns, self.lines, Vec::new())
             .map_err(|e| MysqlError::Definition(format!("{}: {e}", self.plan.relation)))?;
         Ok(Message::Batch {
@@ -754,13 +784,11 @@ impl<'a> BatchBuilder<'a> {
                     keys: self.keys,
                 },
             },
-            cursor: self.cursor,
+            cursor,
         })
     }
 }
 
-/// The error of row `line` whose column `index` holds a value without a canonical
-/// text, naming the row by its key as far as it can be read.
 fn bad_value(
     plan: &ReadPlan,
     values: &[Value],

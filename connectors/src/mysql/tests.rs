@@ -8,10 +8,11 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder};
 use secrecy::SecretString;
 
-use super::MysqlDatabase;
+use super::{typesystem, MysqlDatabase};
 use crate::source::{
     CanonicalType, Database, ReadRequest, RowOrigin, Source, SourceErrorKind, SourceIdentity,
 };
+use polars::prelude::{DataType, TimeUnit, TimeZone};
 
 fn root_options() -> OptsBuilder {
     OptsBuilder::default()
@@ -192,6 +193,7 @@ fn request(key: &[&str], cursor: Option<&str>, batch_rows: usize) -> ReadRequest
         cursor: cursor.map(str::to_string),
         batch_rows,
         columns: None,
+        instant_columns: Vec::new(),
     }
 }
 
@@ -208,6 +210,19 @@ impl Read {
     fn column(&self, name: &str) -> Vec<Option<&str>> {
         let index = self.columns.iter().position(|c| c == name).unwrap();
         self.rows.iter().map(|r| r[index].as_deref()).collect()
+    }
+}
+
+/// A column's values as text: instants handed over typed as the text a text
+/// column holds for them.
+fn texts_of(column: &polars::prelude::Column) -> polars::prelude::StringChunked {
+    match column.datetime() {
+        Ok(instants) => instants
+            .physical()
+            .iter()
+            .map(|micros| micros.map(typesystem::instant_text))
+            .collect(),
+        Err(_) => column.str().unwrap().clone(),
     }
 }
 
@@ -235,7 +250,7 @@ async fn read_all(source: &mut Box<dyn Source>) -> Read {
         let columns: Vec<_> = read
             .columns
             .iter()
-            .map(|name| frame.column(name).unwrap().str().unwrap().clone())
+            .map(|name| texts_of(frame.column(name).unwrap()))
             .collect();
         for row in 0..frame.height() {
             read.rows.push(
@@ -806,4 +821,60 @@ fn counts_are_written_with_thousands_separators() {
     assert_eq!(super::thousands(1000), "1,000");
     assert_eq!(super::thousands(128_042), "128,042");
     assert_eq!(super::thousands(12_345_678), "12,345,678");
+}
+
+/// Columns asked for as instants come as `Datetime(µs, UTC)` holding the instants
+/// their texts name (TIMESTAMP, and DATETIME in the source zone); a key column and
+/// a DATETIME without a zone stay text, and the cursor reads as before.
+#[tokio::test(flavor = "multi_thread")]
+async fn instants_asked_for_are_the_instants_of_their_texts() {
+    let scratch = Scratch::new(&[
+        "CREATE TABLE t (at DATETIME(6) PRIMARY KEY, ts TIMESTAMP(3) NULL, local_at DATETIME)",
+        "INSERT INTO t VALUES
+            ('2024-05-01 09:00:00.5', '2024-05-01 09:00:00.25', '2024-05-01 16:00:00'),
+            ('2024-05-01 10:00:00', NULL, '2024-05-01 17:00:00'),
+            ('2024-05-01 11:00:00', '2024-05-01 11:00:00', NULL)",
+    ])
+    .await;
+    let stream = table_stream("t", "t", Some(("local_at", "")));
+    let read = |zone: Option<&str>, instants: &[&str]| {
+        let mut zoned = spec(&scratch.name, "root", vec![]);
+        zoned.source_timezone = zone.map(str::to_string);
+        let database = MysqlDatabase::new(&zoned, SecretString::from("")).unwrap();
+        let mut request = request(&["at"], None, 2);
+        request.instant_columns = instants.iter().map(|c| c.to_string()).collect();
+        let stream = &stream;
+        async move {
+            let mut source = database.open(stream, request).await.unwrap();
+            let mut dtypes = Vec::new();
+            let mut rows = Vec::new();
+            while let Some(batch) = source.next_batch().await.unwrap() {
+                let frame = &batch.rows.frame;
+                dtypes = frame.dtypes();
+                for row in 0..frame.height() {
+                    rows.push(
+                        frame
+                            .columns()
+                            .iter()
+                            .map(|c| texts_of(c).get(row).map(str::to_string))
+                            .collect::<Vec<_>>(),
+                    );
+                }
+            }
+            (rows, dtypes, source.cursor())
+        }
+    };
+    let all = ["at", "ts", "local_at"];
+    let (texts, _, text_cursor) = read(Some("Asia/Jakarta"), &[]).await;
+    let (instants, dtypes, instant_cursor) = read(Some("Asia/Jakarta"), &all).await;
+    assert_eq!(instants, texts);
+    assert_eq!(instant_cursor, text_cursor);
+    assert_eq!(text_cursor.as_deref(), Some("2024-05-01T10:00:00Z"));
+    // A NULL DATETIME sorts first: the 09:00 row is the second.
+    assert_eq!(texts[1][1].as_deref(), Some("2024-05-01T09:00:00.250000Z"));
+    let utc = DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC));
+    assert_eq!(dtypes, [DataType::String, utc.clone(), utc.clone()]);
+    // Without a zone a DATETIME is a wall-clock time, not an instant: text.
+    let (_, dtypes, _) = read(None, &all).await;
+    assert_eq!(dtypes, [DataType::String, utc, DataType::String]);
 }

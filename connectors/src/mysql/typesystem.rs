@@ -212,25 +212,10 @@ pub fn write_text(
                 out.push_str(&day.format("%Y-%m-%d").to_string());
             }
         }
-        (Decode::Naive, Value::Date(..)) => {
-            let naive = date_time(value)?;
-            match reading.zone {
-                None => push_naive(out, &naive),
-                Some(zone) => match zone.from_local_datetime(&naive) {
-                    // At a DST fall-back hour the earlier instant is taken.
-                    chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => {
-                        push_utc(out, &t.naive_utc())
-                    }
-                    chrono::LocalResult::None => {
-                        return Err(CellError::NoSuchLocalTime(format!(
-                            "{} does not exist in {zone} (clocks were moved forward)",
-                            naive_text(&naive)
-                        )))
-                    }
-                },
-            }
+        (Decode::Naive, Value::Date(..)) if reading.zone.is_none() => {
+            push_naive(out, &date_time(value)?)
         }
-        (Decode::Utc, Value::Date(..)) => push_utc(out, &date_time(value)?),
+        (Decode::Naive | Decode::Utc, Value::Date(..)) => push_utc(out, &instant(reading, value)?),
         (decode, value) => {
             return Err(CellError::Unexpected(format!(
                 "a {decode:?} column sent {value:?}"
@@ -238,6 +223,53 @@ pub fn write_text(
         }
     }
     Ok(true)
+}
+
+/// Whether the column's values are instants: TIMESTAMP, or DATETIME read in the
+/// connector's `source_timezone`. A read hands these over as UTC microseconds.
+pub fn is_instant(reading: &ColumnReading) -> bool {
+    matches!(
+        (reading.decode, reading.zone),
+        (Decode::Utc, _) | (Decode::Naive, Some(_))
+    )
+}
+
+/// An instant column's value as microseconds since 1970 (UTC); `None` for NULL.
+pub fn instant_micros(reading: &ColumnReading, value: &Value) -> Result<Option<i64>, CellError> {
+    match value {
+        Value::NULL => Ok(None),
+        _ => Ok(Some(instant(reading, value)?.and_utc().timestamp_micros())),
+    }
+}
+
+/// An instant column's value as the text [`write_text`] gives it.
+pub fn instant_text(micros: i64) -> String {
+    let mut out = String::with_capacity(27);
+    match chrono::DateTime::from_timestamp_micros(micros) {
+        Some(t) => push_utc(&mut out, &t.naive_utc()),
+        None => out.push_str(&micros.to_string()),
+    }
+    out
+}
+
+/// A TIMESTAMP (sent in UTC), or a DATETIME placed in the source zone, as UTC.
+fn instant(reading: &ColumnReading, value: &Value) -> Result<NaiveDateTime, CellError> {
+    let naive = date_time(value)?;
+    // UTC has no gaps or repeated hours: its wall clock is the instant.
+    let Some(zone) = reading
+        .zone
+        .filter(|zone| reading.decode == Decode::Naive && *zone != Tz::UTC)
+    else {
+        return Ok(naive);
+    };
+    match zone.from_local_datetime(&naive) {
+        // At a DST fall-back hour the earlier instant is taken.
+        chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => Ok(t.naive_utc()),
+        chrono::LocalResult::None => Err(CellError::NoSuchLocalTime(format!(
+            "{} does not exist in {zone} (clocks were moved forward)",
+            naive_text(&naive)
+        ))),
+    }
 }
 
 /// Digits with an optional sign and point: MySQL writes DECIMAL without exponent.

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use chrono_tz::Tz;
 use futures_util::TryStreamExt;
 use ledgersync_config::{ConnectorSpec, DatabaseKind, DatabaseStream, Lookback, TlsMode};
-use polars::prelude::{IntoColumn, StringChunkedBuilder};
+use polars::prelude::ChunkedBuilder;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgRow, PgSslMode, PgValueFormat};
 use sqlx::{Column as _, Connection, Executor, PgConnection, Row, Statement, ValueRef};
@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 
 pub use errors::PostgresError;
 
-use crate::batch::RowBatch;
+use crate::batch::{CellColumn, RowBatch};
 use crate::source::{
     ColumnInfo, ConnectionCheck, Database, Fetched, ReadRequest, RowOrigin, Source, SourceBatch,
     SourceError, SourceErrorKind, TableInfo, TaskSource,
@@ -359,10 +359,20 @@ impl PostgresDatabase {
             );
             sql.push_str(&format!(" ORDER BY {}", order.join(", ")));
         }
+        let instants = columns
+            .iter()
+            .enumerate()
+            .map(|(index, (name, reading))| {
+                reading.is_instant(self.source_timezone)
+                    && request.instant_columns.contains(name)
+                    && !keys.contains(&index)
+            })
+            .collect();
         let reader = Reader {
             relation: relation.name,
             key_names: request.key.clone(),
             columns,
+            instants,
             keys,
             cursor,
             batch_rows: request.batch_rows.max(1),
@@ -604,6 +614,8 @@ struct Reader {
     relation: String,
     key_names: Vec<String>,
     columns: Vec<(String, Reading)>,
+    /// Per column: handed over as instants (UTC microseconds), not text.
+    instants: Vec<bool>,
     keys: Vec<usize>,
     cursor: Option<usize>,
     batch_rows: usize,
@@ -619,10 +631,13 @@ struct Reader {
 
 /// A batch being filled, column by column.
 struct Pending {
-    cells: Vec<StringChunkedBuilder>,
+    cells: Vec<CellColumn>,
     keys: Vec<String>,
     lines: Vec<u64>,
     cursor: Option<String>,
+    /// The last value of a cursor column handed over as instants, written as text
+    /// once, when the batch is finished.
+    cursor_bytes: Vec<u8>,
 }
 
 impl Reader {
@@ -631,11 +646,13 @@ impl Reader {
             cells: self
                 .columns
                 .iter()
-                .map(|(name, _)| StringChunkedBuilder::new(name.as_str().into(), self.batch_rows))
+                .zip(&self.instants)
+                .map(|((name, _), &instants)| CellColumn::new(name, self.batch_rows, instants))
                 .collect(),
             keys: Vec::with_capacity(self.batch_rows),
             lines: Vec::with_capacity(self.batch_rows),
             cursor: None,
+            cursor_bytes: Vec::new(),
         }
     }
 
@@ -658,15 +675,31 @@ impl Reader {
             let raw = row
                 .try_get_raw(index)
                 .map_err(|e| self.other(e.to_string()))?;
-            let column = &mut pending.cells[index];
             let key_part = self.keys.iter().position(|&k| k == index);
+            let column = match &mut pending.cells[index] {
+                CellColumn::Text(column) => column,
+                CellColumn::Instants(column) if raw.is_null() => {
+                    column.append_null();
+                    continue;
+                }
+                // Never a key column (see `Reader::instants`).
+                CellColumn::Instants(column) => {
+                    let bytes = binary(&raw).map_err(|e| self.other(e))?;
+                    let micros = reading
+                        .instant_micros(bytes, self.timezone)
+                        .map_err(|error| self.bad_value(row, index, error))?;
+                    column.append_value(micros);
+                    if self.cursor == Some(index) {
+                        pending.cursor_bytes.clear();
+                        pending.cursor_bytes.extend_from_slice(bytes);
+                    }
+                    continue;
+                }
+            };
             if raw.is_null() {
                 column.append_null();
             } else {
-                if raw.format() != PgValueFormat::Binary {
-                    return Err(self.other("the server sent a value as text, not binary".into()));
-                }
-                let bytes = raw.as_bytes().map_err(|e| self.other(e.to_string()))?;
+                let bytes = binary(&raw).map_err(|e| self.other(e))?;
                 self.cell.clear();
                 if let Err(error) = reading.write_text(bytes, self.timezone, &mut self.cell) {
                     return Err(self.bad_value(row, index, error));
@@ -679,11 +712,9 @@ impl Reader {
                     let cursor = pending.cursor.get_or_insert_with(String::new);
                     cursor.clear();
                     match (reading, self.timezone) {
-                        (Reading::Timestamp, Some(_)) => cursor.push_str(
-                            &reading
-                                .to_text(bytes, None)
-                                .map_err(|e| self.other(e.to_string()))?,
-                        ),
+                        (Reading::Timestamp, Some(_)) => reading
+                            .write_text(bytes, None, cursor)
+                            .map_err(|e| self.other(e.to_string()))?,
                         _ => cursor.push_str(&self.cell),
                     }
                 }
@@ -731,13 +762,21 @@ impl Reader {
         }
     }
 
-    fn finish(&self, pending: Pending) -> Result<Fetched, PostgresError> {
+    fn finish(&self, mut pending: Pending) -> Result<Fetched, PostgresError> {
         let height = pending.lines.len();
-        let columns = pending
-            .cells
-            .into_iter()
-            .map(|builder| builder.finish().into_column())
-            .collect();
+        if let (Some(index), false) = (self.cursor, pending.cursor_bytes.is_empty()) {
+            // As a text cursor column gives it: a naive time stays naive.
+            let (_, reading) = &self.columns[index];
+            let timezone = match reading {
+                Reading::Timestamp => None,
+                _ => self.timezone,
+            };
+            let text = reading
+                .to_text(&pending.cursor_bytes, timezone)
+                .map_err(|e| self.other(e.to_string()))?;
+            pending.cursor = Some(text);
+        }
+        let columns = pending.cells.into_iter().map(CellColumn::finish).collect();
         let rows = RowBatch::from_columns(height, columns, pending.lines, Vec::new())
             .map_err(|e| self.other(e.to_string()))?;
         Ok(Fetched {
@@ -752,6 +791,14 @@ impl Reader {
             cursor: pending.cursor,
         })
     }
+}
+
+/// A value's bytes, which must be in the binary format the reader asks for.
+fn binary<'r>(raw: &sqlx::postgres::PgValueRef<'r>) -> Result<&'r [u8], String> {
+    if raw.format() != PgValueFormat::Binary {
+        return Err("the server sent a value as text, not binary".into());
+    }
+    raw.as_bytes().map_err(|e| e.to_string())
 }
 
 /// Runs the stream's one query and sends its rows batch by batch; ends the

@@ -142,6 +142,7 @@ fn request(key: &[&str], cursor: Option<&str>, batch_rows: usize) -> ReadRequest
         cursor: cursor.map(str::to_owned),
         batch_rows,
         columns: None,
+        instant_columns: Vec::new(),
     }
 }
 
@@ -665,6 +666,71 @@ async fn identifiers_with_quotes_and_spaces_are_quoted() {
         // A name holding a dot is given in quotes.
         assert_eq!(split_table("\"a.b\".\"c\"\"d\"").unwrap(), ["a.b", "c\"d"]);
         assert!(split_table("a.b.c").is_err());
+    })
+    .await;
+}
+
+/// Columns asked for as instants come as `Datetime(µs, UTC)` holding the instants
+/// their texts name; a key column stays text, the cursor reads as before, and a
+/// local time in a DST gap is still refused by name.
+#[tokio::test(flavor = "multi_thread")]
+async fn instants_asked_for_are_the_instants_of_their_texts() {
+    let setup =
+        "CREATE TABLE shifts (at timestamp PRIMARY KEY, ended timestamptz, moved timestamp);
+                 INSERT INTO shifts VALUES
+                   ('2024-03-01 10:15:30', '2024-03-01 12:00:00.25+00', '2024-03-01 00:00:00'),
+                   ('2024-03-02 10:15:30', NULL, '2024-03-31 02:30:00');";
+    with_database(setup, &[], |name| async move {
+        let mut spec = spec(&name, "postgres", 5432);
+        spec.source_timezone = Some("Asia/Jakarta".into());
+        let db = PostgresDatabase::new(&spec, SecretString::from(PASSWORD)).unwrap();
+        let stream = table("shifts", "shifts", Some(("ended", None)));
+        let read = |instants: &[&str]| {
+            let mut request = request(&["at"], None, 10);
+            request.instant_columns = instants.iter().map(|c| c.to_string()).collect();
+            let (db, stream) = (&db, &stream);
+            async move {
+                let mut source = db.open(stream, request).await.unwrap();
+                let batches = read_all(source.as_mut()).await.unwrap();
+                (batches, source.cursor())
+            }
+        };
+        let (as_texts, text_cursor) = read(&[]).await;
+        let (as_instants, instant_cursor) = read(&["at", "ended", "moved"]).await;
+        assert_eq!(instant_cursor, text_cursor);
+        assert_eq!(text_cursor.as_deref(), Some("2024-03-01T12:00:00.250000Z"));
+        assert_eq!(
+            texts(&as_instants, "at"),
+            texts(&as_texts, "at"),
+            "a key stays text"
+        );
+        for column in ["ended", "moved"] {
+            let frame = &as_instants[0].rows.frame;
+            let instants: Vec<Option<String>> = frame
+                .column(column)
+                .unwrap()
+                .datetime()
+                .unwrap()
+                .physical()
+                .iter()
+                .map(|micros| {
+                    micros.map(|m| {
+                        typesystem::instant_text(
+                            chrono::DateTime::from_timestamp_micros(m).unwrap(),
+                        )
+                    })
+                })
+                .collect();
+            assert_eq!(instants, texts(&as_texts, column), "{column}");
+        }
+
+        spec.source_timezone = Some("Europe/Berlin".into());
+        let db = PostgresDatabase::new(&spec, SecretString::from(PASSWORD)).unwrap();
+        let mut request = request(&["at"], None, 10);
+        request.instant_columns = vec!["moved".into()];
+        let mut source = db.open(&stream, request).await.unwrap();
+        let error = read_all(source.as_mut()).await.expect_err("a DST gap");
+        assert!(error.to_string().contains("2024-03-31 02:30:00"), "{error}");
     })
     .await;
 }

@@ -112,6 +112,36 @@ impl Reading {
         }
     }
 
+    /// Whether values are instants: `timestamptz`, or `timestamp` read in the
+    /// connector's source timezone. A read may hand these over as microseconds.
+    pub(crate) fn is_instant(self, timezone: Option<Tz>) -> bool {
+        match self {
+            Reading::TimestampTz => true,
+            Reading::Timestamp => timezone.is_some(),
+            _ => false,
+        }
+    }
+
+    /// An instant's microseconds since 1970 (UTC), the instant [`Reading::write_text`]
+    /// writes.
+    pub(crate) fn instant_micros(
+        self,
+        bytes: &[u8],
+        timezone: Option<Tz>,
+    ) -> Result<i64, CellError> {
+        let what = match self {
+            Reading::TimestampTz => "timestamptz",
+            _ => "timestamp",
+        };
+        let naive = timestamp(i64::from_be_bytes(fixed(bytes)?), what)?;
+        let instant = match (self, timezone) {
+            (Reading::Timestamp, Some(tz)) => place(naive, tz)?,
+            (Reading::TimestampTz, _) => naive.and_utc(),
+            _ => return Err(CellError::Malformed("not an instant")),
+        };
+        Ok(instant.timestamp_micros())
+    }
+
     /// The canonical text of a non-NULL value. A naive timestamp is placed in
     /// `timezone` (and written as `TimestampTz`) when there is one.
     pub(crate) fn to_text(self, bytes: &[u8], timezone: Option<Tz>) -> Result<String, CellError> {
@@ -357,6 +387,10 @@ fn push_instant(out: &mut String, time: DateTime<Utc>) -> Result<(), CellError> 
 /// A local time of `tz` as an instant; the repeated hour of a fall-back is read
 /// as its first occurrence, a spring-forward gap is an error.
 pub(crate) fn place(naive: NaiveDateTime, tz: Tz) -> Result<DateTime<Utc>, CellError> {
+    // UTC has no gaps or repeated hours: its wall clock is the instant.
+    if tz == Tz::UTC {
+        return Ok(naive.and_utc());
+    }
     match tz.from_local_datetime(&naive) {
         LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => Ok(t.with_timezone(&Utc)),
         LocalResult::None => Err(CellError::LocalTimeGap {
