@@ -692,10 +692,13 @@ async fn killed_syncs_resume_exactly_once(test: &crate::helpers::TestStore) {
     let key_file = test.dir.path().join("master.key");
     let secrets = Secrets::load(store.as_ref(), &key_file).await.unwrap();
     let spec = std::fs::read_to_string(source.spec(test.dir.path())).unwrap();
+    // Sales run from 2025 to 2076 (updated_at = sold_at) and corrections are
+    // stamped 2027: the look-back reaches from the last sale back past 2025, so a
+    // sync that finished before a correction still reads it next time.
     let spec = write(
         test.dir.path(),
         "everything.toml",
-        &spec.replace("lookback = \"0s\"", "lookback = \"5000d\""),
+        &spec.replace("lookback = \"0s\"", "lookback = \"20000d\""),
     );
     add_connector(store.as_ref(), &secrets, &tenant, "pos", &spec).await;
     let sync = || {

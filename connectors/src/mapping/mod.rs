@@ -237,11 +237,14 @@ impl Mapper {
 
     /// The date column, if the mapping reads it only as the date: a database read
     /// may then hand its instants over typed (see `ReadRequest::instant_columns`).
-    /// A date column also used as a key, branch, memo, account or in an expression
-    /// is read as text, as files give it.
+    /// A date column also used as a key, branch, memo, account or in an expression,
+    /// or read by an explicit `format`, is read as text, as files give it.
     pub fn instant_columns(&self) -> Vec<String> {
         let def = &self.def;
         let date = &def.date.column;
+        if def.date.format.is_some() {
+            return Vec::new();
+        }
         let mut named = def
             .key
             .iter()
@@ -699,8 +702,12 @@ impl<'a> DateTable<'a> {
                 return Ok(index);
             }
         }
+        // The years a date's text has (as a text column's instant would be refused).
         let instant = chrono::DateTime::from_timestamp_micros(micros)
-            .ok_or_else(|| format!("date column '{column}' holds an instant out of range"))?;
+            .filter(|t| (1..=9999).contains(&chrono::Datelike::year(t)))
+            .ok_or_else(|| {
+                format!("date column '{column}' holds an instant outside the years 0001-9999")
+            })?;
         let (date, instant) = parser.localize(instant);
         self.dates.push(date.to_epoch_days());
         match instant {

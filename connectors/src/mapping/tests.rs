@@ -589,4 +589,17 @@ fn a_date_column_read_otherwise_is_not_asked_for_as_instants() {
     );
     let mapper = Mapper::compile(StreamDef::from_toml(&memo).unwrap(), ctx()).unwrap();
     assert!(mapper.instant_columns().is_empty());
+    let key = POS.replace("key = [\"sale_id\"]", "key = [\"sale_id\", \"sold_at\"]");
+    let mapper = Mapper::compile(StreamDef::from_toml(&key).unwrap(), ctx()).unwrap();
+    assert!(mapper.instant_columns().is_empty());
+    let lookup = POS.replace("column = \"category\"", "column = \"sold_at\"");
+    let mapper = Mapper::compile(StreamDef::from_toml(&lookup).unwrap(), ctx()).unwrap();
+    assert!(mapper.instant_columns().is_empty());
+    // An explicit format reads the text: the typed instant would skip it.
+    let format = POS.replace(
+        "source_timezone = \"UTC\" }",
+        "source_timezone = \"UTC\", format = \"%Y-%m-%d %H:%M:%S\" }",
+    );
+    let mapper = Mapper::compile(StreamDef::from_toml(&format).unwrap(), ctx()).unwrap();
+    assert!(mapper.instant_columns().is_empty());
 }

@@ -789,6 +789,8 @@ impl<'a> BatchBuilder<'a> {
     }
 }
 
+/// The error of row `line` whose column `index` holds a value without a canonical
+/// text, naming the row by its key as far as it can be read.
 fn bad_value(
     plan: &ReadPlan,
     values: &[Value],

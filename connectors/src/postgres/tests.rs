@@ -724,6 +724,19 @@ async fn instants_asked_for_are_the_instants_of_their_texts() {
             assert_eq!(instants, texts(&as_texts, column), "{column}");
         }
 
+        // A timestamp cursor read in a zone stays naive, batch after batch.
+        let by_moved = table("shifts", "shifts", Some(("moved", None)));
+        let mut cursors = Vec::new();
+        for instants in [vec![], vec!["moved".to_string()]] {
+            let mut request = request(&["at"], None, 1);
+            request.instant_columns = instants;
+            let mut source = db.open(&by_moved, request).await.unwrap();
+            read_all(source.as_mut()).await.unwrap();
+            cursors.push(source.cursor());
+        }
+        assert_eq!(cursors[0].as_deref(), Some("2024-03-31 02:30:00"));
+        assert_eq!(cursors[1], cursors[0]);
+
         spec.source_timezone = Some("Europe/Berlin".into());
         let db = PostgresDatabase::new(&spec, SecretString::from(PASSWORD)).unwrap();
         let mut request = request(&["at"], None, 10);

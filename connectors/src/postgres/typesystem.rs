@@ -139,6 +139,10 @@ impl Reading {
             (Reading::TimestampTz, _) => naive.and_utc(),
             _ => return Err(CellError::Malformed("not an instant")),
         };
+        // As the text of a placed time past 9999 is refused.
+        if !in_range(chrono::Datelike::year(&instant)) {
+            return Err(CellError::OutOfRange("timestamptz"));
+        }
         Ok(instant.timestamp_micros())
     }
 
