@@ -267,9 +267,10 @@ pub struct ReadRequest {
     /// Only these columns, in the relation's order (a key reconcile reads the key
     /// columns alone); every column when `None`.
     pub columns: Option<Vec<String>>,
-    /// Columns the mapping reads only as instants (its date column): a reader may
-    /// hand these over as `Datetime(µs, UTC)` rather than text, sparing the text
-    /// written here and parsed there. Key columns stay text whatever this says.
+    /// Columns the mapping reads only as instants (its date column) or not at all
+    /// (a cursor column it does not map): a reader may hand these over as
+    /// `Datetime(µs, UTC)` rather than text, sparing the text written here and
+    /// parsed there. Key columns stay text whatever this says.
     pub instant_columns: Vec<String>,
 }
 

@@ -463,7 +463,7 @@ async fn sync_stream(
         cursor,
         batch_rows: options.batch_rows,
         columns: None,
-        instant_columns: mapper.instant_columns(),
+        instant_columns: mapper.instant_columns(stream.cursor.iter().map(|c| &c.column)),
     };
     let had_cursor = request.cursor.is_some();
     let source: Box<dyn Source> = database.open(stream, request).await?;

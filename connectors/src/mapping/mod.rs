@@ -235,25 +235,40 @@ impl Mapper {
         columns
     }
 
-    /// The date column, if the mapping reads it only as the date: a database read
-    /// may then hand its instants over typed (see `ReadRequest::instant_columns`).
-    /// A date column also used as a key, branch, memo, account or in an expression,
-    /// or read by an explicit `format`, is read as text, as files give it.
-    pub fn instant_columns(&self) -> Vec<String> {
-        let def = &self.def;
-        let date = &def.date.column;
-        if def.date.format.is_some() {
-            return Vec::new();
+    /// The columns a database read may hand over as instants rather than text (see
+    /// `ReadRequest::instant_columns`): the date column, if the mapping reads it
+    /// only as the date, and of `others` (a stream's cursor column) those it does
+    /// not read at all. A date column also used as a key, branch, memo, account or
+    /// in an expression, or read by an explicit `format`, is read as text, as files
+    /// give it.
+    pub fn instant_columns<'a>(&self, others: impl IntoIterator<Item = &'a String>) -> Vec<String> {
+        let date = &self.def.date.column;
+        let mut columns = Vec::new();
+        if self.def.date.format.is_none() && !self.reads_as_text(date) {
+            columns.push(date.clone());
         }
+        for column in others {
+            if column != date && !self.reads_as_text(column) && !columns.contains(column) {
+                columns.push(column.clone());
+            }
+        }
+        columns
+    }
+
+    /// Whether the mapping reads `column` as text: as a key, branch, memo, currency,
+    /// amount or account column, or in a `when` or amount expression.
+    fn reads_as_text(&self, column: &str) -> bool {
+        let def = &self.def;
         let mut named = def
             .key
             .iter()
             .chain(&def.branch)
             .chain(&def.memo)
             .chain(&def.currency)
-            .chain(&def.numeric);
-        if named.any(|column| column == date) {
-            return Vec::new();
+            .chain(&def.numeric)
+            .chain(&def.optional);
+        if named.any(|named| named == column) {
+            return true;
         }
         let expressions = self.templates.iter().flat_map(|template| {
             template.when.iter().chain(
@@ -264,10 +279,7 @@ impl Mapper {
             )
         });
         let mut leaves = expressions.flat_map(|expr| expr.into_iter());
-        if leaves.any(|node| matches!(node, Expr::Column(name) if name.as_str() == date)) {
-            return Vec::new();
-        }
-        vec![date.clone()]
+        leaves.any(|node| matches!(node, Expr::Column(name) if name.as_str() == column))
     }
 
     /// The columns whose values, joined, are a row's transaction key.

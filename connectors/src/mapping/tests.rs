@@ -519,7 +519,11 @@ fn a_retired_account_is_refused_by_name_and_an_unknown_one_as_unknown() {
 #[test]
 fn instants_map_as_their_text_does() {
     let mapper = Mapper::compile(StreamDef::from_toml(POS).unwrap(), ctx()).unwrap();
-    assert_eq!(mapper.instant_columns(), vec!["sold_at".to_string()]);
+    let cursor = ["updated_at".to_string()];
+    assert_eq!(mapper.instant_columns(&cursor), ["sold_at", "updated_at"]);
+    // A cursor column the mapping reads stays text.
+    let read = ["outlet".to_string(), "sold_at".to_string()];
+    assert_eq!(mapper.instant_columns(&read), ["sold_at"]);
     let header = "sale_id,sold_at,outlet,category,payment_method,net_amount,tax";
     let rows = [
         "S1,2025-01-31T17:30:00Z,Kemang,coffee,QRIS,45900.9,4590.09",
@@ -582,24 +586,24 @@ fn a_date_column_read_otherwise_is_not_asked_for_as_instants() {
         "[[templates]]\nwhen = \"sold_at >= '2025-01-01'\"\n",
     );
     let mapper = Mapper::compile(StreamDef::from_toml(&when).unwrap(), ctx()).unwrap();
-    assert!(mapper.instant_columns().is_empty());
+    assert!(mapper.instant_columns(&[]).is_empty());
     let memo = POS.replace(
         "branch = \"outlet\"",
         "branch = \"outlet\"\nmemo = \"sold_at\"",
     );
     let mapper = Mapper::compile(StreamDef::from_toml(&memo).unwrap(), ctx()).unwrap();
-    assert!(mapper.instant_columns().is_empty());
+    assert!(mapper.instant_columns(&[]).is_empty());
     let key = POS.replace("key = [\"sale_id\"]", "key = [\"sale_id\", \"sold_at\"]");
     let mapper = Mapper::compile(StreamDef::from_toml(&key).unwrap(), ctx()).unwrap();
-    assert!(mapper.instant_columns().is_empty());
+    assert!(mapper.instant_columns(&[]).is_empty());
     let lookup = POS.replace("column = \"category\"", "column = \"sold_at\"");
     let mapper = Mapper::compile(StreamDef::from_toml(&lookup).unwrap(), ctx()).unwrap();
-    assert!(mapper.instant_columns().is_empty());
+    assert!(mapper.instant_columns(&[]).is_empty());
     // An explicit format reads the text: the typed instant would skip it.
     let format = POS.replace(
         "source_timezone = \"UTC\" }",
         "source_timezone = \"UTC\", format = \"%Y-%m-%d %H:%M:%S\" }",
     );
     let mapper = Mapper::compile(StreamDef::from_toml(&format).unwrap(), ctx()).unwrap();
-    assert!(mapper.instant_columns().is_empty());
+    assert!(mapper.instant_columns(&[]).is_empty());
 }
