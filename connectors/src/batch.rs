@@ -73,13 +73,34 @@ pub(crate) enum CellColumn {
     /// Microseconds since 1970, UTC: no text written here, none parsed in the
     /// mapping.
     Instants(PrimitiveChunkedBuilder<Int64Type>),
+    /// Mantissas at [`DECIMAL_SCALE`]: amounts the mapping reads without parsing
+    /// text.
+    Decimals(PrimitiveChunkedBuilder<Int128Type>),
+}
+
+/// Mantissas are at the precision and scale the mapping reads numeric text at, so
+/// that it takes the column as it is.
+const DECIMAL_PRECISION: usize = crate::mapping::SOURCE_PRECISION;
+pub(crate) const DECIMAL_SCALE: usize = crate::mapping::SOURCE_SCALE;
+
+/// What a database read hands a column over as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CellKind {
+    Text,
+    Instants,
+    Decimals,
 }
 
 impl CellColumn {
-    pub(crate) fn new(name: &str, capacity: usize, instants: bool) -> CellColumn {
-        match instants {
-            true => CellColumn::Instants(PrimitiveChunkedBuilder::new(name.into(), capacity)),
-            false => CellColumn::Text(StringChunkedBuilder::new(name.into(), capacity)),
+    pub(crate) fn new(name: &str, capacity: usize, kind: CellKind) -> CellColumn {
+        match kind {
+            CellKind::Text => CellColumn::Text(StringChunkedBuilder::new(name.into(), capacity)),
+            CellKind::Instants => {
+                CellColumn::Instants(PrimitiveChunkedBuilder::new(name.into(), capacity))
+            }
+            CellKind::Decimals => {
+                CellColumn::Decimals(PrimitiveChunkedBuilder::new(name.into(), capacity))
+            }
         }
     }
 
@@ -89,6 +110,10 @@ impl CellColumn {
             CellColumn::Instants(builder) => builder
                 .finish()
                 .into_datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))
+                .into_column(),
+            CellColumn::Decimals(builder) => builder
+                .finish()
+                .into_decimal_unchecked(DECIMAL_PRECISION, DECIMAL_SCALE)
                 .into_column(),
         }
     }

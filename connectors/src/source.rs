@@ -272,6 +272,10 @@ pub struct ReadRequest {
     /// `Datetime(µs, UTC)` rather than text, sparing the text written here and
     /// parsed there. Key columns stay text whatever this says.
     pub instant_columns: Vec<String>,
+    /// Columns the mapping reads only as exact amounts: a reader may hand these over
+    /// as `Decimal(38, 8)` (the scale the mapping reads amounts at) rather than text,
+    /// where every value of the column fits. Key columns stay text.
+    pub decimal_columns: Vec<String>,
 }
 
 /// What `connector test` found, step by step, in words.

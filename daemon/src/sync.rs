@@ -464,6 +464,7 @@ async fn sync_stream(
         batch_rows: options.batch_rows,
         columns: None,
         instant_columns: mapper.instant_columns(stream.cursor.iter().map(|c| &c.column)),
+        decimal_columns: mapper.decimal_columns(),
     };
     let had_cursor = request.cursor.is_some();
     let source: Box<dyn Source> = database.open(stream, request).await?;
@@ -749,6 +750,7 @@ async fn reconcile_keys(
         batch_rows: options.batch_rows,
         columns: Some(mapper.key_columns().to_vec()),
         instant_columns: Vec::new(),
+        decimal_columns: Vec::new(),
     };
     let mut source = database.open(&whole, request).await?;
     let mut present = std::collections::HashSet::new();

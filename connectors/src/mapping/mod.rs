@@ -7,7 +7,7 @@
 //! through a float.
 
 mod dates;
-mod decimals;
+pub(crate) mod decimals;
 mod errors;
 
 use std::collections::HashSet;
@@ -25,8 +25,8 @@ pub use errors::MappingError;
 /// Precision and scale numeric source columns are read at: wide enough to notice
 /// digits beyond the four the ledger keeps, instead of rounding them away.
 const SOURCE_DECIMAL: DataType = DataType::Decimal(SOURCE_PRECISION, SOURCE_SCALE);
-const SOURCE_PRECISION: usize = 38;
-const SOURCE_SCALE: usize = 8;
+pub(crate) const SOURCE_PRECISION: usize = 38;
+pub(crate) const SOURCE_SCALE: usize = 8;
 
 /// A set of account codes, looked up once per posting: polars' fast hasher rather
 /// than the standard library's DoS-resistant one (codes come from the tenant's own
@@ -255,6 +255,37 @@ impl Mapper {
         columns
     }
 
+    /// The numeric columns the mapping reads only as amounts (not as a key, branch,
+    /// memo, currency or account column): a database read may hand these over as
+    /// exact decimals (see `ReadRequest::decimal_columns`).
+    pub fn decimal_columns(&self) -> Vec<String> {
+        let def = &self.def;
+        let accounts: Vec<&String> = def
+            .templates
+            .iter()
+            .flat_map(|t| &t.postings)
+            .filter_map(|posting| match &posting.account {
+                AccountSpec::Code(_) => None,
+                AccountSpec::Column { column } | AccountSpec::Lookup { column, .. } => Some(column),
+            })
+            .collect();
+        let named: Vec<&String> = def
+            .key
+            .iter()
+            .chain(std::iter::once(&def.date.column))
+            .chain(&def.branch)
+            .chain(&def.memo)
+            .chain(&def.currency)
+            .chain(&def.optional)
+            .chain(accounts)
+            .collect();
+        def.numeric
+            .iter()
+            .filter(|column| !named.contains(column))
+            .cloned()
+            .collect()
+    }
+
     /// Whether the mapping reads `column` as text: as a key, branch, memo, currency,
     /// amount or account column, or in a `when` or amount expression.
     fn reads_as_text(&self, column: &str) -> bool {
@@ -340,7 +371,16 @@ impl Mapper {
         // by a database) are cast below.
         let mut frame = frame;
         let mut text_columns = HashSet::new();
+        // Decimals a database read typed: exact already, at the scale read here.
+        let mut typed = HashSet::new();
         for column in &self.def.numeric {
+            if frame
+                .column(column)
+                .is_ok_and(|c| c.dtype() == &SOURCE_DECIMAL)
+            {
+                typed.insert(column.clone());
+                continue;
+            }
             let Ok(text) = frame.column(column).and_then(|c| c.str()) else {
                 continue;
             };
@@ -370,7 +410,7 @@ impl Mapper {
         // stays beside the decimal to name it.
         let mut numeric = Vec::new();
         for column in &self.def.numeric {
-            if !text_columns.contains(column) {
+            if !text_columns.contains(column) && !typed.contains(column) {
                 numeric.push(col(column.as_str()).alias(text_column(column)));
                 numeric.push(
                     col(column.as_str())
@@ -969,7 +1009,11 @@ impl<'a> FrameView<'a> {
         let branch_column = optional(&def.branch)?;
         let mut bad_numbers = Vec::new();
         for column in &def.numeric {
-            let texts = text(&text_column(column))?;
+            // A decimal column a database read typed has no text and no bad cell.
+            let Ok(texts) = frame.column(&text_column(column)) else {
+                continue;
+            };
+            let texts = texts.str()?;
             let bad = frame.column(column)?.is_null() & texts.is_not_null();
             if bad.any() {
                 bad_numbers.push((

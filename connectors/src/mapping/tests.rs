@@ -607,3 +607,49 @@ fn a_date_column_read_otherwise_is_not_asked_for_as_instants() {
     let mapper = Mapper::compile(StreamDef::from_toml(&format).unwrap(), ctx()).unwrap();
     assert!(mapper.instant_columns(&[]).is_empty());
 }
+
+/// A database read hands amount columns over as exact decimals: the postings are
+/// those of the same rows as text; a numeric column the mapping also reads as text
+/// is not asked for.
+#[test]
+fn typed_decimals_map_as_their_text_does() {
+    let mapper = Mapper::compile(StreamDef::from_toml(POS).unwrap(), ctx()).unwrap();
+    assert_eq!(mapper.decimal_columns(), ["net_amount", "tax"]);
+    let header = "sale_id,sold_at,outlet,category,payment_method,net_amount,tax";
+    let rows = [
+        "S1,2025-01-31 17:30:00,Kemang,coffee,QRIS,45900.9,4590.09",
+        "S2,2025-01-31 16:59:59,Kemang,pastry,cash,-755.0125,0",
+        "S3,2025-01-31 16:59:59,Dago,coffee,cash,1000.00001,100",
+        "S4,2025-01-31 16:59:59,Dago,coffee,cash,,100",
+    ];
+    let texts = batch(header, &rows);
+    let mut typed = texts.clone();
+    for column in ["net_amount", "tax"] {
+        let text = texts.frame.column(column).unwrap().str().unwrap();
+        let mantissas: Int128Chunked = text
+            .iter()
+            .map(|t| t.and_then(|t| decimals::parse(t.as_bytes(), SOURCE_PRECISION, SOURCE_SCALE)))
+            .collect();
+        typed
+            .frame
+            .with_column(
+                mantissas
+                    .with_name(column.into())
+                    .into_decimal_unchecked(SOURCE_PRECISION, SOURCE_SCALE)
+                    .into_column(),
+            )
+            .unwrap();
+    }
+    let from_texts = mapper.map(texts).unwrap();
+    let from_typed = mapper.map(typed).unwrap();
+    let postings = |mapped: &MappedBatch| mapped.postings.to_postings().unwrap();
+    assert_eq!(postings(&from_typed), postings(&from_texts));
+    assert_eq!(postings(&from_typed).len(), 5);
+    // 1000.00001 has a fifth decimal: refused on both paths, as is the empty amount.
+    assert_eq!(from_typed.errors, from_texts.errors);
+    assert_eq!(from_typed.errors.len(), 2, "{:?}", from_typed.errors);
+
+    let memo = POS.replace("branch = \"outlet\"", "branch = \"outlet\"\nmemo = \"tax\"");
+    let mapper = Mapper::compile(StreamDef::from_toml(&memo).unwrap(), ctx()).unwrap();
+    assert_eq!(mapper.decimal_columns(), ["net_amount"]);
+}

@@ -234,6 +234,7 @@ fn request(key: &[&str], cursor: Option<&str>, batch_rows: usize) -> ReadRequest
         batch_rows,
         columns: None,
         instant_columns: Vec::new(),
+        decimal_columns: Vec::new(),
     }
 }
 

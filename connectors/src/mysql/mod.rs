@@ -38,7 +38,7 @@ use tokio::sync::mpsc;
 pub use errors::MysqlError;
 use typesystem::{CellError, ColumnReading, Decode};
 
-use crate::batch::{CellColumn, RowBatch};
+use crate::batch::{CellColumn, CellKind, RowBatch};
 use crate::source::{
     ColumnInfo, ConnectionCheck, Database, ReadRequest, RowOrigin, Source, SourceBatch,
     SourceError, SourceErrorKind, SourceIdentity, TableInfo,
@@ -464,20 +464,33 @@ impl Database for MysqlDatabase {
             }
             _ => Params::Empty,
         };
-        let instants = readings
+        let kinds = readings
             .iter()
+            .zip(columns.iter())
             .enumerate()
-            .map(|(index, reading)| {
-                typesystem::is_instant(reading)
-                    && request.instant_columns.contains(&names[index])
-                    && !keys.contains(&index)
+            .map(|(index, (reading, column))| {
+                let name = &names[index];
+                if keys.contains(&index) {
+                    CellKind::Text
+                } else if typesystem::is_instant(reading) && request.instant_columns.contains(name)
+                {
+                    CellKind::Instants
+                } else if reading.decode == Decode::Decimal
+                    && request.decimal_columns.contains(name)
+                    && Some(index) != cursor_index
+                    && typesystem::decimals_fit(column)
+                {
+                    CellKind::Decimals
+                } else {
+                    CellKind::Text
+                }
             })
             .collect();
         let plan = ReadPlan {
             relation: relation.clone(),
             names,
             readings,
-            instants,
+            kinds,
             keys,
             key_columns: request.key.clone(),
             cursor: cursor_index,
@@ -584,8 +597,8 @@ struct ReadPlan {
     relation: String,
     names: Vec<String>,
     readings: Vec<ColumnReading>,
-    /// Per column: handed over as instants (UTC microseconds), not text.
-    instants: Vec<bool>,
+    /// Per column: handed over as text, instants or decimals. Key columns are text.
+    kinds: Vec<CellKind>,
     keys: Vec<usize>,
     key_columns: Vec<String>,
     cursor: Option<usize>,
@@ -681,8 +694,8 @@ async fn send(
     sender.send(Ok(message)).await.map_err(|_| Stop::Closed)
 }
 
-/// Rows of one batch, column by column: instants as UTC microseconds, every other
-/// value as canonical text.
+/// Rows of one batch, column by column: instants as UTC microseconds, decimals as
+/// mantissas, every other value as canonical text.
 struct BatchBuilder<'a> {
     plan: &'a ReadPlan,
     cells: Vec<CellColumn>,
@@ -705,8 +718,8 @@ impl<'a> BatchBuilder<'a> {
             cells: plan
                 .names
                 .iter()
-                .zip(&plan.instants)
-                .map(|(name, &instants)| CellColumn::new(name, plan.batch_rows, instants))
+                .zip(&plan.kinds)
+                .map(|(name, &kind)| CellColumn::new(name, plan.batch_rows, kind))
                 .collect(),
             lines: Vec::with_capacity(plan.batch_rows),
             keys: Vec::with_capacity(plan.batch_rows),
@@ -729,13 +742,20 @@ impl<'a> BatchBuilder<'a> {
             let column = match &mut self.cells[index] {
                 CellColumn::Text(column) => column,
                 CellColumn::Instants(column) => {
-                    // Never a key column (see `ReadPlan::instants`).
+                    // Never a key column (see `ReadPlan::kinds`).
                     let micros = typesystem::instant_micros(reading, value)
                         .map_err(|error| bad_value(plan, &values, index, line, error))?;
                     column.append_option(micros);
                     if Some(index) == plan.cursor && micros.is_some() {
                         self.cursor_micros = micros;
                     }
+                    continue;
+                }
+                // Never a key or cursor column (see `ReadPlan::kinds`).
+                CellColumn::Decimals(column) => {
+                    let mantissa = typesystem::decimal_mantissa(value)
+                        .map_err(|error| bad_value(plan, &values, index, line, error))?;
+                    column.append_option(mantissa);
                     continue;
                 }
             };

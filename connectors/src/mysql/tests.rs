@@ -194,6 +194,7 @@ fn request(key: &[&str], cursor: Option<&str>, batch_rows: usize) -> ReadRequest
         batch_rows,
         columns: None,
         instant_columns: Vec::new(),
+        decimal_columns: Vec::new(),
     }
 }
 
@@ -877,4 +878,29 @@ async fn instants_asked_for_are_the_instants_of_their_texts() {
     // Without a zone a DATETIME is a wall-clock time, not an instant: text.
     let (_, dtypes, _) = read(None, &all).await;
     assert_eq!(dtypes, [DataType::String, utc, DataType::String]);
+}
+
+/// Amount columns asked for as decimals come as `Decimal(38, 8)` holding what their
+/// text says; one too wide for that (DECIMAL(65,30)) and a key stay text.
+#[tokio::test(flavor = "multi_thread")]
+async fn decimals_asked_for_are_the_numbers_of_their_texts() {
+    let scratch = Scratch::new(SALES).await;
+    let database = scratch.root_database();
+    let stream = table_stream("s", "sales", None);
+    let mut request = request(&["id"], None, 2);
+    request.decimal_columns = vec!["amount".into(), "fine".into(), "id".into()];
+    let mut source = database.open(&stream, request).await.unwrap();
+    let mut amounts = Vec::new();
+    while let Some(batch) = source.next_batch().await.unwrap() {
+        let frame = &batch.rows.frame;
+        assert_eq!(
+            frame.column("amount").unwrap().dtype(),
+            &DataType::Decimal(38, 8)
+        );
+        assert_eq!(frame.column("fine").unwrap().dtype(), &DataType::String);
+        assert_eq!(frame.column("id").unwrap().dtype(), &DataType::String);
+        let column = frame.column("amount").unwrap().decimal().unwrap().clone();
+        amounts.extend(column.physical().iter());
+    }
+    assert_eq!(amounts, [Some(-123_456_000_000), None, Some(10_000)]);
 }

@@ -242,6 +242,33 @@ pub fn instant_micros(reading: &ColumnReading, value: &Value) -> Result<Option<i
     }
 }
 
+/// Whether every value of a DECIMAL result column is a [`decimal_mantissa`]: at
+/// most 8 decimals and 30 digits before the point (its display length counts the
+/// digits, the point and a sign).
+pub fn decimals_fit(column: &mysql_async::Column) -> bool {
+    usize::from(column.decimals()) <= crate::batch::DECIMAL_SCALE && column.column_length() <= 30
+}
+
+/// A DECIMAL value (its digits, as MySQL sends them) as a mantissa at the
+/// mapping's scale; `None` for NULL.
+pub fn decimal_mantissa(value: &Value) -> Result<Option<i128>, CellError> {
+    use crate::mapping::{decimals, SOURCE_PRECISION, SOURCE_SCALE};
+    match value {
+        Value::NULL => Ok(None),
+        Value::Bytes(digits) => decimals::parse(digits, SOURCE_PRECISION, SOURCE_SCALE)
+            .map(Some)
+            .ok_or_else(|| {
+                CellError::Unexpected(format!(
+                    "DECIMAL '{}' is not a number of at most 30 digits and 8 decimals",
+                    String::from_utf8_lossy(digits)
+                ))
+            }),
+        other => Err(CellError::Unexpected(format!(
+            "a DECIMAL column sent {other:?}"
+        ))),
+    }
+}
+
 /// An instant column's value as the text [`write_text`] gives it.
 pub fn instant_text(micros: i64) -> String {
     let mut out = String::with_capacity(27);

@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 
 pub use errors::PostgresError;
 
-use crate::batch::{CellColumn, RowBatch};
+use crate::batch::{CellColumn, CellKind, RowBatch};
 use crate::source::{
     ColumnInfo, ConnectionCheck, Database, Fetched, ReadRequest, RowOrigin, Source, SourceBatch,
     SourceError, SourceErrorKind, TableInfo, TaskSource,
@@ -647,7 +647,13 @@ impl Reader {
                 .columns
                 .iter()
                 .zip(&self.instants)
-                .map(|((name, _), &instants)| CellColumn::new(name, self.batch_rows, instants))
+                .map(|((name, _), &instants)| {
+                    let kind = match instants {
+                        true => CellKind::Instants,
+                        false => CellKind::Text,
+                    };
+                    CellColumn::new(name, self.batch_rows, kind)
+                })
                 .collect(),
             keys: Vec::with_capacity(self.batch_rows),
             lines: Vec::with_capacity(self.batch_rows),
@@ -678,6 +684,8 @@ impl Reader {
             let key_part = self.keys.iter().position(|&k| k == index);
             let column = match &mut pending.cells[index] {
                 CellColumn::Text(column) => column,
+                // Not asked of this reader.
+                CellColumn::Decimals(_) => return Err(self.other("decimals as text".into())),
                 CellColumn::Instants(column) if raw.is_null() => {
                     column.append_null();
                     continue;
