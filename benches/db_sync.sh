@@ -2,11 +2,12 @@
 # Database Connect, measured beside its peers on one machine: a POS sales table of
 # ROWS rows in the local PostgreSQL and MariaDB, read
 #   - by ledgersync's first sync (read, map, write, aggregates, commit) into a fresh
-#     SQLite store, whole process, with its peak memory (best of 3);
+#     SQLite store, whole process, with its peak memory;
 #   - by ConnectorX (PyPI `connectorx`) into Arrow, the query the connector sends
-#     (ordered by the cursor column, then the key), and the bare SELECT * (best of 3);
+#     (ordered by the cursor column, then the key) and the bare SELECT *;
 #   - by `COPY (query) TO STDOUT (FORMAT binary)` through psql, the read limit
-#     (PostgreSQL only; the connector's query; best of 3);
+#     (PostgreSQL only; the connector's query);
+# in three rounds of all of them (best of 3 each), once the servers have settled;
 # then 1,000 rows are changed at the source and synced again (incremental), twice.
 # Usage: bash benches/db_sync.sh [ledgersync binary] [rows=2000000]
 set -euo pipefail
