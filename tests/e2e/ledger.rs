@@ -259,23 +259,10 @@ async fn replacing_reads_the_key_index_not_the_segments(test: TestStore) {
     model.extend(later);
 
     // The bulk load's segments are made unreadable.
-    let garbage = match test.url.starts_with("sqlite://") {
-        true => "X'00'",
-        false => "'\\x00'::bytea",
-    };
-    tenant_sql(
+    spoil_segments(
         &test,
         &kept,
-        &[
-            &format!(
-                "CREATE TABLE kept_data AS SELECT segment_id, data FROM segment_data \
-                 WHERE segment_id IN (SELECT id FROM ledger_segments WHERE load_id = {bulk_load})"
-            ),
-            &format!(
-                "UPDATE segment_data SET data = {garbage} \
-                 WHERE segment_id IN (SELECT segment_id FROM kept_data)"
-            ),
-        ],
+        &format!("segment_id IN (SELECT id FROM ledger_segments WHERE load_id = {bulk_load})"),
     )
     .await;
     // Five changed amounts, one sale sent again as it was, one moved to another
@@ -324,17 +311,7 @@ async fn replacing_reads_the_key_index_not_the_segments(test: TestStore) {
     model.extend(again);
     // The segments were unreadable indeed: a rebuild has to read them, and fails.
     assert!(store.rebuild_aggregates(&kept).await.is_err());
-    tenant_sql(
-        &test,
-        &kept,
-        &[
-            "UPDATE segment_data SET data = (SELECT data FROM kept_data \
-             WHERE kept_data.segment_id = segment_data.segment_id) \
-             WHERE segment_id IN (SELECT segment_id FROM kept_data)",
-            "DROP TABLE kept_data",
-        ],
-    )
-    .await;
+    restore_segments(&test, &kept).await;
 
     // A minute at a time: each load corrects a bulk sale and the previous minute's
     // own sale, and adds one, all in January.
@@ -373,28 +350,10 @@ async fn replacing_reads_the_key_index_not_the_segments(test: TestStore) {
     assert!(key_index_count(&test, &kept, chained).await > 0);
     // Every segment unreadable again while it commits: it can only follow the moves
     // (building the index anew, or reading where the versions were, would fail).
-    tenant_sql(
-        &test,
-        &kept,
-        &[
-            "CREATE TABLE kept_data AS SELECT segment_id, data FROM segment_data",
-            &format!("UPDATE segment_data SET data = {garbage}"),
-        ],
-    )
-    .await;
+    spoil_segments(&test, &kept, "TRUE").await;
     load_sales(store, &kept, &last_word, "last word").await;
     model.extend(last_word);
-    tenant_sql(
-        &test,
-        &kept,
-        &[
-            "UPDATE segment_data SET data = (SELECT data FROM kept_data \
-             WHERE kept_data.segment_id = segment_data.segment_id) \
-             WHERE segment_id IN (SELECT segment_id FROM kept_data)",
-            "DROP TABLE kept_data",
-        ],
-    )
-    .await;
+    restore_segments(&test, &kept).await;
     let after = key_index_count(&test, &kept, "SELECT COUNT(*) FROM moved_transactions").await;
     assert!(after >= moves, "{after} moves left of {moves}");
     let indexed = key_index_count(&test, &kept, "SELECT COUNT(*) FROM indexed_sources").await;
@@ -408,6 +367,44 @@ async fn replacing_reads_the_key_index_not_the_segments(test: TestStore) {
     let branches = [BRANCH_TOTAL, "Kemang", "Senopati", "Dago"];
     assert_same_figures(store, &kept, &reference, &branches, "2025-02").await;
     assert_rebuild_agrees(store, &kept).await;
+}
+
+/// Makes the segments `which` (an SQL condition on `segment_data`) unreadable,
+/// keeping their bytes aside for [`restore_segments`].
+async fn spoil_segments(test: &TestStore, tenant: &Tenant, which: &str) {
+    let garbage = match test.url.starts_with("sqlite://") {
+        true => "X'00'",
+        false => "'\\x00'::bytea",
+    };
+    tenant_sql(
+        test,
+        tenant,
+        &[
+            &format!(
+                "CREATE TABLE kept_data AS SELECT segment_id, data FROM segment_data WHERE {which}"
+            ),
+            &format!(
+                "UPDATE segment_data SET data = {garbage} \
+                 WHERE segment_id IN (SELECT segment_id FROM kept_data)"
+            ),
+        ],
+    )
+    .await;
+}
+
+/// Puts back the bytes [`spoil_segments`] kept aside.
+async fn restore_segments(test: &TestStore, tenant: &Tenant) {
+    tenant_sql(
+        test,
+        tenant,
+        &[
+            "UPDATE segment_data SET data = (SELECT data FROM kept_data \
+             WHERE kept_data.segment_id = segment_data.segment_id) \
+             WHERE segment_id IN (SELECT segment_id FROM kept_data)",
+            "DROP TABLE kept_data",
+        ],
+    )
+    .await;
 }
 
 /// Each of `branches` has the same figures for January and February 2025 in `tenant`

@@ -259,45 +259,40 @@ impl Mapper {
     /// memo, currency or account column): a database read may hand these over as
     /// exact decimals (see `ReadRequest::decimal_columns`).
     pub fn decimal_columns(&self) -> Vec<String> {
+        let date = &self.def.date.column;
+        self.def
+            .numeric
+            .iter()
+            .filter(|column| *column != date && !self.text_roles().any(|named| named == *column))
+            .cloned()
+            .collect()
+    }
+
+    /// The columns the mapping names in a text role: key, branch, memo, currency,
+    /// optional and account columns.
+    fn text_roles(&self) -> impl Iterator<Item = &String> {
         let def = &self.def;
-        let accounts: Vec<&String> = def
+        let accounts = def
             .templates
             .iter()
             .flat_map(|t| &t.postings)
             .filter_map(|posting| match &posting.account {
                 AccountSpec::Code(_) => None,
                 AccountSpec::Column { column } | AccountSpec::Lookup { column, .. } => Some(column),
-            })
-            .collect();
-        let named: Vec<&String> = def
-            .key
+            });
+        def.key
             .iter()
-            .chain(std::iter::once(&def.date.column))
             .chain(&def.branch)
             .chain(&def.memo)
             .chain(&def.currency)
             .chain(&def.optional)
             .chain(accounts)
-            .collect();
-        def.numeric
-            .iter()
-            .filter(|column| !named.contains(column))
-            .cloned()
-            .collect()
     }
 
     /// Whether the mapping reads `column` as text: as a key, branch, memo, currency,
     /// amount or account column, or in a `when` or amount expression.
     fn reads_as_text(&self, column: &str) -> bool {
-        let def = &self.def;
-        let mut named = def
-            .key
-            .iter()
-            .chain(&def.branch)
-            .chain(&def.memo)
-            .chain(&def.currency)
-            .chain(&def.numeric)
-            .chain(&def.optional);
+        let mut named = self.text_roles().chain(&self.def.numeric);
         if named.any(|named| named == column) {
             return true;
         }
@@ -714,14 +709,35 @@ struct DateTable<'a> {
     parsed: PlHashMap<&'a str, Result<IdxSize, String>>,
     /// Short texts that parsed, by view.
     short: ShortTexts<IdxSize>,
+    entries: DateEntries,
+    /// The last instant of [`DateTable::instant`] and its entry.
+    last_instant: Option<(i64, IdxSize)>,
+}
+
+/// The dates of a batch's [`DateTable`], as the posting columns they become.
+struct DateEntries {
     /// Days since 1970-01-01, as a polars `Date`.
     dates: Vec<i32>,
     /// The instant of each date, when the source gave one, as RFC 3339 text.
     occurred: StringChunkedBuilder,
     /// The instant being written, reused for each.
     instant_text: String,
-    /// The last instant of [`DateTable::instant`] and its entry.
-    last_instant: Option<(i64, IdxSize)>,
+}
+
+impl DateEntries {
+    /// Adds a date (and its instant) and returns its entry.
+    fn add(&mut self, (date, instant): dates::LocalDate) -> IdxSize {
+        self.dates.push(date.to_epoch_days());
+        match instant {
+            Some(instant) => {
+                self.instant_text.clear();
+                ledgersync_schemas::time_text::push_rfc3339_utc(&mut self.instant_text, instant);
+                self.occurred.append_value(self.instant_text.as_str());
+            }
+            None => self.occurred.append_null(),
+        }
+        (self.dates.len() - 1) as IdxSize
+    }
 }
 
 impl Default for DateTable<'_> {
@@ -729,12 +745,14 @@ impl Default for DateTable<'_> {
         DateTable {
             parsed: PlHashMap::default(),
             short: ShortTexts::default(),
-            dates: Vec::new(),
-            occurred: StringChunkedBuilder::new(
-                ledgersync_schemas::posting_column::OCCURRED_AT.into(),
-                0,
-            ),
-            instant_text: String::new(),
+            entries: DateEntries {
+                dates: Vec::new(),
+                occurred: StringChunkedBuilder::new(
+                    ledgersync_schemas::posting_column::OCCURRED_AT.into(),
+                    0,
+                ),
+                instant_text: String::new(),
+            },
             last_instant: None,
         }
     }
@@ -760,17 +778,7 @@ impl<'a> DateTable<'a> {
             .ok_or_else(|| {
                 format!("date column '{column}' holds an instant outside the years 0001-9999")
             })?;
-        let (date, instant) = parser.localize(instant);
-        self.dates.push(date.to_epoch_days());
-        match instant {
-            Some(instant) => {
-                self.instant_text.clear();
-                ledgersync_schemas::time_text::push_rfc3339_utc(&mut self.instant_text, instant);
-                self.occurred.append_value(self.instant_text.as_str());
-            }
-            None => self.occurred.append_null(),
-        }
-        let index = (self.dates.len() - 1) as IdxSize;
+        let index = self.entries.add(parser.localize(instant));
         self.last_instant = Some((micros, index));
         Ok(index)
     }
@@ -787,26 +795,13 @@ impl<'a> DateTable<'a> {
         let DateTable {
             parsed,
             short,
-            dates,
-            occurred,
-            instant_text,
+            entries,
             ..
         } = self;
         short.try_get(texts, row, |_| match parsed.get(text) {
             Some(known) => known.clone(),
             None => {
-                let found = parser.parse(text).map(|(date, instant)| {
-                    dates.push(date.to_epoch_days());
-                    match instant {
-                        Some(instant) => {
-                            instant_text.clear();
-                            ledgersync_schemas::time_text::push_rfc3339_utc(instant_text, instant);
-                            occurred.append_value(instant_text.as_str());
-                        }
-                        None => occurred.append_null(),
-                    }
-                    (dates.len() - 1) as IdxSize
-                });
+                let found = parser.parse(text).map(|local| entries.add(local));
                 parsed.insert(text, found.clone());
                 found
             }
@@ -876,8 +871,8 @@ impl Found {
                 .take(&IdxCa::from_vec("accounts".into(), self.accounts))?
         };
         let date_at = IdxCa::from_vec("dates".into(), self.dates);
-        let date_table = Int32Chunked::from_vec(DATE.into(), dates.dates);
-        let occurred_table: StringChunked = dates.occurred.finish();
+        let date_table = Int32Chunked::from_vec(DATE.into(), dates.entries.dates);
+        let occurred_table: StringChunked = dates.entries.occurred.finish();
         let frame = DataFrame::new(
             len,
             vec![

@@ -684,8 +684,11 @@ impl Reader {
             let key_part = self.keys.iter().position(|&k| k == index);
             let column = match &mut pending.cells[index] {
                 CellColumn::Text(column) => column,
-                // Not asked of this reader.
-                CellColumn::Decimals(_) => return Err(self.other("decimals as text".into())),
+                // This reader hands decimals over as text (`Reader::pending` makes
+                // no decimal column).
+                CellColumn::Decimals(_) => {
+                    return Err(self.other("a decimal column this reader does not fill".into()))
+                }
                 CellColumn::Instants(column) if raw.is_null() => {
                     column.append_null();
                     continue;
